@@ -1,0 +1,148 @@
+"""Errors are values: a `Problem` is a code, a message and a `Location`.
+
+Every stage (loading, schema, compiling, facts, evaluating) collects problems rather
+than stopping at the first, and raises one `TivError` subclass that carries them all.
+The subclass says whose fault it is, and therefore which CLI exit status and HTTP
+status a caller should use: bad rule files are not the same failure as bad facts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """Where a problem is: a rule file position, a JSON path into facts, or both.
+
+    `file` is relative to the rule repository root; `line` and `col` are 1-based
+    (0 means unknown); `path` is a JSON-path-like address such as
+    `charges[2].amount` or `formulas.tiv`.
+    """
+
+    file: str = ""
+    line: int = 0
+    col: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.file:
+            text = self.file
+            if self.line:
+                text += f":{self.line}"
+                if self.col:
+                    text += f":{self.col}"
+            return text
+        return self.path
+
+    @property
+    def source(self) -> str:
+        """`path:line`, the form traces cite."""
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    def at(self, path: str) -> Location:
+        return Location(self.file, self.line, self.col, path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in (
+                ("file", self.file),
+                ("line", self.line),
+                ("col", self.col),
+                ("path", self.path),
+            )
+            if v
+        }
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong. `code` is stable and machine-readable (`yaml.duplicate_key`)."""
+
+    code: str
+    message: str
+    location: Location = field(default_factory=Location)
+
+    def __str__(self) -> str:
+        where = str(self.location)
+        if self.location.file and self.location.path:
+            return f"{where}: {self.location.path}: {self.message}"
+        return f"{where}: {self.message}" if where else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, **self.location.to_dict()}
+
+
+def _sort_key(problem: Problem) -> tuple[str, int, int, str, str]:
+    loc = problem.location
+    return (loc.file, loc.line, loc.col, loc.path, problem.code)
+
+
+class TivError(Exception):
+    """Base of every error tiv raises on purpose. Carries one or more problems."""
+
+    exit_code = 1
+    kind = "error"
+
+    def __init__(self, problems: Problem | Iterable[Problem]) -> None:
+        items = [problems] if isinstance(problems, Problem) else list(problems)
+        if not items:
+            raise ValueError("a TivError needs at least one problem")
+        self.problems: tuple[Problem, ...] = tuple(sorted(items, key=_sort_key))
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        first = str(self.problems[0])
+        more = len(self.problems) - 1
+        return f"{first} (and {more} more)" if more else first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.kind, "problems": [p.to_dict() for p in self.problems]}
+
+
+class RulesError(TivError):
+    """A rule file (policy pack, country rules, reference data) is invalid."""
+
+    exit_code = 3
+    kind = "invalid_rules"
+
+
+class FactsError(TivError):
+    """The shipment facts are invalid; each problem names the JSON path."""
+
+    exit_code = 2
+    kind = "invalid_facts"
+
+
+class SelectionError(TivError):
+    """No such pack or version, or no published version in effect on the date."""
+
+    exit_code = 2
+    kind = "no_policy"
+
+
+class EvaluationError(TivError):
+    """Valid rules and facts met at run time and failed (division by zero, no fx rate)."""
+
+    exit_code = 4
+    kind = "evaluation_failed"
+
+
+def problem(code: str, message: str, location: Location | None = None) -> Problem:
+    return Problem(code, message, location or Location())
+
+
+def json_path(parts: Iterable[str | int]) -> str:
+    """`("charges", 2, "amount")` -> `charges[2].amount`; odd keys are quoted."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.replace("_", "a").replace("-", "a").isalnum() and not part[:1].isdigit():
+            text += f".{part}" if text else part
+        else:
+            text += f'["{part}"]'
+    return text

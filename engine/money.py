@@ -1,0 +1,108 @@
+"""Exact money: the one Decimal context tiv computes in, exact parsing, rounding, display.
+
+Figures (minor units per currency, rounding modes chosen by a pack) live in rule
+files; this module only provides the mechanisms. Nothing here accepts a binary float.
+
+The context: 34 significant digits (IEEE 754 decimal128), ROUND_HALF_EVEN for the
+inexact results of division, and traps on invalid operations, division by zero and
+overflow, so a bad formula fails loudly instead of producing NaN or Infinity.
+Rounding to currency units is never implicit: it happens only where a rule file asks.
+"""
+
+from __future__ import annotations
+
+import decimal
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+
+PRECISION = 34
+
+CONTEXT = decimal.Context(
+    prec=PRECISION,
+    rounding=decimal.ROUND_HALF_EVEN,
+    Emin=-999_999,
+    Emax=999_999,
+    traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow],
+    flags=[],
+)
+
+ROUNDING_MODES: dict[str, str] = {
+    "half_up": decimal.ROUND_HALF_UP,
+    "half_even": decimal.ROUND_HALF_EVEN,
+    "half_down": decimal.ROUND_HALF_DOWN,
+    "up": decimal.ROUND_UP,
+    "down": decimal.ROUND_DOWN,
+    "ceiling": decimal.ROUND_CEILING,
+    "floor": decimal.ROUND_FLOOR,
+}
+
+# Plain decimal notation only: no exponent, no sign but a leading minus, no
+# thousands separators, no "NaN"/"Infinity". Amounts arrive from people and systems;
+# anything cleverer is more likely a mistake than a number.
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
+@contextmanager
+def exact() -> Iterator[decimal.Context]:
+    """Run a block under tiv's context, whatever the caller's thread default is."""
+    with decimal.localcontext(CONTEXT) as ctx:
+        ctx.clear_flags()
+        yield ctx
+
+
+def parse_decimal(value: object) -> Decimal:
+    """Read a number exactly, or raise ValueError with a message fit for a person.
+
+    Accepts Decimal (finite), int (not bool) and strings in plain decimal notation.
+    Rejects floats: by the time a float exists, its exact value is already lost.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"expected a finite number, got {value}")
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        raise ValueError(
+            f"got the binary float {value!r}; pass amounts as strings, ints or Decimal "
+            "so no precision is lost"
+        )
+    if isinstance(value, str):
+        text = value.strip()
+        if not _DECIMAL_TEXT.fullmatch(text):
+            raise ValueError(f'{value!r} is not a decimal number (write e.g. "1234.50")')
+        return Decimal(text)
+    raise ValueError(f"expected a number, got {type(value).__name__}")
+
+
+def round_to(value: Decimal, places: int, mode: str) -> Decimal:
+    """Round to `places` decimal places with a named mode from ROUNDING_MODES."""
+    try:
+        rounding = ROUNDING_MODES[mode]
+    except KeyError:
+        raise ValueError(f"unknown rounding mode {mode!r}") from None
+    with exact():
+        return value.quantize(Decimal(1).scaleb(-places), rounding=rounding)
+
+
+def plain(value: Decimal) -> str:
+    """Decimal as text with no exponent: what JSON output and traces carry."""
+    text = format(value, "f")
+    if text.startswith("-") and Decimal(text) == 0:
+        text = text[1:]
+    return text
+
+
+def display(value: Decimal, currency: str = "", places: int | None = None) -> str:
+    """`561,709.00 USD`: thousands separators, fixed places when known."""
+    if places is not None:
+        text = f"{value:,.{places}f}"
+    else:
+        integral, _, fraction = plain(value).partition(".")
+        sign = "-" if integral.startswith("-") else ""
+        text = f"{sign}{int(integral.lstrip('-')):,}" + (f".{fraction}" if fraction else "")
+    return f"{text} {currency}" if currency else text

@@ -1,0 +1,733 @@
+"""Shipment facts in, a validated and frozen `Shipment` out: the facts contract.
+
+In: the facts as YAML or JSON text (`str` or `bytes`), a file (`pathlib.Path` or any
+other `os.PathLike`), or a mapping from a library caller; and a `FactsReference`
+holding the currency, country and charge-type lists, which come from rule files.
+Out: a `Shipment`. On bad input: one `FactsError` carrying every problem, each naming
+the JSON path (`charges[2].amount`) and, for text and files, the file name (`name`
+for text); YAML input also gives the line and column. Mappings give the path only.
+
+Format: a name ending in `.json` is JSON, `.yaml`/`.yml` is YAML; any other name is
+JSON when the text's first non-blank character is `{`, YAML otherwise.
+
+Amounts are read exactly, never through a binary float: JSON numbers become Decimal
+from their text, YAML numbers come from `engine.loading.yamlfile`, strings must be
+plain decimals, and Python floats are refused. Nothing is rounded here. Amounts with
+no `currency` inherit one: the invoice the valuation currency, each goods line the
+invoice currency, charges and duties the valuation currency; the Shipment holds the
+inherited codes, so every amount's currency is explicit downstream.
+
+`Shipment.model_validate` alone checks the shape only; `read_facts` also checks codes
+against the reference and that every foreign currency has an fx rate.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path, PurePath
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from engine.errors import FactsError, Location, Problem, json_path
+from engine.loading.yamlfile import LoadedYaml, parse_yaml_data
+from engine.money import parse_decimal, plain
+
+Incoterm = Literal["EXW", "FCA", "FAS", "FOB", "CFR", "CIF", "CPT", "CIP", "DAP", "DPU", "DDP"]
+Mode = Literal["ocean", "air", "rail", "road", "courier", "multimodal"]
+PaymentMethod = Literal["prepaid", "collect"]
+DutyType = Literal["import_duty", "tax", "customs_fee"]
+INCOTERMS: tuple[str, ...] = get_args(Incoterm)  # Incoterms 2020
+MODES: tuple[str, ...] = get_args(Mode)
+
+
+@dataclass(frozen=True)
+class FactsReference:
+    """What facts are checked against; every list comes from rule files, not code."""
+
+    currencies: Mapping[str, int]  # ISO 4217 code -> minor units
+    countries: frozenset[str]  # ISO 3166-1 alpha-2 codes
+    charge_types: frozenset[str] | None = None  # the pack's charge types; None = unchecked
+
+
+# --- field types --------------------------------------------------------------------
+# Validators raise PydanticCustomError(code, message): the code becomes the Problem code
+# (`facts.<code>`) and the message is shown as is. Messages go through the context
+# because pydantic treats `{...}` in a template as a placeholder.
+
+
+def _fail(code: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(code, "{message}", {"message": message})
+
+
+def _reference(info: ValidationInfo) -> FactsReference | None:
+    context = info.context
+    reference = context.get("reference") if isinstance(context, Mapping) else None
+    return reference if isinstance(reference, FactsReference) else None
+
+
+def _number(value: Any) -> Decimal:
+    try:
+        return parse_decimal(value)
+    except ValueError as error:
+        raise _fail("number", str(error)) from None
+
+
+def _non_negative(value: Any) -> Decimal:
+    number = _number(value)
+    if number < 0:
+        raise _fail("negative", f"must not be negative, got {plain(number)}")
+    return number
+
+
+def _positive(value: Any) -> Decimal:
+    number = _number(value)
+    if number <= 0:
+        raise _fail("not_positive", f"must be greater than zero, got {plain(number)}")
+    return number
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        quotable = isinstance(value, int | Decimal) and not isinstance(value, bool)
+        hint = "; put it in quotes" if quotable else ""
+        raise _fail("text", f"must be text, got {_describe(value)}{hint}")
+    if not value.strip():
+        raise _fail("empty", "must not be empty")
+    return value
+
+
+def _category(value: Any) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", text):
+        raise _fail(
+            "category",
+            f"{_describe(text)} is not a category name: use lowercase letters, "
+            "digits and underscores, starting with a letter (e.g. 'consumer_electronics')",
+        )
+    return text
+
+
+def _hs_code(value: Any) -> str:
+    if isinstance(value, int | Decimal) and not isinstance(value, bool):
+        written = _describe(value)
+        raise _fail(
+            "hs_code",
+            f'write the HS code in quotes ("{written}"): read as a '
+            "number, a code loses its leading zeros",
+        )
+    text = _text(value)
+    if not re.fullmatch(r"[0-9]{2,10}", text):
+        raise _fail(
+            "hs_code",
+            f"{_describe(text)} is not an HS code: write 2 to 10 digits with no "
+            'dots or spaces, e.g. "847130"',
+        )
+    return text
+
+
+def _iso_date(value: Any) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise _fail("date", f"{_describe(value)} is not a calendar date") from None
+    raise _fail("date", f"must be a date written YYYY-MM-DD, got {_describe(value)}")
+
+
+def _code(
+    value: Any, *, letters: int, what: str, known: Mapping[str, Any] | frozenset[str] | None
+) -> str:
+    kind = "currency" if letters == 3 else "country"
+    if not isinstance(value, str):
+        raise _fail(kind, f"must be an {what} code as text, got {_describe(value)}")
+    if known is not None and value not in known and value.upper() in known:
+        raise _fail(kind, f"write {what} codes in capitals: {value.upper()!r}")
+    if not re.fullmatch(f"[A-Z]{{{letters}}}", value):
+        raise _fail(kind, f"{_describe(value)} is not an {what} code ({letters} capital letters)")
+    if known is not None and value not in known:
+        raise _fail(
+            f"unknown_{kind}",
+            f"unknown {kind} {_describe(value)}: not in the reference list of {what} codes",
+        )
+    return value
+
+
+def _currency(value: Any, info: ValidationInfo) -> str:
+    reference = _reference(info)
+    return _code(
+        value,
+        letters=3,
+        what="ISO 4217 currency",
+        known=reference.currencies if reference else None,
+    )
+
+
+def _country(value: Any, info: ValidationInfo) -> str:
+    reference = _reference(info)
+    return _code(
+        value,
+        letters=2,
+        what="ISO 3166-1 alpha-2 country",
+        known=reference.countries if reference else None,
+    )
+
+
+def _charge_type(value: Any, info: ValidationInfo) -> str:
+    text = _text(value)
+    reference = _reference(info)
+    if reference and reference.charge_types is not None and text not in reference.charge_types:
+        known = ", ".join(sorted(reference.charge_types))
+        raise _fail(
+            "unknown_charge_type", f"unknown charge type {_describe(text)}; known types: {known}"
+        )
+    return text
+
+
+def _describe(value: Any) -> str:
+    """A short, one-line rendering of an input value for messages."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, Decimal):
+        return plain(value) if value.is_finite() else str(value)
+    if isinstance(value, int) and value.bit_length() > 200:
+        return "a number with too many digits"  # repr() itself has a digit limit
+    if isinstance(value, str | int):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:56] + "...'"
+    return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
+
+
+_AMOUNT_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
+        {"type": "number", "minimum": 0},
+    ],
+    "description": "a non-negative decimal; a string keeps every digit exactly",
+}
+_RATE_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
+        {"type": "number", "exclusiveMinimum": 0},
+    ],
+    "description": "the value of one unit of the currency in the valuation currency",
+}
+
+Amount = Annotated[Decimal, PlainValidator(_non_negative), WithJsonSchema(_AMOUNT_SCHEMA)]
+Rate = Annotated[Decimal, PlainValidator(_positive), WithJsonSchema(_RATE_SCHEMA)]
+Text = Annotated[str, PlainValidator(_text), WithJsonSchema({"type": "string", "minLength": 1})]
+Category = Annotated[
+    str,
+    PlainValidator(_category),
+    WithJsonSchema({"type": "string", "pattern": "^[a-z][a-z0-9_]*$"}),
+]
+HsCode = Annotated[
+    str, PlainValidator(_hs_code), WithJsonSchema({"type": "string", "pattern": "^[0-9]{2,10}$"})
+]
+IsoDate = Annotated[
+    date, PlainValidator(_iso_date), WithJsonSchema({"type": "string", "format": "date"})
+]
+Currency = Annotated[
+    str, PlainValidator(_currency), WithJsonSchema({"type": "string", "pattern": "^[A-Z]{3}$"})
+]
+Country = Annotated[
+    str, PlainValidator(_country), WithJsonSchema({"type": "string", "pattern": "^[A-Z]{2}$"})
+]
+ChargeType = Annotated[
+    str, PlainValidator(_charge_type), WithJsonSchema({"type": "string", "minLength": 1})
+]
+Days = Annotated[StrictInt, Field(ge=0)]
+
+
+# --- models -------------------------------------------------------------------------
+
+
+class _Facts(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Place(_Facts):
+    country: Country
+    port: Text | None = None
+
+
+class Invoice(_Facts):
+    amount: Amount
+    currency: Currency | None = None  # set to the valuation currency when absent
+
+
+class Dimensions(_Facts):
+    length: Amount
+    width: Amount
+    height: Amount
+
+
+class GoodsItem(_Facts):
+    """One goods line. Only the description is always required: a pack's rules say
+    which of the other facts they read, and reading an absent one is an error there."""
+
+    description: Text
+    hs_code: HsCode | None = None
+    quantity: Amount | None = None
+    weight_kg: Amount | None = None
+    dimensions_cm: Dimensions | None = None
+    value: Amount | None = None
+    currency: Currency | None = None  # set to the invoice currency when absent
+    category: Category | None = None
+
+
+class Charge(_Facts):
+    type: ChargeType
+    amount: Amount
+    currency: Currency | None = None  # set to the valuation currency when absent
+
+
+class Duty(_Facts):
+    type: DutyType
+    amount: Amount
+    currency: Currency | None = None  # set to the valuation currency when absent
+
+
+class Shipment(_Facts):
+    """One shipment's facts. Amounts are Decimal; sequences are tuples (the model is frozen)."""
+
+    id: Text
+    date: IsoDate
+    currency: Currency  # the valuation currency
+    incoterm: Incoterm | None = None
+    mode: Mode
+    origin: Place
+    destination: Place
+    payment_method: PaymentMethod = "prepaid"
+    expected_transit_days: Days | None = None
+    invoice: Invoice
+    # Optional: the insured value comes from the invoice and charges; goods lines
+    # matter to rules that look at categories and HS codes.
+    goods: tuple[GoodsItem, ...] = ()
+    charges: tuple[Charge, ...] = ()
+    duties: tuple[Duty, ...] | None = None  # None: not given; (): given as none
+    fx: dict[Currency, Rate] = Field(default_factory=dict)
+    sum_insured: Amount | None = None  # in the valuation currency
+    transit_countries: tuple[Country, ...] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_currencies(cls, data: Any, info: ValidationInfo) -> Any:
+        """Give each amount without a currency the one it inherits (see module doc).
+
+        Only a valid currency is passed down, so a bad code is reported once, where
+        it was written, and never at a path the input does not have.
+        """
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        valuation = _valid_currency(data.get("currency"), info)
+        invoice = data.get("invoice")
+        invoice_currency = valuation
+        if isinstance(invoice, Mapping):
+            if invoice.get("currency") is None:
+                if valuation:
+                    data["invoice"] = {**invoice, "currency": valuation}
+            else:
+                invoice_currency = _valid_currency(invoice["currency"], info)
+        for name, inherited in (
+            ("goods", invoice_currency),
+            ("charges", valuation),
+            ("duties", valuation),
+        ):
+            items = data.get(name)
+            if inherited and isinstance(items, list | tuple):
+                data[name] = [
+                    {**item, "currency": inherited}
+                    if isinstance(item, Mapping) and item.get("currency") is None
+                    else item
+                    for item in items
+                ]
+        return data
+
+    def canonical(self) -> dict[str, Any]:
+        """A JSON-ready dict: Decimals as plain decimal strings (the written precision
+        kept), dates as ISO strings, keys in model order, fx sorted by code, absent
+        optional fields as None. Equal facts written alike give equal dicts."""
+        return _canonical(self)  # type: ignore[no-any-return]
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema of the facts input (amounts as string or number)."""
+        return cls.model_json_schema()
+
+
+def _valid_currency(value: Any, info: ValidationInfo) -> str | None:
+    try:
+        return _currency(value, info)
+    except PydanticCustomError:
+        return None
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return {name: _canonical(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, tuple | list):
+        return [_canonical(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, Decimal):
+        return plain(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+def read_facts(
+    source: str | bytes | os.PathLike[str] | Mapping[str, Any],
+    reference: FactsReference,
+    *,
+    name: str = "<input>",
+) -> Shipment:
+    """Read and check shipment facts; raise FactsError with every problem found.
+
+    `source`: a `str` or `bytes` is the text itself (named `name` in messages), an
+    `os.PathLike` is a file to read, a Mapping is already-parsed data (problems then
+    carry the path only). A `str` is never taken as a file name.
+    """
+    marks: LoadedYaml | None = None
+    file = ""
+    try:
+        if isinstance(source, Mapping):
+            data: Any = source
+        elif isinstance(source, str | bytes):
+            file = name
+            text = source if isinstance(source, str) else _decode(source, name)
+            data, marks = _parse_text(text, name)
+        elif isinstance(source, os.PathLike):
+            file = os.fsdecode(source)
+            data, marks = load_facts_document(source)
+        else:
+            raise TypeError(f"read_facts takes text, a path or a mapping, not {type(source)}")
+        return _validate(data, reference, marks, file)
+    except RecursionError:
+        raise FactsError(
+            Problem("facts.too_deep", "the facts nest too deeply to read", Location(file))
+        ) from None
+
+
+def load_facts_document(path: os.PathLike[str] | str) -> tuple[Any, LoadedYaml | None]:
+    """Read a facts file into raw data, plus its marks when it is YAML.
+
+    Here a `str` is a file name. Raises FactsError if the file cannot be read, is not
+    UTF-8, or is not well-formed YAML or JSON (duplicate keys and NaN included).
+    """
+    file = os.fsdecode(path)
+    try:
+        raw = Path(file).read_bytes()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise FactsError(
+            Problem("facts.unreadable", f"cannot read the facts file: {reason}", Location(file))
+        ) from None
+    return _parse_text(_decode(raw, file), file)
+
+
+def _decode(raw: bytes, file: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise FactsError(
+            Problem(
+                "facts.encoding",
+                f"not UTF-8 text (byte {raw[error.start]:#04x}); save the file as UTF-8",
+                Location(file, line),
+            )
+        ) from None
+
+
+def _parse_text(text: str, file: str) -> tuple[Any, LoadedYaml | None]:
+    text = text.removeprefix("\ufeff")
+    suffix = PurePath(file).suffix.lower()
+    if suffix == ".json" or (suffix not in (".yaml", ".yml") and text.lstrip()[:1] == "{"):
+        return _parse_json(text, file), None
+    loaded = parse_yaml_data(text, file)
+    return loaded.data, loaded
+
+
+class _NonFinite:
+    """Stands in for JSON's NaN/Infinity until the walk below reports it with its path."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _DuplicateKeys(dict[str, Any]):
+    """A JSON object that repeated keys (json.loads would silently keep the last)."""
+
+    duplicates: list[str]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    repeated: list[str] = []
+    for key, value in pairs:
+        if key in result:
+            repeated.append(key)
+        else:
+            result[key] = value
+    if not repeated:
+        return result
+    marked = _DuplicateKeys(result)
+    marked.duplicates = repeated
+    return marked
+
+
+def _parse_json(text: str, file: str) -> Any:
+    try:
+        data = json.loads(
+            text, parse_float=Decimal, parse_constant=_NonFinite, object_pairs_hook=_object
+        )
+    except json.JSONDecodeError as error:
+        raise FactsError(
+            Problem(
+                "facts.syntax",
+                f"invalid JSON: {error.msg}",
+                Location(file, error.lineno, error.colno),
+            )
+        ) from None
+    except ValueError:  # only an integer beyond Python's int-from-text digit limit
+        raise FactsError(
+            Problem("facts.syntax", "invalid JSON: a number has too many digits", Location(file))
+        ) from None
+    except RecursionError:
+        raise FactsError(
+            Problem("facts.too_deep", "the facts nest too deeply to read", Location(file))
+        ) from None
+    problems: list[Problem] = []
+    _check_json(data, (), file, problems)
+    if problems:
+        raise FactsError(problems)
+    return data
+
+
+def _check_json(value: Any, parts: tuple[str | int, ...], file: str, out: list[Problem]) -> None:
+    if isinstance(value, _NonFinite):
+        out.append(
+            Problem(
+                "facts.not_finite",
+                f"{value.text} is not a finite number; write a plain decimal number",
+                Location(file, path=json_path(parts)),
+            )
+        )
+    elif isinstance(value, dict):
+        for key in getattr(value, "duplicates", ()):
+            out.append(
+                Problem(
+                    "facts.duplicate_key",
+                    f"duplicate key {_describe(key)}: JSON readers "
+                    "disagree on which value wins, so keep only one",
+                    Location(file, path=json_path((*parts, key))),
+                )
+            )
+        for key, item in value.items():
+            _check_json(item, (*parts, key), file, out)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, (*parts, index), file, out)
+
+
+def _validate(
+    data: Any, reference: FactsReference, marks: LoadedYaml | None, file: str
+) -> Shipment:
+    def where(parts: tuple[str | int, ...], *, key: bool = False) -> Location:
+        path = json_path(parts)
+        return marks.locate(path, key=key) if marks else Location(file, path=path)
+
+    if data is None:
+        raise FactsError(
+            Problem(
+                "facts.empty_document",
+                "the facts are empty; expected a mapping of "
+                "shipment fields (id, date, currency, ...)",
+                where(()),
+            )
+        )
+    problems: list[Problem] = []
+    shipment: Shipment | None = None
+    try:
+        shipment = Shipment.model_validate(data, context={"reference": reference})
+    except ValidationError as error:
+        for detail in error.errors(include_url=False):
+            loc = tuple(detail["loc"])
+            is_key = detail["type"] == "extra_forbidden" or loc[-1:] == ("[key]",)
+            loc = loc[:-1] if loc[-1:] == ("[key]",) else loc
+            code, message = _explain(detail, loc, data)
+            problems.append(Problem(code, message, where(loc, key=is_key)))
+    for parts, code, message in _fx_problems(data, reference):
+        problems.append(Problem(code, message, where(parts, key=parts[0] == "fx")))
+    if problems:
+        raise FactsError(_one_per_path(problems))
+    assert shipment is not None
+    return shipment
+
+
+def _one_per_path(problems: list[Problem]) -> list[Problem]:
+    seen: set[str] = set()
+    kept = []
+    for found in problems:
+        if found.location.path not in seen:
+            seen.add(found.location.path)
+            kept.append(found)
+    return kept
+
+
+def _explain(detail: Any, loc: tuple[Any, ...], data: Any) -> tuple[str, str]:
+    """A pydantic error as (problem code, one-line message a person understands)."""
+    kind = detail["type"]
+    context = detail.get("ctx") or {}
+    if "message" in context and len(context) == 1:  # raised by our validators
+        return f"facts.{kind}", str(context["message"])
+    if kind == "missing":
+        return "facts.required", "is required"
+    if kind == "extra_forbidden":
+        name = str(loc[-1]) if loc else ""
+        fields = list(_model_at(loc[:-1]).model_fields) if _model_at(loc[:-1]) else []
+        close = difflib.get_close_matches(name, fields, n=1, cutoff=0.7)
+        hint = (
+            f"; did you mean '{close[0]}'?"
+            if close
+            else (f"; known fields: {', '.join(fields)}" if fields else "")
+        )
+        return "facts.unknown_field", f"unknown field {_describe(name)}{hint}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        if not loc:
+            hint = (
+                "; to read a file, pass a pathlib.Path, not a str"
+                if isinstance(data, str) and "\n" not in data.strip()
+                else ""
+            )
+            return "facts.type", (
+                "the facts must be a mapping of shipment fields (id, date, "
+                f"currency, ...), got {_describe(data)}{hint}"
+            )
+        return "facts.type", f"must be a mapping of fields, got {_describe(detail['input'])}"
+    if kind in ("tuple_type", "list_type"):
+        return "facts.type", f"must be a list, got {_describe(detail['input'])}"
+    if kind == "literal_error":
+        return "facts.choice", (
+            f"must be one of {context.get('expected', '?')}, got {_describe(detail['input'])}"
+        )
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "facts.type", f"must be a whole number, got {_describe(detail['input'])}"
+    if kind == "greater_than_equal":
+        return "facts.range", f"must be at least {context.get('ge')}"
+    if kind == "string_type":
+        return "facts.type", f"must be text, got {_describe(detail['input'])}"
+    message = str(detail.get("msg", "is invalid"))
+    return f"facts.{kind}", message[:1].lower() + message[1:]
+
+
+def _model_at(parts: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model that validates the mapping at `parts` (list indices skipped)."""
+    model: type[BaseModel] = Shipment
+    for part in parts:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        nested = _model_in(field.annotation) if field else None
+        if nested is None:
+            return None
+        model = nested
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _fx_problems(
+    data: Any, reference: FactsReference
+) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """Foreign currencies with no fx rate, and a valuation-currency rate other than 1.
+
+    Works on the raw input (not the model), so these are reported alongside shape
+    problems. Only explicitly written currencies are checked: an inherited one is
+    either the valuation currency or the invoice's, which is checked where written.
+    """
+    if not isinstance(data, Mapping):
+        return []
+    valuation = data.get("currency")
+    if not (isinstance(valuation, str) and valuation in reference.currencies):
+        return []
+    fx = data.get("fx")
+    rates = fx if isinstance(fx, Mapping) else {}
+    found: list[tuple[tuple[str | int, ...], str, str]] = []
+
+    def check(parts: tuple[str | int, ...], currency: Any) -> None:
+        if (
+            isinstance(currency, str)
+            and currency in reference.currencies
+            and currency != valuation
+            and currency not in rates
+        ):
+            found.append(
+                (
+                    parts,
+                    "facts.no_fx_rate",
+                    f"no fx rate for {currency}; add "
+                    f"fx.{currency}, the value of one {currency} in {valuation}",
+                )
+            )
+
+    invoice = data.get("invoice")
+    if isinstance(invoice, Mapping):
+        check(("invoice", "currency"), invoice.get("currency"))
+    for name in ("goods", "charges", "duties"):
+        items = data.get(name)
+        if isinstance(items, list | tuple):
+            for index, item in enumerate(items):
+                if isinstance(item, Mapping):
+                    check((name, index, "currency"), item.get("currency"))
+    if valuation in rates:
+        try:
+            own = parse_decimal(rates[valuation])
+        except ValueError:
+            own = Decimal(1)  # reported by the model as a malformed rate
+        if own != 1:
+            found.append(
+                (
+                    ("fx", valuation),
+                    "facts.fx_valuation",
+                    f"the valuation currency's own rate must be 1, got {plain(own)}; "
+                    f"remove fx.{valuation}",
+                )
+            )
+    return found

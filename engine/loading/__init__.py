@@ -1,0 +1,1 @@
+"""Loading: reading rule files and shipment facts from disk into plain data with locations."""

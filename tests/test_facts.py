@@ -1,0 +1,463 @@
+"""engine.facts: the shipment facts contract, read exactly, every problem with its place."""
+
+from __future__ import annotations
+
+import copy
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.errors import FactsError, Problem
+from engine.facts import FactsReference, Shipment, load_facts_document, read_facts
+from engine.money import plain
+
+# A small hand-made reference: the real lists live in rules/reference/, these are fixtures.
+REFERENCE = FactsReference(
+    currencies={"USD": 2, "EUR": 2, "CHF": 2, "JPY": 0, "BHD": 3},
+    countries=frozenset({"CN", "US", "NO", "DE", "SG"}),
+    charge_types=frozenset({"freight", "handling", "insurance"}),
+)
+
+# The numbers on the right are the line numbers the assertions below rely on.
+SHIPMENT = """\
+id: SHP-1                                              # 1
+date: 2025-03-01                                       # 2
+currency: USD                                          # 3
+incoterm: CIF                                          # 4
+mode: ocean                                            # 5
+origin: {country: CN, port: Shanghai}                  # 6
+destination: {country: "NO"}                           # 7
+invoice: {amount: "10000.00", currency: EUR}           # 8
+goods:                                                 # 9
+  - description: Laptops                               # 10
+    hs_code: "847130"                                  # 11
+    quantity: 10                                       # 12
+    weight_kg: 25.5                                    # 13
+    value: "10000.00"                                  # 14
+    category: electronics                              # 15
+charges:                                               # 16
+  - {type: freight, amount: "1200.00"}                 # 17
+  - {type: handling, amount: 80}                       # 18
+  - {type: freight, amount: "95.50", currency: USD}    # 19
+fx:                                                    # 20
+  EUR: "1.0825"                                        # 21
+"""
+
+
+def variant(old: str, new: str) -> str:
+    assert SHIPMENT.count(old) == 1, old
+    return SHIPMENT.replace(old, new)
+
+
+def problems_of(source: Any, **options: Any) -> list[Problem]:
+    with pytest.raises(FactsError) as caught:
+        read_facts(source, REFERENCE, **options)
+    return list(caught.value.problems)
+
+
+def only_problem(source: Any, **options: Any) -> Problem:
+    [found] = problems_of(source, **options)
+    return found
+
+
+def as_data() -> dict[str, Any]:
+    """The example as plain data, the way a library caller would pass it."""
+    return read_facts(SHIPMENT, REFERENCE).canonical()
+
+
+def as_json(data: dict[str, Any], **replace: str) -> str:
+    """JSON text; each `__name__` string placeholder is replaced by raw JSON text."""
+    text = json.dumps(data)
+    for name, raw in replace.items():
+        text = text.replace(f'"__{name}__"', raw)
+    return text
+
+
+# --- the valid example --------------------------------------------------------------
+
+
+def test_the_example_reads_exactly() -> None:
+    shipment = read_facts(SHIPMENT, REFERENCE, name="ship.yaml")
+    assert shipment.invoice.amount == Decimal("10000.00")
+    assert str(shipment.goods[0].weight_kg) == "25.5"
+    assert shipment.fx == {"EUR": Decimal("1.0825")}
+    assert shipment.destination.country == "NO"
+    assert shipment.goods[0].hs_code == "847130"
+    assert shipment.payment_method == "prepaid"
+    # Currencies are inherited: invoice given (EUR), goods from the invoice (EUR),
+    # charges without one from the valuation currency (USD).
+    assert shipment.invoice.currency == "EUR"
+    assert shipment.goods[0].currency == "EUR"
+    assert [c.currency for c in shipment.charges] == ["USD", "USD", "USD"]
+
+
+def test_the_model_is_frozen() -> None:
+    shipment = read_facts(SHIPMENT, REFERENCE)
+    with pytest.raises(ValueError):
+        shipment.id = "other"  # type: ignore[misc]
+    assert isinstance(shipment.charges, tuple)
+
+
+def test_a_file_path_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "ship.yaml"
+    path.write_text(SHIPMENT, encoding="utf-8")
+    assert read_facts(path, REFERENCE) == read_facts(SHIPMENT, REFERENCE)
+    data, marks = load_facts_document(path)
+    assert marks is not None and marks.locate("charges[2].amount").line == 19
+    assert data["charges"][2]["amount"] == "95.50"
+
+
+def test_json_file_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "ship.json"
+    path.write_text(json.dumps(as_data()), encoding="utf-8")
+    assert read_facts(path, REFERENCE) == read_facts(SHIPMENT, REFERENCE)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    found = only_problem(tmp_path / "missing.yaml")
+    assert found.code == "facts.unreadable"
+    assert found.location.file.endswith("missing.yaml")
+
+
+# --- one test per bad-input class ---------------------------------------------------
+
+
+def test_negative_amount() -> None:
+    found = only_problem(variant('amount: "95.50"', 'amount: "-95.50"'), name="ship.yaml")
+    assert found.code == "facts.negative"
+    assert (found.location.file, found.location.line) == ("ship.yaml", 19)
+    assert found.location.path == "charges[2].amount"
+    assert str(found).startswith("ship.yaml:19:")
+    assert "charges[2].amount: must not be negative" in str(found)
+
+
+def test_nan_string() -> None:
+    found = only_problem(variant('amount: "1200.00"', 'amount: "NaN"'))
+    assert (found.location.path, found.location.line) == ("charges[0].amount", 17)
+    assert "'NaN' is not a decimal number" in found.message
+
+
+def test_nan_and_infinity_in_json() -> None:
+    data = as_data()
+    data["charges"][2]["amount"] = "__inf__"
+    data["invoice"]["amount"] = "__nan__"
+    found = problems_of(as_json(data, inf="Infinity", nan="NaN"), name="ship.json")
+    assert [(p.code, p.location.path) for p in found] == [
+        ("facts.not_finite", "charges[2].amount"),
+        ("facts.not_finite", "invoice.amount"),
+    ]
+    assert "Infinity is not a finite number" in found[0].message
+    assert found[0].location.file == "ship.json"
+
+
+@pytest.mark.parametrize("written", ['"12,50"', '"1e400x"', '"1 000"', '"$12"', '"0x10"'])
+def test_malformed_number(written: str) -> None:
+    found = only_problem(variant('amount: "1200.00"', f"amount: {written}"))
+    assert (found.code, found.location.path, found.location.line) == (
+        "facts.number",
+        "charges[0].amount",
+        17,
+    )
+    assert "is not a decimal number" in found.message
+
+
+def test_boolean_amount() -> None:
+    found = only_problem(variant("amount: 80", "amount: true"))
+    assert (found.location.path, found.message) == (
+        "charges[1].amount",
+        "expected a number, got true",
+    )
+
+
+def test_binary_float_from_a_python_caller() -> None:
+    data = as_data()
+    data["charges"][2]["amount"] = 95.5
+    found = only_problem(data)
+    assert (found.code, found.location.path) == ("facts.number", "charges[2].amount")
+    assert "binary float" in found.message
+    assert found.location.file == "" and found.location.line == 0  # a mapping has no file
+
+
+def test_unknown_currency() -> None:
+    found = only_problem(variant("currency: USD}", "currency: EUX}"))
+    assert (found.code, found.location.path, found.location.line) == (
+        "facts.unknown_currency",
+        "charges[2].currency",
+        19,
+    )
+    assert "'EUX'" in found.message
+
+
+def test_lower_case_currency_gets_a_hint() -> None:
+    found = only_problem(variant("currency: USD}", "currency: usd}"))
+    assert found.location.path == "charges[2].currency"
+    assert "'USD'" in found.message
+
+
+def test_unknown_country() -> None:
+    found = only_problem(variant('destination: {country: "NO"}', "destination: {country: XX}"))
+    assert (found.code, found.location.path, found.location.line) == (
+        "facts.unknown_country",
+        "destination.country",
+        7,
+    )
+
+
+def test_unknown_transit_country() -> None:
+    text = SHIPMENT + "transit_countries: [SG, QQ]\n"  # line 22
+    found = only_problem(text)
+    assert (found.location.path, found.location.line) == ("transit_countries[1]", 22)
+
+
+def test_unknown_charge_type_lists_the_known_ones() -> None:
+    found = only_problem(variant("type: handling", "type: handlng"))
+    assert (found.code, found.location.path, found.location.line) == (
+        "facts.unknown_charge_type",
+        "charges[1].type",
+        18,
+    )
+    assert "freight, handling, insurance" in found.message
+
+
+def test_charge_types_are_not_checked_without_a_list() -> None:
+    reference = FactsReference(REFERENCE.currencies, REFERENCE.countries)
+    shipment = read_facts(variant("type: handling", "type: anything"), reference)
+    assert shipment.charges[1].type == "anything"
+
+
+def test_foreign_amount_without_fx_rate() -> None:
+    found = only_problem(variant("currency: USD}", "currency: CHF}"))
+    assert found.code == "facts.no_fx_rate"
+    assert (found.location.path, found.location.line) == ("charges[2].currency", 19)
+    assert found.message == "no fx rate for CHF; add fx.CHF, the value of one CHF in USD"
+
+
+def test_missing_fx_rate_of_the_invoice_currency_is_reported_once() -> None:
+    # The goods line inherits EUR from the invoice: the one fix is fx.EUR.
+    found = only_problem(variant('  EUR: "1.0825"', "  CHF: 1"))
+    assert (found.location.path, found.location.line) == ("invoice.currency", 8)
+
+
+def test_valuation_currency_rate_must_be_one() -> None:
+    found = only_problem(variant('  EUR: "1.0825"', '  EUR: "1.0825"\n  USD: 2'))
+    assert (found.code, found.location.path, found.location.line) == (
+        "facts.fx_valuation",
+        "fx.USD",
+        22,
+    )
+
+
+def test_fx_rate_must_be_positive() -> None:
+    found = only_problem(variant('EUR: "1.0825"', "EUR: 0"))
+    assert (found.code, found.location.path) == ("facts.not_positive", "fx.EUR")
+
+
+def test_unknown_field() -> None:
+    found = only_problem(variant("charges:", "chargess:"))
+    assert found.code == "facts.unknown_field"
+    assert found.location.path == "chargess"
+    assert (found.location.line, found.location.col) == (16, 1)  # the key itself
+    assert found.message == "unknown field 'chargess'; did you mean 'charges'?"
+
+
+def test_unknown_nested_field() -> None:
+    found = only_problem(variant("    category:", "    categroy:"))
+    assert (found.location.path, found.location.line) == ("goods[0].categroy", 15)
+    assert "did you mean 'category'?" in found.message
+
+
+def test_missing_required_field() -> None:
+    found = only_problem(variant("mode: ocean", "# no mode"))
+    assert (found.code, found.location.path, found.message) == (
+        "facts.required",
+        "mode",
+        "is required",
+    )
+    assert found.location.line == 1  # absent: placed at its parent, the document
+
+
+def test_missing_nested_field_is_placed_at_its_parent() -> None:
+    found = only_problem(variant("{type: handling, amount: 80}", "{type: handling}"))
+    assert (found.location.path, found.location.line) == ("charges[1].amount", 18)
+
+
+def test_hs_code_given_as_a_yaml_int() -> None:
+    found = only_problem(variant('hs_code: "847130"', "hs_code: 847130"))
+    assert (found.code, found.location.path, found.location.line) == (
+        "facts.hs_code",
+        "goods[0].hs_code",
+        11,
+    )
+    assert 'quotes ("847130")' in found.message
+
+
+def test_hs_code_with_a_leading_zero_is_caught_by_the_loader() -> None:
+    found = only_problem(variant('hs_code: "847130"', "hs_code: 0101"))
+    assert (found.code, found.location.line) == ("yaml.number", 11)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = (
+        SHIPMENT.replace("mode: ocean", "mode: sea")
+        .replace('amount: "95.50"', 'amount: "-1"')
+        .replace("type: handling", "type: handlng")
+        .replace("quantity: 10", "quantity: ten")
+    )
+    found = problems_of(text)
+    assert [(p.location.line, p.location.path) for p in found] == [
+        (5, "mode"),
+        (12, "goods[0].quantity"),
+        (18, "charges[1].type"),
+        (19, "charges[2].amount"),
+    ]
+
+
+def test_goods_may_be_empty_or_absent() -> None:
+    text = SHIPMENT.split("goods:")[0] + "goods: []\nfx: {EUR: 1}\n"
+    assert read_facts(text, REFERENCE, name="s.yaml").goods == ()
+
+
+def test_yaml_problems_are_facts_errors() -> None:
+    found = only_problem(SHIPMENT + "id: again\n")
+    assert (found.code, found.location.line) == ("yaml.duplicate_key", 22)
+
+
+def test_json_duplicate_keys_are_rejected() -> None:
+    found = only_problem('{"id": "a", "id": "b"}')
+    assert (found.code, found.location.path) == ("facts.duplicate_key", "id")
+
+
+def test_json_syntax_error_has_line_and_column() -> None:
+    found = only_problem('{\n  "id": "a",\n  "date": ,\n}', name="s.json")
+    # Line 3 is '  "date": ,' and the value is missing at column 11.
+    assert (found.code, found.location.line, found.location.col) == ("facts.syntax", 3, 11)
+
+
+@pytest.mark.parametrize("source", ["", "# nothing\n", b""])
+def test_empty_facts(source: str | bytes) -> None:
+    assert only_problem(source).code == "facts.empty_document"
+
+
+def test_not_a_mapping() -> None:
+    found = only_problem("- a\n- b\n")
+    assert found.code == "facts.type" and found.location.path == ""
+
+
+def test_a_str_is_text_not_a_file_name() -> None:
+    assert "pathlib.Path" in only_problem("examples/shipments/x.yaml").message
+
+
+def test_bytes_must_be_utf8() -> None:
+    found = only_problem(SHIPMENT.replace("Laptops", "Lapt\xf6ps").encode("latin-1"))
+    assert (found.code, found.location.line) == ("facts.encoding", 10)
+
+
+# --- exactness ----------------------------------------------------------------------
+
+
+def test_json_number_is_read_as_its_decimal_text() -> None:
+    data = as_data()
+    data["invoice"]["amount"] = "__x__"
+    data["fx"]["EUR"] = "__y__"
+    shipment = read_facts(as_json(data, x="0.1", y="1.10"), REFERENCE)
+    # float("0.1") is 0.1000000000000000055511151231257827...; the text is exactly 0.1.
+    assert shipment.invoice.amount == Decimal("0.1") and str(shipment.invoice.amount) == "0.1"
+    assert str(shipment.fx["EUR"]) == "1.10"
+
+
+def test_finer_than_minor_units_is_kept_unrounded() -> None:
+    shipment = read_facts(variant('amount: "1200.00"', 'amount: "1200.0049"'), REFERENCE)
+    assert shipment.charges[0].amount == Decimal("1200.0049")  # USD has 2 places; no rounding
+
+
+def test_duties_absent_is_not_duties_empty() -> None:
+    assert read_facts(SHIPMENT, REFERENCE).duties is None
+    assert read_facts(SHIPMENT + "duties: []\n", REFERENCE).duties == ()
+    declared = read_facts(SHIPMENT + "duties: [{type: tax, amount: 12}]\n", REFERENCE).duties
+    assert declared is not None and declared[0].amount == Decimal(12)
+    assert declared[0].currency == "USD"
+
+
+def test_canonical_round_trips() -> None:
+    shipment = read_facts(SHIPMENT + "duties: []\nsum_insured: 12000.10\n", REFERENCE)
+    canonical = shipment.canonical()
+    assert canonical["invoice"] == {"amount": "10000.00", "currency": "EUR"}
+    assert canonical["sum_insured"] == "12000.10"
+    assert canonical["date"] == "2025-03-01"
+    assert list(canonical) == list(Shipment.model_fields)
+    again = read_facts(json.dumps(canonical), REFERENCE)
+    assert again == shipment
+    assert again.canonical() == canonical
+    assert read_facts(canonical, REFERENCE) == shipment
+
+
+def test_canonical_is_independent_of_fx_order() -> None:
+    first = read_facts(variant('  EUR: "1.0825"', '  EUR: "1.0825"\n  CHF: "1.1"'), REFERENCE)
+    second = read_facts(variant('  EUR: "1.0825"', '  CHF: "1.1"\n  EUR: "1.0825"'), REFERENCE)
+    assert json.dumps(first.canonical()) == json.dumps(second.canonical())
+
+
+def test_json_schema() -> None:
+    schema = Shipment.model_json_schema()
+    assert schema == Shipment.json_schema()
+    amount = schema["$defs"]["Charge"]["properties"]["amount"]
+    assert {branch["type"] for branch in amount["anyOf"]} == {"string", "number"}
+    assert schema["additionalProperties"] is False
+    assert "invoice" in schema["required"]
+    assert "goods" not in schema["required"] and "duties" not in schema["required"]
+
+
+@given(st.decimals(min_value=0, allow_nan=False, allow_infinity=False))
+def test_any_decimal_amount_written_as_a_json_string_comes_back_exactly(number: Decimal) -> None:
+    data = as_data()
+    data["charges"][2]["amount"] = plain(number)
+    amount = read_facts(json.dumps(data), REFERENCE).charges[2].amount
+    assert amount == number
+    assert plain(amount) == plain(number)  # the same digits, not just the same value
+
+
+JSONISH = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=8)
+    | st.decimals(allow_nan=True)
+    | st.floats(),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from(
+        [
+            "id",
+            "date",
+            "currency",
+            "invoice",
+            "goods",
+            "charges",
+            "duties",
+            "fx",
+            "origin",
+            "transit_countries",
+            "expected_transit_days",
+        ]
+    ),
+    JSONISH,
+)
+def test_any_bad_field_gives_a_facts_error_never_a_traceback(field: str, junk: Any) -> None:
+    data = copy.deepcopy(as_data())
+    data[field] = junk
+    try:
+        read_facts(data, REFERENCE)
+    except FactsError as error:
+        assert all(problem.message and "\n" not in problem.message for problem in error.problems)

@@ -1,0 +1,288 @@
+"""engine.loading.yamlfile: exact, safe YAML with the file:line:col of every value and key."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.errors import FactsError, Location, Problem, RulesError
+from engine.loading.yamlfile import LoadedYaml, load_yaml, parse_yaml_data
+from engine.money import plain
+
+
+def problems(text: str) -> list[Problem]:
+    with pytest.raises(RulesError) as caught:
+        load_yaml(text, "rules/x.yaml")
+    return list(caught.value.problems)
+
+
+def test_duplicate_key_is_reported_at_the_second_naming_the_first() -> None:
+    [found] = problems("rate: 1\nname: x\nrate: 2\n")
+    assert found.code == "yaml.duplicate_key"
+    assert found.location == Location("rules/x.yaml", 3, 1, "rate")
+    assert "first at line 1" in found.message
+
+
+def test_nested_duplicate_key() -> None:
+    [found] = problems("a:\n  b: 1\n  c: 2\n  b: 3\n")
+    assert (found.code, found.location.line, found.location.path) == (
+        "yaml.duplicate_key",
+        4,
+        "a.b",
+    )
+    assert "line 2" in found.message
+
+
+def test_keys_that_read_alike_are_duplicates() -> None:
+    # 8471 and "8471" are both the key "8471".
+    [found] = problems('8471: a\n"8471": b\n')
+    assert found.code == "yaml.duplicate_key"
+    assert found.location.line == 2
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x: !!python/object/apply:os.system ['echo hi']\n",
+        "x: !!python/name:os.system\n",
+        "x: !!binary aGVsbG8=\n",
+        "x: !!timestamp 2020-01-01\n",
+        "x: !custom 1\n",
+        "x: !!set {a, b}\n",
+    ],
+)
+def test_tags_beyond_the_core_ones_are_rejected(text: str) -> None:
+    [found] = problems(text)
+    assert found.code == "yaml.tag"
+    assert found.location == Location("rules/x.yaml", 1, 4, "x")
+
+
+def test_core_tags_are_honoured() -> None:
+    data = load_yaml(
+        "a: !!str 12\nb: !!float 2\nc: !!int 7\nd: !!bool true\ne: !!null ~\n", "f"
+    ).data
+    assert data == {"a": "12", "b": Decimal("2"), "c": 7, "d": True, "e": None}
+    assert isinstance(data["b"], Decimal)
+
+
+def test_yaml_1_2_booleans_only() -> None:
+    data = load_yaml(
+        "country: NO\nflags: [yes, no, on, off, y, n, Yes]\nt: [true, True, TRUE]\nf: false\n", "f"
+    ).data
+    assert data["country"] == "NO"
+    assert data["flags"] == ["yes", "no", "on", "off", "y", "n", "Yes"]
+    assert data["t"] == [True, True, True]
+    assert data["f"] is False
+
+
+def test_nulls() -> None:
+    assert load_yaml("a: null\nb: ~\nc:\nd: Null\n", "f").data == {
+        "a": None,
+        "b": None,
+        "c": None,
+        "d": None,
+    }
+
+
+def test_decimals_come_from_the_source_text() -> None:
+    data = load_yaml("a: 1.10\nb: -0.5\nc: .5\nd: 1e3\ne: 0.1\nf: 12\n", "f").data
+    assert isinstance(data["a"], Decimal) and str(data["a"]) == "1.10"  # trailing zero kept
+    assert data["b"] == Decimal("-0.5")
+    assert data["c"] == Decimal("0.5")
+    assert data["d"] == Decimal("1000") and isinstance(data["d"], Decimal)
+    assert data["e"] == Decimal("0.1")  # a float would be 0.1000000000000000055511151231257827
+    assert data["f"] == 12 and type(data["f"]) is int
+
+
+def test_quoted_scalars_and_dates_stay_text() -> None:
+    data = load_yaml("a: '1.10'\nb: \"12\"\nc: 2020-01-01\nd: 12:30:00Z\n", "f").data
+    assert data == {"a": "1.10", "b": "12", "c": "2020-01-01", "d": "12:30:00Z"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "0x10",
+        "0o17",
+        "0b101",
+        "1_000",
+        "1_000.5",
+        "1:20",
+        "190:20:30.15",
+        ".inf",
+        "-.inf",
+        "+.Inf",
+        ".nan",
+        ".NaN",
+        "0101",
+        "-007",
+    ],
+)
+def test_lossy_or_surprising_numbers_are_rejected(value: str) -> None:
+    [found] = problems(f"figure: {value}\n")
+    assert found.code == "yaml.number"
+    assert found.location == Location("rules/x.yaml", 1, 9, "figure")
+    assert "quote it" in found.message
+
+
+def test_keys_are_their_source_text() -> None:
+    data = load_yaml("0101: a\n8471: b\nNO: c\ntrue: d\n1.10: e\n~: f\n", "f").data
+    assert list(data) == ["0101", "8471", "NO", "true", "1.10", "~"]
+
+
+def test_merge_key_is_rejected() -> None:
+    [found] = problems("base: &b {x: 1}\nuse:\n  <<: *b\n  y: 2\n")
+    assert (found.code, found.location.line, found.location.col) == ("yaml.merge_key", 3, 3)
+
+
+def test_aliases_resolve_and_mark_where_they_are_used() -> None:
+    text = (
+        "base: &b\n"  # 1
+        "  x: 1\n"  # 2
+        "use: *b\n"  # 3
+        "list:\n"  # 4
+        "  - *b\n"  # 5
+    )
+    loaded = load_yaml(text, "f")
+    assert loaded.data["use"] == {"x": 1} and loaded.data["list"] == [{"x": 1}]
+    loaded.data["use"]["x"] = 2  # each use is its own value, not a shared object
+    assert loaded.data["base"] == {"x": 1}
+    assert loaded.marks["use"].line == 3 and loaded.marks["list[0]"].line == 5
+    assert loaded.marks["use.x"].line == 2  # the value itself is written in the anchor
+
+
+def test_recursive_alias_is_an_error() -> None:
+    [found] = problems("a: &a [1, *a]\n")
+    assert found.code == "yaml.alias" and found.location.path == "a[1]"
+
+
+def test_alias_bombs_are_bounded() -> None:
+    lines = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 7):  # 10**6 values once expanded
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 10) + "]")
+    found = problems("\n".join(lines) + "\n")
+    assert [p.code for p in found] == ["yaml.alias"]
+
+
+def test_non_scalar_key_is_rejected() -> None:
+    [found] = problems("? [a, b]\n: 1\n")
+    assert found.code == "yaml.key" and found.location.line == 1
+
+
+def test_syntax_error_has_line_and_column() -> None:
+    [found] = problems("key: value\n  bad: indent\n")
+    assert found.code == "yaml.syntax"
+    # Line 2 is "  bad: indent"; the ':' that cannot start a value here is column 6.
+    assert (found.location.line, found.location.col) == (2, 6)
+
+
+def test_control_character_is_a_syntax_error_with_its_line() -> None:
+    [found] = problems("a: 1\nb: x\x01y\n")
+    assert found.code == "yaml.syntax"
+    assert (found.location.line, found.location.col) == (2, 5)
+
+
+def test_more_than_one_document_is_rejected() -> None:
+    [found] = problems("a: 1\n---\nb: 2\n")
+    assert found.code == "yaml.multiple_documents"
+    assert found.location.line == 2
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_document_is_none(text: str) -> None:
+    loaded = load_yaml(text, "f")
+    assert loaded.data is None
+    assert loaded.locate("anything") == Location("f", 0, 0, "anything")
+
+
+def test_all_problems_are_collected() -> None:
+    found = problems("a: 0x1\nb: !!python/none x\nc: 1\nc: 2\nd: .nan\n")
+    assert [(p.code, p.location.line) for p in found] == [
+        ("yaml.number", 1),
+        ("yaml.tag", 2),
+        ("yaml.duplicate_key", 4),
+        ("yaml.number", 5),
+    ]
+
+
+NESTED = (
+    "pack: standard\n"  # 1
+    "charges:\n"  # 2
+    "  - type: freight\n"  # 3
+    "    amount: 12.50\n"  # 4
+    "  - type: handling\n"  # 5
+    "    rates:\n"  # 6
+    "      EUR: 1.08\n"  # 7
+    '      "odd key": 2\n'  # 8
+)
+
+
+def test_marks_and_key_marks_of_nested_paths() -> None:
+    loaded = load_yaml(NESTED, "rules/p.yaml")
+    assert loaded.marks[""] == Location("rules/p.yaml", 1, 1, "")
+    assert loaded.key_marks["charges"] == Location("rules/p.yaml", 2, 1, "charges")
+    assert loaded.marks["charges"] == Location("rules/p.yaml", 3, 3, "charges")
+    assert loaded.marks["charges[0]"] == Location("rules/p.yaml", 3, 5, "charges[0]")
+    assert loaded.key_marks["charges[0].amount"] == Location(
+        "rules/p.yaml", 4, 5, "charges[0].amount"
+    )
+    assert loaded.marks["charges[0].amount"] == Location("rules/p.yaml", 4, 13, "charges[0].amount")
+    assert loaded.marks["charges[1].rates.EUR"].line == 7
+    assert loaded.marks['charges[1].rates["odd key"]'].line == 8
+    assert "charges[1]" not in loaded.key_marks  # list items have no key
+
+
+def test_locate_exact_key_and_nearest_ancestor() -> None:
+    loaded = load_yaml(NESTED, "rules/p.yaml")
+    assert loaded.locate("charges[0].amount") == Location(
+        "rules/p.yaml", 4, 13, "charges[0].amount"
+    )
+    assert loaded.locate(["charges", 0, "amount"], key=True) == Location(
+        "rules/p.yaml", 4, 5, "charges[0].amount"
+    )
+    # Absent paths fall back to the nearest ancestor that was written, keeping the path.
+    assert loaded.locate("charges[1].currency") == Location(
+        "rules/p.yaml", 5, 5, "charges[1].currency"
+    )
+    assert loaded.locate('charges[1].rates["odd key"].x').line == 8
+    assert loaded.locate("charges[7].amount").line == 3
+    assert loaded.locate("nowhere.at.all") == Location("rules/p.yaml", 1, 1, "nowhere.at.all")
+    # A list item has no key: key=True falls back to its value.
+    assert loaded.locate("charges[1]", key=True).line == 5
+
+
+def test_facts_flavour_raises_facts_error() -> None:
+    with pytest.raises(FactsError) as caught:
+        parse_yaml_data("a: 1\na: 2\n", "shipment.yaml")
+    assert caught.value.problems[0].code == "yaml.duplicate_key"
+    assert isinstance(parse_yaml_data("a: 1\n", "s.yaml"), LoadedYaml)
+
+
+def test_marks_are_read_only() -> None:
+    loaded = load_yaml("a: 1\n", "f")
+    with pytest.raises(TypeError):
+        loaded.marks["b"] = Location()  # type: ignore[index]
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False))
+def test_any_decimal_written_plainly_reads_back_exactly(number: Decimal) -> None:
+    text = plain(number)
+    value = load_yaml(f"figure: {text}\n", "f").data["figure"]
+    if "." in text:
+        assert isinstance(value, Decimal) and plain(value) == text  # same digits, same scale
+    else:
+        assert value == int(text) and type(value) is int
+
+
+# Excluded: surrogates, control characters and unassigned code points (YAML forbids them
+# in a document) and line/paragraph separators (YAML folds line breaks in quoted text).
+PRINTABLE = st.characters(codec="utf-8", exclude_categories=["Cs", "Cc", "Cn", "Zl", "Zp"])
+
+
+@given(st.text(alphabet=PRINTABLE, max_size=30))
+def test_any_quoted_text_reads_back_as_that_text(text: str) -> None:
+    quoted = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    assert load_yaml(f"k: {quoted}\n", "f").data == {"k": text}

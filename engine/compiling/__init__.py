@@ -1,0 +1,1 @@
+"""Compiling: expressions -> typed closures, conditions -> durable_rules JSON, packs."""

@@ -1,0 +1,340 @@
+"""Parse formula and condition text into a small, checked expression tree.
+
+In: the text of a formula or `when` condition and the Location of its YAML scalar.
+Out: an `Expr` tree of our own node types, or problems with `file:line:col`.
+
+The syntax is a subset of Python expressions, parsed by `ast` and then rebuilt
+node by node into the types below; anything not explicitly allowed is rejected
+here, at validation, so nothing reaches evaluation that we did not design for.
+Number literals are read from their source text as Decimal: Python's parser would
+already have turned `1.1` into a binary float.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from engine.errors import Location, Problem
+
+# Exponents are literal and small: (1 + r) ** 2 is legitimate, 10 ** 10000 is a
+# denial of service waiting in a rule file.
+MAX_POWER = 12
+
+NAME_PART = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
+
+
+@dataclass(frozen=True)
+class Expr:
+    col: int  # 0-based offset in the expression text, for error messages
+
+
+@dataclass(frozen=True)
+class Num(Expr):
+    value: Decimal
+
+
+@dataclass(frozen=True)
+class Text(Expr):
+    value: str
+
+
+@dataclass(frozen=True)
+class Bool(Expr):
+    value: bool
+
+
+@dataclass(frozen=True)
+class ListOf(Expr):
+    items: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Name(Expr):
+    parts: tuple[str, ...]
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.parts)
+
+
+@dataclass(frozen=True)
+class Unary(Expr):
+    op: str  # "-", "+", "not"
+    operand: Expr
+
+
+@dataclass(frozen=True)
+class Binary(Expr):
+    op: str  # "+", "-", "*", "/", "**"
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True)
+class Compare(Expr):
+    op: str  # "==", "!=", "<", "<=", ">", ">=", "in", "not in"
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True)
+class Logic(Expr):
+    op: str  # "and", "or"
+    values: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class IfElse(Expr):
+    test: Expr
+    then: Expr
+    otherwise: Expr
+
+
+@dataclass(frozen=True)
+class Call(Expr):
+    func: str
+    args: tuple[Expr, ...]
+
+
+_BINARY = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
+_COMPARE = {
+    ast.Eq: "==",
+    ast.NotEq: "!=",
+    ast.Lt: "<",
+    ast.LtE: "<=",
+    ast.Gt: ">",
+    ast.GtE: ">=",
+    ast.In: "in",
+    ast.NotIn: "not in",
+}
+_UNARY = {ast.USub: "-", ast.UAdd: "+", ast.Not: "not"}
+_NUMBER_TEXT = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+
+_WHAT = {
+    ast.Lambda: "lambdas",
+    ast.ListComp: "comprehensions",
+    ast.SetComp: "comprehensions",
+    ast.DictComp: "comprehensions",
+    ast.GeneratorExp: "comprehensions",
+    ast.Subscript: "subscripts",
+    ast.Attribute: "attribute access on a value",
+    ast.Dict: "dictionaries",
+    ast.Set: "sets",
+    ast.Tuple: "tuples",
+    ast.Starred: "unpacking",
+    ast.NamedExpr: "assignment",
+    ast.JoinedStr: "f-strings",
+    ast.Await: "await",
+    ast.Yield: "yield",
+    ast.Slice: "slices",
+}
+
+
+class _Reject(Exception):
+    def __init__(self, node: ast.AST | None, message: str) -> None:
+        super().__init__(message)
+        self.col = getattr(node, "col_offset", 0) if node is not None else 0
+        self.line = getattr(node, "lineno", 1) if node is not None else 1
+        self.message = message
+
+
+def text_location(where: Location, line: int, col: int) -> Location:
+    """Position of a column inside expression text held by the YAML scalar at `where`.
+
+    Exact for the usual single-line plain scalar; for multi-line text it names the line
+    within the scalar, and we accept that a quoted scalar's column is one off.
+    """
+    if not where.line:
+        return where
+    if line <= 1:
+        return Location(where.file, where.line, where.col + col, where.path)
+    return Location(where.file, where.line + line - 1, col + 1, where.path)
+
+
+def parse(text: str, where: Location) -> tuple[Expr | None, list[Problem]]:
+    """Parse one expression. Returns (tree, []) or (None, problems)."""
+    source = " ".join(text.strip().splitlines()) if "\n" in text.strip() else text.strip()
+    if not source:
+        return None, [Problem("expr.empty", "the expression is empty", where)]
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError as exc:
+        col = max((exc.offset or 1) - 1, 0)
+        msg = (exc.msg or "invalid syntax").replace("invalid syntax. ", "")
+        return None, [
+            Problem(
+                "expr.syntax", f"syntax error: {msg} in `{source}`", text_location(where, 1, col)
+            )
+        ]
+    try:
+        return _Builder(source).build(tree.body), []
+    except _Reject as exc:
+        return None, [
+            Problem("expr.unsupported", exc.message, text_location(where, exc.line, exc.col))
+        ]
+
+
+class _Builder:
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def build(self, node: ast.expr) -> Expr:
+        method = getattr(self, f"_{type(node).__name__}", None)
+        if method is None:
+            what = _WHAT.get(type(node), type(node).__name__)
+            raise _Reject(node, f"{what} are not allowed in rule expressions")
+        return method(node)
+
+    def _Constant(self, node: ast.Constant) -> Expr:
+        value = node.value
+        if isinstance(value, bool):
+            return Bool(node.col_offset, value)
+        if isinstance(value, str):
+            return Text(node.col_offset, value)
+        if isinstance(value, int | float):
+            text = ast.get_source_segment(self.source, node) or ""
+            if not _NUMBER_TEXT.fullmatch(text):
+                raise _Reject(node, f"write numbers in plain decimal notation, not `{text}`")
+            try:
+                return Num(node.col_offset, Decimal(text))
+            except InvalidOperation:  # pragma: no cover - the regex admits only valid text
+                raise _Reject(node, f"`{text}` is not a number") from None
+        if value is None:
+            raise _Reject(node, "`None` is not a value here; use exists(...) to test presence")
+        raise _Reject(node, f"literal {value!r} is not allowed")
+
+    def _Name(self, node: ast.Name) -> Expr:
+        if node.id in ("True", "False"):
+            return Bool(node.col_offset, node.id == "True")
+        self._check_part(node, node.id)
+        return Name(node.col_offset, (node.id,))
+
+    def _Attribute(self, node: ast.Attribute) -> Expr:
+        parts: list[str] = []
+        current: ast.expr = node
+        while isinstance(current, ast.Attribute):
+            parts.append(current.attr)
+            current = current.value
+        if not isinstance(current, ast.Name):
+            raise _Reject(
+                node, "attribute access is only allowed on names, e.g. shipment.destination.country"
+            )
+        parts.append(current.id)
+        parts.reverse()
+        for part in parts:
+            self._check_part(node, part)
+        return Name(node.col_offset, tuple(parts))
+
+    def _check_part(self, node: ast.AST, part: str) -> None:
+        if part.startswith("_"):
+            raise _Reject(node, f"names beginning with '_' are not allowed (`{part}`)")
+        if not NAME_PART.fullmatch(part):
+            raise _Reject(node, f"`{part}` is not a valid name: use lower_snake_case")
+
+    def _List(self, node: ast.List) -> Expr:
+        return ListOf(node.col_offset, tuple(self.build(item) for item in node.elts))
+
+    def _UnaryOp(self, node: ast.UnaryOp) -> Expr:
+        op = _UNARY.get(type(node.op))
+        if op is None:
+            raise _Reject(node, "bitwise operators are not allowed")
+        return Unary(node.col_offset, op, self.build(node.operand))
+
+    def _BinOp(self, node: ast.BinOp) -> Expr:
+        op = _BINARY.get(type(node.op))
+        if op is None:
+            raise _Reject(
+                node,
+                f"operator `{_op_text(node)}` is not allowed; "
+                "use + - * / and ** with a small exponent",
+            )
+        left, right = self.build(node.left), self.build(node.right)
+        if op == "**":
+            exponent = right.operand if isinstance(right, Unary) and right.op == "-" else right
+            if not (
+                isinstance(exponent, Num)
+                and exponent.value == exponent.value.to_integral()
+                and abs(exponent.value) <= MAX_POWER
+            ):
+                raise _Reject(
+                    node.right,
+                    f"the exponent of ** must be a whole number literal "
+                    f"between -{MAX_POWER} and {MAX_POWER}",
+                )
+        return Binary(node.col_offset, op, left, right)
+
+    def _BoolOp(self, node: ast.BoolOp) -> Expr:
+        op = "and" if isinstance(node.op, ast.And) else "or"
+        return Logic(node.col_offset, op, tuple(self.build(v) for v in node.values))
+
+    def _Compare(self, node: ast.Compare) -> Expr:
+        # a < b < c means (a < b) and (b < c), as in Python.
+        parts: list[Expr] = []
+        left = self.build(node.left)
+        for op_node, right_node in zip(node.ops, node.comparators, strict=True):
+            op = _COMPARE.get(type(op_node))
+            if op is None:
+                raise _Reject(node, "`is` is not allowed; use == or exists(...)")
+            right = self.build(right_node)
+            parts.append(Compare(node.col_offset, op, left, right))
+            left = right
+        return parts[0] if len(parts) == 1 else Logic(node.col_offset, "and", tuple(parts))
+
+    def _IfExp(self, node: ast.IfExp) -> Expr:
+        return IfElse(
+            node.col_offset, self.build(node.test), self.build(node.body), self.build(node.orelse)
+        )
+
+    def _Call(self, node: ast.Call) -> Expr:
+        if not isinstance(node.func, ast.Name):
+            raise _Reject(node, "only named functions can be called, e.g. max(a, b)")
+        if node.keywords:
+            raise _Reject(node, "keyword arguments are not allowed")
+        self._check_part(node.func, node.func.id)
+        return Call(node.col_offset, node.func.id, tuple(self.build(a) for a in node.args))
+
+
+def _op_text(node: ast.BinOp) -> str:
+    return {
+        ast.Mod: "%",
+        ast.FloorDiv: "//",
+        ast.MatMult: "@",
+        ast.LShift: "<<",
+        ast.RShift: ">>",
+        ast.BitOr: "|",
+        ast.BitAnd: "&",
+        ast.BitXor: "^",
+    }.get(type(node.op), type(node.op).__name__)
+
+
+def names_in(expr: Expr) -> list[Name]:
+    """Every name the expression refers to, in reading order (functions excluded)."""
+    found: list[Name] = []
+
+    def walk(node: Expr) -> None:
+        if isinstance(node, Name):
+            found.append(node)
+        elif isinstance(node, ListOf):
+            for item in node.items:
+                walk(item)
+        elif isinstance(node, Unary):
+            walk(node.operand)
+        elif isinstance(node, Binary | Compare):
+            walk(node.left)
+            walk(node.right)
+        elif isinstance(node, Logic):
+            for value in node.values:
+                walk(value)
+        elif isinstance(node, IfElse):  # `a if c else b` reads a, c, b
+            walk(node.then)
+            walk(node.test)
+            walk(node.otherwise)
+        elif isinstance(node, Call):
+            for arg in node.args:
+                walk(arg)
+
+    walk(expr)
+    return found

@@ -1,0 +1,86 @@
+"""The names formulas and conditions can read, and their types.
+
+Facts appear under `shipment.*`; the current line of a `for: charge` or `for: goods`
+rule under `charge.*` or `goods.*`; sums of counted charges under `charges.*`; the
+declared duty lines under `declared_duties.*`. Every amount a rule file sees is
+already converted to the valuation currency (the conversion is a traced step).
+Parameters and formulas are added per pack by the compiler.
+
+This module declares the names; `engine.evaluating.environment` fills them in, and
+a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from engine.compiling.formulas import DATE, LIST, NUMBER, TEXT, Symbol
+
+SHIPMENT: dict[str, Symbol] = {
+    "shipment.id": Symbol(TEXT),
+    "shipment.date": Symbol(DATE),
+    "shipment.currency": Symbol(TEXT),
+    "shipment.incoterm": Symbol(TEXT, optional=True),
+    "shipment.mode": Symbol(TEXT),
+    "shipment.origin.country": Symbol(TEXT),
+    "shipment.origin.port": Symbol(TEXT, optional=True),
+    "shipment.destination.country": Symbol(TEXT),
+    "shipment.destination.port": Symbol(TEXT, optional=True),
+    "shipment.payment_method": Symbol(TEXT),
+    "shipment.expected_transit_days": Symbol(NUMBER, optional=True),
+    "shipment.invoice.amount": Symbol(NUMBER),
+    "shipment.invoice.currency": Symbol(TEXT),
+    "shipment.sum_insured": Symbol(NUMBER, optional=True),
+    "shipment.transit_countries": Symbol(LIST, optional=True, element=TEXT),
+    "shipment.goods.count": Symbol(NUMBER),
+    "shipment.charges.count": Symbol(NUMBER),
+}
+
+DECLARED_DUTIES: dict[str, Symbol] = {
+    # Absent when the shipment has no `duties` field; 0 when it declares an empty list.
+    "declared_duties.total": Symbol(NUMBER, optional=True),
+    "declared_duties.import_duty": Symbol(NUMBER, optional=True),
+    "declared_duties.tax": Symbol(NUMBER, optional=True),
+    "declared_duties.customs_fee": Symbol(NUMBER, optional=True),
+}
+
+CHARGE: dict[str, Symbol] = {
+    "charge.type": Symbol(TEXT),
+    "charge.group": Symbol(TEXT, optional=True),
+    "charge.amount": Symbol(NUMBER),
+    "charge.currency": Symbol(TEXT),
+}
+
+GOODS: dict[str, Symbol] = {
+    "goods.description": Symbol(TEXT),
+    "goods.hs_code": Symbol(TEXT, optional=True),
+    "goods.category": Symbol(TEXT, optional=True),
+    "goods.value": Symbol(NUMBER, optional=True),
+    "goods.quantity": Symbol(NUMBER, optional=True),
+    "goods.weight_kg": Symbol(NUMBER, optional=True),
+}
+
+SCOPES: dict[str, dict[str, Symbol]] = {"shipment": {}, "charge": CHARGE, "goods": GOODS}
+
+# Namespaces a pack may not reuse as a parameter or formula name.
+RESERVED = frozenset(
+    {
+        "shipment",
+        "charge",
+        "charges",
+        "goods",
+        "declared_duties",
+        "exists",
+        "round",
+        "min",
+        "max",
+        "sum",
+        "abs",
+        "true",
+        "false",
+    }
+)
+
+
+def charge_symbols(groups: list[str], types: list[str]) -> dict[str, Symbol]:
+    """`charges.<group>`, `charges.<type>` and `charges.total`: sums of counted charges."""
+    names = ["total", *groups, *types]
+    return {f"charges.{name}": Symbol(NUMBER) for name in dict.fromkeys(names)}

@@ -1,0 +1,195 @@
+"""The shape of every rule file, as pydantic models; the JSON Schemas are generated from them.
+
+In: plain data from `engine.loading.yamlfile`. Out: typed, frozen models. This
+module says what a file may contain; whether its names and formulas make sense is
+the compiler's job (`engine.compiling`).
+"""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+
+Identifier = Annotated[
+    str, Field(pattern=r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$", description="lower_snake_case name")
+]
+PackId = Annotated[
+    str, Field(pattern=r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$", description="lower-kebab-case pack id")
+]
+SemVer = Annotated[
+    str,
+    Field(
+        pattern=r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$",
+        description="semantic version MAJOR.MINOR.PATCH",
+    ),
+]
+Amount = Annotated[Decimal, Field(description="exact decimal; write it as a string or number")]
+ParameterValue = Decimal | bool | str | list[Decimal] | list[str]
+RoundingMode = Literal["half_up", "half_even", "half_down", "up", "down", "ceiling", "floor"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Parameter(_Model):
+    value: ParameterValue
+    description: str | None = None
+    source: str | None = Field(None, description="where the figure comes from")
+
+
+class ChargeType(_Model):
+    """A charge type the pack knows: counted in a group, or excluded with a reason."""
+
+    group: Identifier | None = Field(
+        None, description="the group it counts in; formulas read charges.<group>"
+    )
+    excluded: str | None = Field(None, description="why it is not part of the insured value")
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _one_treatment(self) -> ChargeType:
+        if (self.group is None) == (self.excluded is None):
+            raise ValueError("give a charge type either `group` or `excluded` (with the reason)")
+        return self
+
+
+class Rounding(_Model):
+    mode: RoundingMode = Field("half_up", description="the mode round() uses")
+
+
+class Rule(_Model):
+    """`when` the condition holds, apply one effect."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")]
+    for_: Literal["shipment", "charge", "goods"] = Field(
+        "shipment",
+        alias="for",
+        description="what the condition looks at: the shipment, or each charge or goods line",
+    )
+    when: str = Field(description="condition over facts, parameters and formulas")
+    decide: Literal["refer", "decline"] | None = None
+    exclude_charge: bool | None = Field(
+        None, description="with `for: charge`: leave the charge out of the insured value"
+    )
+    flag: Identifier | None = None
+    reason: str = Field(description="said in the result whenever the rule fires")
+    description: str | None = None
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _one_effect(self) -> Rule:
+        effects = [e for e in (self.decide, self.exclude_charge or None, self.flag) if e]
+        if len(effects) != 1:
+            raise ValueError("a rule has exactly one effect: `decide`, `exclude_charge` or `flag`")
+        if self.exclude_charge and self.for_ != "charge":
+            raise ValueError("`exclude_charge` needs `for: charge`")
+        return self
+
+
+class ResultSpec(_Model):
+    total_insured_value: Identifier = Field(description="the formula that is the TIV")
+    components: list[Identifier] = Field(description="formulas reported as components")
+
+
+class Expectation(_Model):
+    total_insured_value: Amount | None = None
+    components: dict[str, Amount] | None = None
+    decision: Literal["accept", "refer", "decline"] | None = None
+    reasons: list[str] | None = Field(None, description="ids of the rules that decided")
+    flags: list[str] | None = None
+    excluded_charges: list[str] | None = Field(None, description="charge types left out")
+    error: str | None = Field(None, description="expected error code instead of a result")
+
+    @model_validator(mode="after")
+    def _something(self) -> Expectation:
+        if not any(v is not None for v in self.__dict__.values()):
+            raise ValueError("an example must expect something")
+        if self.error is not None and any(
+            v is not None for k, v in self.__dict__.items() if k != "error"
+        ):
+            raise ValueError("an example expects either an error or figures, not both")
+        return self
+
+
+class Example(_Model):
+    name: str
+    shipment: str | dict[str, Any] = Field(
+        description="the facts inline, or a path relative to this file"
+    )
+    as_of: datetime.date | None = None
+    expect: Expectation
+
+
+class PolicyFile(_Model):
+    """An insurer's policy pack, one version per file: policies/<id>/<version>.yaml."""
+
+    kind: Literal["policy"]
+    schema_version: Literal[1]
+    id: PackId
+    version: SemVer
+    status: Literal["draft", "published"]
+    effective_from: datetime.date
+    effective_to: datetime.date | None = Field(
+        None, description="first day it no longer applies; open-ended when absent"
+    )
+    title: str
+    description: str
+    parameters: dict[Identifier, Parameter | ParameterValue] = Field(default_factory=dict)
+    charge_types: dict[Identifier, ChargeType]
+    rounding: Rounding = Field(default_factory=lambda: Rounding())
+    formulas: dict[Identifier, str] = Field(
+        description="evaluated in order; each may use facts, parameters and earlier formulas"
+    )
+    result: ResultSpec
+    rules: list[Rule] = Field(default_factory=list)
+    examples: list[Example] = Field(default_factory=list)
+
+    @field_validator("effective_to")
+    @classmethod
+    def _after_start(cls, value: datetime.date | None, info: Any) -> datetime.date | None:
+        start = info.data.get("effective_from")
+        if value is not None and start is not None and value <= start:
+            raise ValueError("effective_to must be after effective_from")
+        return value
+
+
+class Currency(_Model):
+    name: str
+    minor_units: Annotated[int, Field(ge=0, le=4)]
+
+
+class CurrenciesFile(_Model):
+    """ISO 4217 reference data: rules/reference/currencies.yaml."""
+
+    kind: Literal["currencies"]
+    title: str
+    source: str
+    notes: str | None = None
+    currencies: dict[Annotated[str, Field(pattern=r"^[A-Z]{3}$")], Currency]
+
+
+class Country(_Model):
+    name: str
+
+
+class CountriesFile(_Model):
+    """ISO 3166-1 reference data: rules/reference/countries.yaml."""
+
+    kind: Literal["countries"]
+    title: str
+    source: str
+    notes: str | None = None
+    countries: dict[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], Country]
+
+
+FILE_KINDS: dict[str, type[_Model]] = {
+    "policy": PolicyFile,
+    "currencies": CurrenciesFile,
+    "countries": CountriesFile,
+}

@@ -1,0 +1,318 @@
+"""The durable_rules matcher: conditions run in durable_rules' Rete network.
+
+In: a `MatchRuleset` and match facts, checked by `matcher.prepare`/`check_facts`.
+Out: the `Firing`s, rule order then fact order, whatever order durable_rules fired in.
+This is the only module in the project that imports `durable`.
+
+How it drives durable_rules: each rule's condition is split into its alternatives
+(`matcher.alternatives`: an `$or` of `$and`s of comparisons) and each alternative becomes
+one durable rule; the rules are packed, in order, into as many durable rulesets
+("chunks") as the node budget below requires. Each `match` asserts a sentinel fact and
+then every fact into each chunk in a fresh session, records what the actions report,
+and deletes the session.
+
+durable-rules 2.0.28 on CPython 3.11, as measured here, and what this module does about it:
+- It does not import on Python 3.13+ (`PyEval_CallObject` was removed): the import is
+  guarded, `AVAILABLE` says whether it worked, `matcher.default_matcher` falls back.
+- `Host.__init__` calls `_run`, which starts two daemon `threading.Timer` loops calling
+  `dispatch()`/`dispatch_timers()` on every ruleset every ~0.2 s; they could run actions
+  of an evaluation in flight. `_Host._run` starts nothing (timers are never used), and
+  one module-level lock serialises every call into the engine, which is not thread-safe.
+- One Host per process, created lazily. A ruleset name can be registered only once and
+  never replaced: `_COMPILED` remembers what is registered; each `MatchRuleset` name is
+  registered once (same name, same content: `matcher.prepare` enforces it), under
+  engine names of our own (`tiv<n>`), since names containing `$state`/`$flow` would be
+  taken for statecharts and flowcharts.
+- Actions are resolved by `Host.get_action(name)`, which returns a one-argument function
+  of the closure `c`; the fact is `c.m` and its fields are read as `c.m["id"]`
+  (`Content.__getattr__` swallows attribute names, so `c.m.get` is not a method).
+- `assert_fact`, not `post`: an event is consumed by its first matching rule, a fact
+  fires every matching rule. A fact matching no rule raises `MessageNotHandledException`:
+  that is "no match". Two identical facts in one session raise `MessageObservedException`
+  and two facts with one `id` are one fact: every fact has a distinct `id`.
+- More than 1,024 live sessions raise `MemoryError`: one fresh `sid` per chunk and call,
+  deleted in a `finally`, also when evaluation fails.
+- Deleting a session in which no fact was ever stored (every fact unmatched) is a
+  segmentation fault; deleting a session that does not exist raises. So every session
+  starts with a sentinel fact that its own rule matches, and is deleted only if that
+  assertion succeeded.
+- An exception inside an action is not raised by `assert_fact`: it comes back in the
+  returned state under "exception". It is checked after every assertion and raised as
+  a RuntimeError naming the ruleset and rule.
+- Facts pass through `json.dumps` into the engine's parser: non-integer numbers become
+  doubles (0.30000000000000001 > 0.3 is false there); integers compare exactly. Hence
+  the int-only contract (`matcher.INT_BOUND`) and no floats.
+- `$or` inside a condition fires a rule once per satisfied branch: conditions are split
+  into alternatives, so no `$or` reaches the engine, and firings are deduplicated.
+- A `$m` comparison whose right-hand field is absent from the fact holds (!) as soon as
+  the fact matched another rule of the ruleset: every field read by `$m` is first tested
+  with `$ex` (an engine-internal guard, never in the grammar).
+- Per ruleset, at most 64 alpha nodes can be pending while one fact is matched (more:
+  error 303), at most 256 rules can end on one node (error 108), and 511 children of
+  one node hang the process. A chunk holds at most `NODE_BUDGET` comparisons, counted
+  without assuming any node is shared, which bounds all three.
+- A rule's expression sequence (two entries per `$and` or `$or`) must stay under 32
+  entries (error 113: an `$or` of 15 `$and`s is refused). Alternatives have no `$or` and
+  at most one `$and`.
+- A rule whose only condition is `{"$nex": ...}` hangs the process when the field is
+  absent (killed after 20 s). `$ex`/`$nex` are not in the grammar; do not add them.
+- Strings are compared as raw JSON text, escapes included, reading past the shorter
+  one: `matcher.orderable` says which strings may be ordered.
+- A string of 65,536 bytes or more wraps its 16-bit length (equalities then go wrong),
+  a fact of more than ~252 properties is refused, and properties are looked up by a
+  32-bit hash alone: `matcher.check_facts` enforces limits under all three.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.evaluating.matcher import (
+    MAX_CONJUNCTION,
+    AnyEquals,
+    Compare,
+    Firing,
+    Leaf,
+    MatchRuleset,
+    PreparedRuleset,
+    check_facts,
+    prepare,
+)
+
+try:
+    from durable import engine as _durable
+except ImportError:  # Python 3.13+: the C extension calls the removed PyEval_CallObject
+    _durable = None  # type: ignore[assignment]
+
+AVAILABLE = _durable is not None
+
+# Alpha nodes per chunk, plus one for the sentinel: below the 64 pending nodes durable
+# allows, and far below its per-node limits of 256 rules and 511 children.
+NODE_BUDGET = 56
+# The longest alternative, with a `$ex` guard per comparison at worst, fits one chunk.
+assert 2 * MAX_CONJUNCTION <= NODE_BUDGET
+
+SENTINEL_FIELD = "tiv-sentinel"  # not a valid fact field name, so no fact has it
+SENTINEL_RULE = "sentinel"
+
+_OPERATORS = {"neq": "$neq", "lt": "$lt", "lte": "$lte", "gt": "$gt", "gte": "$gte"}
+
+_LOCK = threading.Lock()  # every call into durable_rules, and the state below
+_HOST: Any = None
+_COMPILED: dict[str, _Compiled] = {}
+_ACTIVE: _Call | None = None  # the chunk being matched, for the actions to report to
+_ENGINE_NAMES = itertools.count()
+_SESSIONS = itertools.count()
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    engine_name: str
+    rule_of: Mapping[str, int]  # durable rule name -> index of our rule
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    fingerprint: str
+    chunks: tuple[_Chunk, ...]
+
+
+@dataclass
+class _Call:
+    """One chunk of one `match` in flight: what its actions report goes here."""
+
+    matcher: DurableMatcher
+    prepared: PreparedRuleset
+    chunk: _Chunk
+    index_of: Mapping[str, int]  # fact id -> position
+    sentinel_id: str
+    hits: set[tuple[int, int]]
+    failed_rule: str | None = None
+
+    def fired(self, term: str, fact_id: str) -> None:
+        rule = self.chunk.rule_of[term]
+        if fact_id == self.sentinel_id:
+            return  # a condition on `id` may match the sentinel; it is not a fact of ours
+        try:
+            self.matcher._on_firing(self, rule, self.index_of[fact_id])
+        except BaseException:
+            self.failed_rule = self.prepared.rule_ids[rule]
+            raise
+
+    def check(self, state: Mapping[str, Any] | None) -> None:
+        if state is not None and "exception" in state:
+            reason = str(state["exception"]).split(", traceback", 1)[0]
+            raise RuntimeError(
+                f"ruleset {self.prepared.name}: rule {self.failed_rule or '?'}: an action "
+                f"failed inside durable_rules: {reason}"
+            )
+
+
+def _report(term: str, closure: Any) -> None:
+    call = _ACTIVE
+    if call is None:
+        raise RuntimeError(f"durable_rules ran action {term} outside of a match")
+    call.fired(term, closure.m["id"])
+
+
+def _ignore(closure: Any) -> None:
+    return None
+
+
+if _durable is not None:
+
+    class _Host(_durable.Host):
+        def _run(self) -> None:
+            # The base class starts dispatch timer threads here; we never use timers.
+            return None
+
+        def get_action(self, action_name: str) -> Any:
+            if action_name == SENTINEL_RULE:
+                return _ignore
+
+            def action(closure: Any) -> None:
+                _report(action_name, closure)
+
+            return action
+
+
+def _host() -> Any:
+    """The process's one Host, created on first use; call with `_LOCK` held."""
+    global _HOST
+    if _HOST is None:
+        _HOST = _Host()
+    return _HOST
+
+
+def _leaf_json(leaf: Leaf) -> dict[str, Any]:
+    if isinstance(leaf, AnyEquals):
+        return {"$iany": {leaf.field: {"$i": leaf.values[0]}}}
+    operand: Any = leaf.value if leaf.other is None else {"$m": leaf.other}
+    if leaf.op == "eq":
+        return {leaf.field: operand}
+    return {_OPERATORS[leaf.op]: {leaf.field: operand}}
+
+
+def _durable_conditions(alternative: tuple[Leaf, ...]) -> list[dict[str, Any]]:
+    """The comparisons of one alternative, each field read by `$m` first tested present.
+
+    durable_rules reaches a `$m` comparison whenever its left field is present; if the
+    right one is absent it fires anyway once the fact matched another rule. A `$ex` test
+    ahead of it (internal to this module: not in the grammar) keeps such facts out.
+    """
+    guarded = dict.fromkeys(
+        leaf.other for leaf in alternative if isinstance(leaf, Compare) and leaf.other
+    )
+    return [{"$ex": {name: 1}} for name in guarded] + [_leaf_json(leaf) for leaf in alternative]
+
+
+def _plan(prepared: PreparedRuleset) -> list[list[tuple[int, list[dict[str, Any]]]]]:
+    """Pack every rule's alternatives, in order, into chunks of at most NODE_BUDGET nodes.
+
+    An alternative of n comparisons is a chain of n alpha nodes; none is assumed shared.
+    """
+    chunks: list[list[tuple[int, list[dict[str, Any]]]]] = [[]]
+    used = 0
+    for rule, alternatives in enumerate(prepared.alternatives):
+        for alternative in alternatives:
+            conditions = _durable_conditions(alternative)
+            if used + len(conditions) > NODE_BUDGET and chunks[-1]:
+                chunks.append([])
+                used = 0
+            chunks[-1].append((rule, conditions))
+            used += len(conditions)
+    return chunks
+
+
+def _compile(prepared: PreparedRuleset) -> _Compiled:
+    """Register `prepared` with the host once; later calls reuse the registration."""
+    known = _COMPILED.get(prepared.name)
+    if known is not None:
+        if known.fingerprint != prepared.fingerprint:
+            raise ValueError(f"ruleset name {prepared.name!r} is registered with other rules")
+        return known
+    chunks: list[_Chunk] = []
+    for part in _plan(prepared):
+        engine_name = f"tiv{next(_ENGINE_NAMES)}"
+        definition: dict[str, Any] = {
+            SENTINEL_RULE: {"all": [{"m": {SENTINEL_FIELD: True}}], "run": SENTINEL_RULE}
+        }
+        rule_of: dict[str, int] = {}
+        for number, (rule, conditions) in enumerate(part):
+            term = f"t{number}"
+            condition = conditions[0] if len(conditions) == 1 else {"$and": conditions}
+            definition[term] = {"all": [{"m": condition}], "run": term}
+            rule_of[term] = rule
+        try:
+            _host().set_rulesets({engine_name: definition})
+        except Exception as error:
+            raise RuntimeError(
+                f"ruleset {prepared.name}: durable_rules refused it: {error}"
+            ) from error
+        chunks.append(_Chunk(engine_name, rule_of))
+    compiled = _Compiled(prepared.fingerprint, tuple(chunks))
+    _COMPILED[prepared.name] = compiled
+    return compiled
+
+
+class DurableMatcher:
+    """`Matcher` running conditions in durable_rules."""
+
+    name = "durable_rules"
+
+    def __init__(self) -> None:
+        if not AVAILABLE:
+            raise RuntimeError("durable_rules does not import in this Python; use the oracle")
+
+    def match(self, ruleset: MatchRuleset, facts: Sequence[Mapping[str, Any]]) -> list[Firing]:
+        prepared = prepare(ruleset)
+        checked = check_facts(prepared, facts)
+        if not checked or not prepared.rule_ids:
+            return []
+        index_of = {fact["id"]: position for position, fact in enumerate(checked)}
+        sentinel_id = "~sentinel"
+        while sentinel_id in index_of:
+            sentinel_id += "~"
+        hits: set[tuple[int, int]] = set()
+        with _LOCK:
+            for chunk in _compile(prepared).chunks:
+                call = _Call(self, prepared, chunk, index_of, sentinel_id, hits)
+                self._run(call, checked)
+        return [Firing(prepared.rule_ids[rule], checked[fact]["id"]) for rule, fact in sorted(hits)]
+
+    def _on_firing(self, call: _Call, rule: int, fact: int) -> None:
+        """Record that rule `rule` holds for fact `fact` (positions); runs inside an action."""
+        call.hits.add((rule, fact))
+
+    def _run(self, call: _Call, facts: Sequence[Mapping[str, Any]]) -> None:
+        global _ACTIVE
+        host = _host()
+        name = call.chunk.engine_name
+        sid = f"s{next(_SESSIONS)}"
+        stored = False
+        _ACTIVE = call
+        try:
+            sentinel = {"id": call.sentinel_id, SENTINEL_FIELD: True, "sid": sid}
+            state = host.assert_fact(name, sentinel)
+            stored = True
+            call.check(state)
+            for fact in facts:
+                try:
+                    state = host.assert_fact(name, {**fact, "sid": sid})
+                except _durable.MessageNotHandledException:
+                    continue  # no rule of this chunk matches the fact
+                call.check(state)
+        except RuntimeError:
+            raise
+        except Exception as error:
+            raise RuntimeError(
+                f"ruleset {call.prepared.name}: durable_rules failed: {error}"
+            ) from error
+        finally:
+            _ACTIVE = None
+            if stored:
+                host.delete_state(name, sid)

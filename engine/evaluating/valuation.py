@@ -1,0 +1,306 @@
+"""Evaluate one shipment against one compiled pack.
+
+In: a `RuleSet`, the selected `CompiledPack`, validated `Shipment` facts, a matcher
+and a tracer. Out: a `Valuation`, or an `EvaluationError` naming the formula and its
+`file:line`.
+
+Order: convert amounts -> match exclude_charge rules on each charge -> sum counted
+charges -> formulas top to bottom -> match decision rules on the shipment, each
+charge and each goods line -> strongest decision wins (decline > refer > accept).
+Everything runs under the engine's Decimal context.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from engine._version import __version__
+from engine.compiling.conditions import encode_fact
+from engine.compiling.formulas import MISSING, MissingValue
+from engine.compiling.pack import CHARGE_PHASE, DECISION_PHASE, CompiledPack, CompiledRule
+from engine.errors import EvaluationError, Problem
+from engine.evaluating.environment import Environment, Line, build_environment
+from engine.evaluating.matcher import Matcher
+from engine.explaining.trace import RecordingTracer, Tracer
+from engine.facts import Shipment
+from engine.money import exact, plain
+from engine.result import ExcludedCharge, Flag, PolicyRef, Reason, TraceStep, Valuation
+
+_STRENGTH = {"accept": 0, "refer": 1, "decline": 2}
+
+
+def money_text(value: Decimal, places: int) -> str:
+    """Exact decimal text with at least the currency's places and no trailing zeros beyond.
+
+    9070 -> "9070.00" and 50907.0000 -> "50907.00" in USD; 115.335000 -> "115.335".
+    Only zeros are added or dropped: the value is never rounded here.
+    """
+    quantized = value.quantize(Decimal(1).scaleb(-places))
+    if quantized == value:
+        return plain(quantized)
+    return plain(value.normalize())
+
+
+def evaluate(
+    pack: CompiledPack,
+    shipment: Shipment,
+    places: int,
+    *,
+    as_of: datetime.date,
+    matcher: Matcher,
+    tracer: Tracer,
+) -> Valuation:
+    with exact():
+        env = build_environment(shipment, places, dict(pack.charge_types), tracer)
+        rules = {rule.id: rule for rule in pack.rules}
+
+        excluded = _exclusions(pack, env, matcher, rules)
+        _count_charges(pack, env, excluded, places, tracer)
+        values = env.shipment
+        values.update(pack.parameters)
+        for name, formula in pack.formulas:
+            values[name] = _run_formula(name, formula, values)
+            if tracer.enabled:
+                inputs = {
+                    n: values[n] for n in formula.names if values.get(n, MISSING) is not MISSING
+                }
+                tracer.step(
+                    "formula", name, formula.text, inputs, values[name], formula.where.source
+                )
+
+        reasons, flags = _decide(pack, env, matcher, rules, tracer)
+        decision = max((r.decision for r in reasons), key=_STRENGTH.__getitem__, default="accept")
+        if tracer.enabled:
+            tracer.step(
+                "decision",
+                "decision",
+                "strongest of: "
+                + (", ".join(f"{r.rule} → {r.decision}" for r in reasons) or "no rule fired"),
+                {},
+                decision,
+                pack.where.source,
+            )
+
+        components = {name: money_text(values[name], places) for name in pack.result.components}
+        steps = tracer.steps if isinstance(tracer, RecordingTracer) else []
+        return Valuation(
+            shipment_id=shipment.id,
+            currency=shipment.currency,
+            currency_minor_units=places,
+            total_insured_value=money_text(values[pack.result.total_insured_value], places),
+            components=components,
+            excluded_charges=[
+                ExcludedCharge(
+                    index=index,
+                    type=shipment.charges[index].type,
+                    amount=money_text(env.charges[index].env["charge.amount"], places),
+                    reason=rule.reason,
+                    rule=rule.id,
+                    source=rule.where.source,
+                )
+                for index, rule in sorted(excluded.items())
+            ],
+            decision=decision,
+            reasons=reasons,
+            flags=flags,
+            policy=PolicyRef(
+                id=pack.id,
+                version=pack.version,
+                title=pack.title,
+                sha256=pack.sha256,
+                source=pack.source,
+            ),
+            as_of=as_of,
+            engine_version=__version__,
+            matcher=matcher.name,
+            trace=[TraceStep(**step.to_dict()) for step in steps],
+        )
+
+
+def _facts(
+    pack: CompiledPack,
+    phase: str,
+    shipment_env: dict[str, Any],
+    lines: Sequence[tuple[str, Line]],
+    with_shipment: bool,
+) -> list[dict[str, Any]]:
+    fields = pack.fields[phase]
+    facts = []
+    if with_shipment:
+        facts.append({"id": "shipment", "kind": "shipment", **encode_fact(shipment_env, fields)})
+    for scope, line in lines:
+        merged = {**shipment_env, **line.env}
+        facts.append({"id": line.id, "kind": scope, **encode_fact(merged, fields)})
+    return facts
+
+
+def _match(
+    pack: CompiledPack, phase: str, matcher: Matcher, facts: list[dict[str, Any]]
+) -> list[tuple[str, str]]:
+    ruleset = pack.rulesets[phase]
+    if not ruleset.rules or not facts:
+        return []
+    return [(f.rule_id, f.fact_id) for f in matcher.match(ruleset, facts)]
+
+
+def _exclusions(
+    pack: CompiledPack, env: Environment, matcher: Matcher, rules: dict[str, CompiledRule]
+) -> dict[int, CompiledRule]:
+    try:
+        facts = _facts(
+            pack,
+            CHARGE_PHASE,
+            env.shipment,
+            [("charge", line) for line in env.charges],
+            with_shipment=False,
+        )
+    except OverflowError as exc:
+        raise EvaluationError(Problem("condition.overflow", str(exc))) from None
+    excluded: dict[int, CompiledRule] = {}
+    for rule_id, fact_id in _match(pack, CHARGE_PHASE, matcher, facts):
+        index = int(fact_id.split(":")[1])
+        excluded.setdefault(index, rules[rule_id])  # first rule in pack order explains it
+    return excluded
+
+
+def _count_charges(
+    pack: CompiledPack,
+    env: Environment,
+    excluded: dict[int, CompiledRule],
+    places: int,
+    tracer: Tracer,
+) -> None:
+    groups = {group for group in pack.charge_types.values() if group}
+    sums = {f"charges.{name}": Decimal(0) for name in ["total", *groups, *pack.charge_types]}
+    for index, line in enumerate(env.charges):
+        amount = line.env["charge.amount"]
+        kind = line.env["charge.type"]
+        rule = excluded.get(index)
+        if rule is not None:
+            if tracer.enabled:
+                tracer.step(
+                    "charge",
+                    line.path,
+                    f"excluded: {rule.reason}",
+                    {"type": kind, "amount": amount},
+                    Decimal(0),
+                    rule.where.source,
+                )
+            continue
+        group = line.env["charge.group"]
+        sums["charges.total"] += amount
+        sums[f"charges.{kind}"] += amount
+        if group is not MISSING:
+            sums[f"charges.{group}"] += amount
+        if tracer.enabled:
+            tracer.step(
+                "charge",
+                line.path,
+                f"counted in charges.{group}",
+                {"type": kind, "amount": amount},
+                amount,
+                pack.charge_sources[kind].source,
+            )
+    env.shipment.update(sums)
+
+
+def _run_formula(name: str, formula: Any, values: dict[str, Any]) -> Any:
+    try:
+        return formula.run(values)
+    except MissingValue as exc:
+        raise EvaluationError(
+            Problem(
+                "formula.missing_fact",
+                f"formula `{name}` reads `{exc.name}`, which this "
+                f"shipment does not give; give it, or guard the formula with exists({exc.name})",
+                formula.where,
+            )
+        ) from None
+    except ZeroDivisionError:  # decimal's DivisionByZero and DivisionUndefined (0/0)
+        raise EvaluationError(
+            Problem(
+                "formula.division_by_zero",
+                f"formula `{name}` divided by zero: {formula.text}",
+                formula.where,
+            )
+        ) from None
+    except decimal.InvalidOperation as exc:
+        # The C decimal module raises 0/0 as InvalidOperation naming DivisionUndefined.
+        signals = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+        if decimal.DivisionUndefined in signals:
+            raise EvaluationError(
+                Problem(
+                    "formula.division_by_zero",
+                    f"formula `{name}` divided zero by zero: {formula.text}",
+                    formula.where,
+                )
+            ) from None
+        raise EvaluationError(
+            Problem(
+                "formula.invalid",
+                f"formula `{name}` made an invalid operation: {formula.text}",
+                formula.where,
+            )
+        ) from None
+    except decimal.Overflow:
+        raise EvaluationError(
+            Problem("formula.overflow", f"formula `{name}` overflowed", formula.where)
+        ) from None
+
+
+def _decide(
+    pack: CompiledPack,
+    env: Environment,
+    matcher: Matcher,
+    rules: dict[str, CompiledRule],
+    tracer: Tracer,
+) -> tuple[list[Reason], list[Flag]]:
+    lines = [("charge", line) for line in env.charges] + [("goods", line) for line in env.goods]
+    paths = {line.id: line.path for _, line in lines} | {"shipment": "shipment"}
+    try:
+        facts = _facts(pack, DECISION_PHASE, env.shipment, lines, with_shipment=True)
+    except OverflowError as exc:
+        raise EvaluationError(Problem("condition.overflow", str(exc))) from None
+    subjects: dict[str, list[str]] = {}
+    for rule_id, fact_id in _match(pack, DECISION_PHASE, matcher, facts):
+        subjects.setdefault(rule_id, []).append(paths[fact_id])
+    reasons: list[Reason] = []
+    flags: list[Flag] = []
+    for rule in pack.rules:  # pack order, whatever order the matcher fired in
+        if rule.id not in subjects:
+            continue
+        matched = subjects[rule.id]
+        if tracer.enabled:
+            tracer.step(
+                "rule",
+                rule.id,
+                rule.when,
+                {"matched": ", ".join(matched)},
+                rule.flag or rule.effect,
+                rule.where.source,
+            )
+        if rule.effect == "flag":
+            flags.append(
+                Flag(
+                    name=rule.flag or rule.id,
+                    rule=rule.id,
+                    reason=rule.reason,
+                    source=rule.where.source,
+                    subjects=matched,
+                )
+            )
+        else:
+            reasons.append(
+                Reason(
+                    decision=rule.effect,
+                    rule=rule.id,  # type: ignore[arg-type]
+                    reason=rule.reason,
+                    source=rule.where.source,
+                    subjects=matched,
+                )
+            )
+    return reasons, flags

@@ -1,0 +1,1 @@
+"""Explaining: tracers that record each step, and the text rendering of a trace."""

@@ -1,0 +1,102 @@
+"""Tracers: what evaluation tells about each figure it makes.
+
+In: calls from the evaluator, one per step (a conversion, a counted or excluded
+charge, a formula, a rule that fired). Out: ordered `Step`s with the expression,
+its inputs, the value and the `path:line` of the rule text that produced it.
+
+The evaluator always receives a tracer; `NullTracer` does nothing, so valuing
+without an explanation costs no formatting. Explanations are rendered from these
+steps (`engine.explaining.render`), never from logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from engine.money import plain
+
+
+def show(value: Any) -> str:
+    """A value as the trace writes it: exact decimals, ISO dates, lower-case booleans."""
+    if isinstance(value, Decimal):
+        return plain(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(show(v) for v in value) + "]"
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # "convert", "charge", "formula", "rule", "decision"
+    name: str
+    expression: str
+    inputs: Mapping[str, str]
+    value: str
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "expression": self.expression,
+            "inputs": dict(self.inputs),
+            "value": self.value,
+            "source": self.source,
+        }
+
+
+class Tracer(Protocol):
+    enabled: bool
+
+    def step(
+        self,
+        kind: str,
+        name: str,
+        expression: str,
+        inputs: Mapping[str, Any],
+        value: Any,
+        source: str,
+    ) -> None: ...
+
+
+class NullTracer:
+    enabled = False
+
+    def step(
+        self,
+        kind: str,
+        name: str,
+        expression: str,
+        inputs: Mapping[str, Any],
+        value: Any,
+        source: str,
+    ) -> None:
+        return None
+
+
+@dataclass
+class RecordingTracer:
+    enabled: bool = True
+    steps: list[Step] = field(default_factory=list)
+
+    def step(
+        self,
+        kind: str,
+        name: str,
+        expression: str,
+        inputs: Mapping[str, Any],
+        value: Any,
+        source: str,
+    ) -> None:
+        self.steps.append(
+            Step(
+                kind, name, expression, {k: show(v) for k, v in inputs.items()}, show(value), source
+            )
+        )

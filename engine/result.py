@@ -1,0 +1,79 @@
+"""The result contract: what a valuation returns, as pydantic models.
+
+These models are the JSON of `tiv value --format json` and of the HTTP service; all
+amounts are decimal strings in the valuation currency, so no consumer ever has to
+parse a binary float to read a figure.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Decision = Literal["accept", "refer", "decline"]
+DecimalText = str
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PolicyRef(_Out):
+    id: str
+    version: str
+    title: str
+    sha256: str = Field(description="sha256 of the pack file's bytes")
+    source: str = Field(description="path of the pack file, relative to the rule repository")
+
+
+class ExcludedCharge(_Out):
+    index: int = Field(description="position in the shipment's charges list")
+    type: str
+    amount: DecimalText = Field(description="in the valuation currency")
+    reason: str
+    rule: str
+    source: str
+
+
+class Reason(_Out):
+    decision: Literal["refer", "decline"]
+    rule: str
+    reason: str
+    source: str
+    subjects: list[str] = Field(description="what matched: shipment, charges[1], goods[0]")
+
+
+class Flag(_Out):
+    name: str
+    rule: str
+    reason: str
+    source: str
+    subjects: list[str]
+
+
+class TraceStep(_Out):
+    kind: Literal["convert", "charge", "formula", "rule", "decision"]
+    name: str
+    expression: str
+    inputs: dict[str, str]
+    value: str
+    source: str = Field(description="`path:line` of the rule text that made this figure")
+
+
+class Valuation(_Out):
+    shipment_id: str
+    currency: str
+    currency_minor_units: int = Field(description="decimal places of the valuation currency")
+    total_insured_value: DecimalText
+    components: dict[str, DecimalText]
+    excluded_charges: list[ExcludedCharge]
+    decision: Decision
+    reasons: list[Reason]
+    flags: list[Flag]
+    policy: PolicyRef
+    as_of: datetime.date
+    engine_version: str
+    matcher: str = Field(description="which backend matched the rule conditions")
+    trace: list[TraceStep]

@@ -1,0 +1,267 @@
+"""Load a whole rule repository once: load -> validate -> compile, reporting every problem.
+
+In: a `RuleSource`. Out: an immutable `RuleSet` holding every compiled pack version and
+the reference data, or one `RulesError` listing every problem in every file, sorted by
+location. Valuing against a RuleSet never rereads or recompiles anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import itertools
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from engine.compiling.formulas import BUILTINS, Function
+from engine.compiling.pack import CompiledPack, compile_policy
+from engine.errors import Location, Problem, RulesError, SelectionError
+from engine.facts import FactsReference
+from engine.loading.sources import RuleSource
+from engine.loading.yamlfile import LoadedYaml, load_yaml
+from engine.schema import validate_document
+from engine.schema.models import CountriesFile, CurrenciesFile, PolicyFile
+
+_POLICY_PATH = re.compile(r"policies/([^/]+)/([^/]+)\.yaml")
+REFERENCE_FILES = {
+    "rules/reference/currencies.yaml": "currencies",
+    "rules/reference/countries.yaml": "countries",
+}
+
+
+@dataclass(frozen=True)
+class RuleFile:
+    path: str
+    kind: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Every compiled rule file of a repository. Build it with `load_ruleset`."""
+
+    source: str
+    packs: Mapping[str, tuple[CompiledPack, ...]]  # id -> versions, oldest first
+    currencies: Mapping[str, int]
+    countries: frozenset[str]
+    files: tuple[RuleFile, ...]
+    functions: Mapping[str, Function] = field(default_factory=dict)
+
+    def pack_versions(self, pack_id: str) -> tuple[CompiledPack, ...]:
+        try:
+            return self.packs[pack_id]
+        except KeyError:
+            known = ", ".join(sorted(self.packs)) or "none"
+            raise SelectionError(
+                Problem("policy.unknown", f"no policy pack `{pack_id}` (packs: {known})")
+            ) from None
+
+    def select(self, policy: str, on: datetime.date, *, allow_draft: bool = False) -> CompiledPack:
+        """`standard` -> the published version in effect on `on`; `standard@1.0.0` -> that one."""
+        pack_id, _, version = policy.partition("@")
+        versions = self.pack_versions(pack_id)
+        if version:
+            for pack in versions:
+                if pack.version == version:
+                    if pack.status != "published" and not allow_draft:
+                        raise SelectionError(
+                            Problem(
+                                "policy.draft",
+                                f"{pack.ref} is a draft; drafts value only "
+                                "when asked for explicitly (--allow-draft)",
+                            )
+                        )
+                    return pack
+            listed = ", ".join(p.version for p in versions)
+            raise SelectionError(
+                Problem(
+                    "policy.unknown_version",
+                    f"{pack_id} has no version {version} (versions: {listed})",
+                )
+            )
+        usable = [p for p in versions if p.status == "published" or allow_draft]
+        for pack in reversed(usable):
+            if pack.in_effect(on):
+                return pack
+        listed = "; ".join(f"{p.version} ({p.status}, {p.window()})" for p in versions)
+        raise SelectionError(
+            Problem(
+                "policy.not_in_effect",
+                f"no published version of {pack_id} is in effect on "
+                f"{on.isoformat()}; versions: {listed}. Pin one with {pack_id}@VERSION or use "
+                "--as-of with a date inside a window",
+            )
+        )
+
+    def facts_reference(self, pack: CompiledPack) -> FactsReference:
+        return FactsReference(self.currencies, self.countries, frozenset(pack.charge_types))
+
+
+def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = None) -> RuleSet:
+    """Load, validate and compile every rule file; raise RulesError listing all problems."""
+    table = {**BUILTINS, **(functions or {})}
+    problems: list[Problem] = []
+    files: list[RuleFile] = []
+    packs: dict[str, list[CompiledPack]] = {}
+    currencies: dict[str, int] = {}
+    countries: frozenset[str] = frozenset()
+
+    for path in source.paths():
+        raw = source.read(path)
+        sha = hashlib.sha256(raw).hexdigest()
+        kind = _kind_of(path)
+        if kind is None:
+            problems.append(
+                Problem(
+                    "repo.unknown_file",
+                    "not a known kind of rule file "
+                    "(policies/<id>/<version>.yaml or rules/reference/...)",
+                    Location(path),
+                )
+            )
+            continue
+        files.append(RuleFile(path, kind, sha))
+        loaded, errs = _load(raw, path)
+        if loaded is None:
+            problems.extend(errs)
+            continue
+        model, errs = validate_document(loaded, kind)
+        if model is None:
+            problems.extend(errs)
+            continue
+        if isinstance(model, CurrenciesFile):
+            currencies = {code: c.minor_units for code, c in model.currencies.items()}
+        elif isinstance(model, CountriesFile):
+            countries = frozenset(model.countries)
+        elif isinstance(model, PolicyFile):
+            errs = _check_policy_path(model, loaded, path)
+            pack, compile_errs = compile_policy(model, loaded, sha, table)
+            problems.extend(errs + compile_errs)
+            if pack is not None and not errs:
+                pack, example_errs = _read_examples(pack, source)
+                problems.extend(example_errs)
+                packs.setdefault(pack.id, []).append(pack)
+
+    for required, kind in REFERENCE_FILES.items():
+        if required not in {f.path for f in files}:
+            problems.append(
+                Problem(
+                    "repo.missing_reference",
+                    f"the rule repository needs {required} ({kind})",
+                    Location(required),
+                )
+            )
+    ordered = {
+        pid: tuple(sorted(vs, key=lambda p: _semver(p.version)))
+        for pid, vs in sorted(packs.items())
+    }
+    for versions in ordered.values():
+        problems.extend(_overlaps(versions))
+    if problems:
+        raise RulesError(problems)
+    return RuleSet(source.name, ordered, currencies, countries, tuple(files), table)
+
+
+def _load(raw: bytes, path: str) -> tuple[LoadedYaml | None, list[Problem]]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [
+            Problem(
+                "yaml.encoding",
+                f"not UTF-8 text ({exc.reason} at byte {exc.start})",
+                Location(path),
+            )
+        ]
+    try:
+        return load_yaml(text, path), []
+    except RulesError as exc:
+        return None, list(exc.problems)
+
+
+def _read_examples(pack: CompiledPack, source: RuleSource) -> tuple[CompiledPack, list[Problem]]:
+    """Read the facts files examples name, relative to the pack file."""
+    examples, problems = [], []
+    for example in pack.examples:
+        if isinstance(example.facts, str):
+            target = posixpath.normpath(
+                posixpath.join(posixpath.dirname(pack.source), example.facts)
+            )
+            where = example.where.at("shipment")
+            if target.startswith("../"):
+                problems.append(
+                    Problem(
+                        "example.path", f"{example.facts} is outside the rule repository", where
+                    )
+                )
+                continue
+            try:
+                text = source.read(target).decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(
+                    Problem(
+                        "example.path",
+                        f"cannot read {target}: {getattr(exc, 'strerror', None) or exc}",
+                        where,
+                    )
+                )
+                continue
+            example = dataclasses.replace(example, facts=text, facts_name=target)
+        examples.append(example)
+    return dataclasses.replace(pack, examples=tuple(examples)), problems
+
+
+def _kind_of(path: str) -> str | None:
+    if _POLICY_PATH.fullmatch(path):
+        return "policy"
+    return REFERENCE_FILES.get(path)
+
+
+def _check_policy_path(model: PolicyFile, loaded: LoadedYaml, path: str) -> list[Problem]:
+    match = _POLICY_PATH.fullmatch(path)
+    assert match is not None
+    folder, stem = match.groups()
+    problems = []
+    if folder != model.id:
+        problems.append(
+            Problem(
+                "pack.path",
+                f"id `{model.id}` does not match its folder policies/{folder}/",
+                loaded.locate("id"),
+            )
+        )
+    if stem != model.version:
+        problems.append(
+            Problem(
+                "pack.path",
+                f"version {model.version} does not match the file name {stem}.yaml",
+                loaded.locate("version"),
+            )
+        )
+    return problems
+
+
+def _semver(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def _overlaps(versions: tuple[CompiledPack, ...]) -> list[Problem]:
+    published = sorted(
+        (p for p in versions if p.status == "published"), key=lambda p: p.effective_from
+    )
+    problems = []
+    for earlier, later in itertools.pairwise(published):
+        if earlier.effective_to is None or earlier.effective_to > later.effective_from:
+            problems.append(
+                Problem(
+                    "pack.overlap",
+                    f"published {later.ref} ({later.window()}) overlaps "
+                    f"{earlier.ref} ({earlier.window()}) in {earlier.source}; end the earlier "
+                    "version with effective_to",
+                    later.where.at("effective_from"),
+                )
+            )
+    return problems

@@ -1,0 +1,96 @@
+"""Shared fixtures: the shipped repository, and in-memory repositories built from pack text."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from engine import RuleSet, load_rules
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = {
+    path: (ROOT / path).read_text(encoding="utf-8")
+    for path in ("rules/reference/currencies.yaml", "rules/reference/countries.yaml")
+}
+
+# A small pack in the standard shape; tests vary it with str.replace or extra rules.
+MINI_PACK = """\
+kind: policy
+schema_version: 1
+id: mini
+version: 1.0.0
+status: published
+effective_from: 2020-01-01
+title: Mini
+description: A test pack.
+parameters:
+  margin_rate: 0.10
+charge_types:
+  ocean_freight: {group: main_carriage}
+  air_freight: {group: main_carriage}
+  origin_charges: {group: origin}
+  destination_charges: {group: destination}
+  detention: {excluded: Detention is a penalty}
+  demurrage: {excluded: Demurrage is a penalty}
+rounding:
+  mode: half_up
+formulas:
+  invoice: shipment.invoice.amount
+  freight: charges.main_carriage + charges.origin + charges.destination
+  margin: (invoice + freight) * margin_rate
+  duties: declared_duties.total if exists(declared_duties.total) else 0
+  tiv: round(invoice + freight + margin + duties)
+result:
+  total_insured_value: tiv
+  components: [invoice, freight, margin, duties]
+"""
+
+
+def repo(*packs: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Files of an in-memory repository: the reference data plus the given packs."""
+    files = dict(REFERENCE)
+    for text in packs:
+        pack_id = re.search(r"^id: (.+)$", text, re.M)
+        version = re.search(r"^version: (.+)$", text, re.M)
+        assert pack_id and version
+        files[f"policies/{pack_id[1]}/{version[1]}.yaml"] = text
+    files.update(extra or {})
+    return files
+
+
+def mini(rules: str = "", *, replace: dict[str, str] | None = None) -> str:
+    text = MINI_PACK
+    for old, new in (replace or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    if rules:
+        text += "rules:\n" + textwrap.indent(textwrap.dedent(rules), "  ")
+    return text
+
+
+def load_mini(rules: str = "", **kwargs: object) -> RuleSet:
+    return load_rules(files=repo(mini(rules, **kwargs)))  # type: ignore[arg-type]
+
+
+def shipment(**overrides: object) -> dict[str, object]:
+    facts: dict[str, object] = {
+        "id": "T-1",
+        "date": "2024-01-15",
+        "currency": "USD",
+        "mode": "ocean",
+        "origin": {"country": "CN"},
+        "destination": {"country": "US"},
+        "invoice": {"amount": "1000.00"},
+        "charges": [],
+        "duties": [],
+    }
+    facts.update(overrides)
+    return facts
+
+
+@pytest.fixture(scope="session")
+def shipped() -> RuleSet:
+    return load_rules(ROOT)

@@ -1,0 +1,140 @@
+"""The `tiv` command, run as a real process: exit statuses, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+SEED = "examples/shipments/seed-electronics.yaml"
+
+
+def tiv(*args: str, cwd: Path = ROOT, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, status: int, *fragments: str):
+    assert proc.returncode == status, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert proc.stdout == ""
+
+
+def test_value_text_explains_the_figure() -> None:
+    proc = tiv("value", SEED, "--policy", "standard")
+    assert proc.returncode == 0, proc.stderr
+    assert "Total insured value: 561,709.00 USD" in proc.stdout
+    assert "margin_rate = 0.10" in proc.stdout and "policies/standard/1.0.0.yaml:" in proc.stdout
+
+
+def test_value_json_contract() -> None:
+    proc = tiv("value", SEED, "--policy", "standard@1.0.0", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout, parse_float=lambda s: pytest.fail(f"float {s} in output"))
+    assert result["total_insured_value"] == "561709.00"
+    assert result["components"]["freight"] == "9070.00"
+    assert result["policy"]["source"] == "policies/standard/1.0.0.yaml"
+    assert result["matcher"] in ("durable_rules", "python")
+    assert {"name", "expression", "inputs", "value", "source"} <= set(result["trace"][0])
+
+
+def test_value_from_stdin_json() -> None:
+    facts = {
+        "id": "J1",
+        "date": "2024-02-02",
+        "currency": "USD",
+        "mode": "air",
+        "origin": {"country": "DE"},
+        "destination": {"country": "US"},
+        "invoice": {"amount": 1000.10},
+        "charges": [],
+        "duties": [],
+    }
+    proc = tiv("value", "-", "--policy", "standard", "--format", "json", stdin=json.dumps(facts))
+    assert proc.returncode == 0, proc.stderr
+    # 1,000.10 read exactly (not as a float): × 1.10 = 1,100.11
+    assert json.loads(proc.stdout)["total_insured_value"] == "1100.11"
+
+
+def test_bad_facts_exit_2_naming_the_field(tmp_path: Path) -> None:
+    text = (ROOT / SEED).read_text().replace('amount: "650.00"', 'amount: "-650.00"')
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    proc = tiv("value", str(bad), "--policy", "standard")
+    assert_one_line_error(proc, 2, "charges[1].amount", "negative", "bad.yaml:")
+
+
+def test_no_version_in_effect_exit_2() -> None:
+    proc = tiv("value", SEED, "--policy", "standard", "--as-of", "2019-12-31")
+    assert_one_line_error(proc, 2, "2019-12-31", "1.0.0 (published, 2020-01-01 to open-ended)")
+
+
+def test_invalid_rules_exit_3(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "rules", repo / "rules")
+    shutil.copytree(ROOT / "policies", repo / "policies")
+    shutil.copytree(ROOT / "examples", repo / "examples")
+    pack = repo / "policies/standard/1.0.0.yaml"
+    pack.write_text(
+        pack.read_text().replace(
+            "margin: (invoice + freight) * margin_rate", "margin: (invoice + freight) * margin_rat"
+        )
+    )
+    proc = tiv("--rules", str(repo), "value", str(ROOT / SEED), "--policy", "standard")
+    assert_one_line_error(proc, 3, "policies/standard/1.0.0.yaml:42:", "margin_rat")
+    proc = tiv("--rules", str(repo), "validate")
+    assert proc.returncode == 3
+    assert "policies/standard/1.0.0.yaml:42:" in proc.stderr and "did you mean" in proc.stderr
+
+
+def test_validate_and_test_pass_on_the_shipped_rules() -> None:
+    proc = tiv("validate")
+    assert proc.returncode == 0, proc.stderr
+    proc = tiv("test", "standard")
+    assert proc.returncode == 0, proc.stdout
+    assert "examples: 5 passed, 0 failed" in proc.stdout
+
+
+def test_unknown_pack_and_usage_errors() -> None:
+    assert_one_line_error(tiv("value", SEED, "--policy", "nope"), 2, "no policy pack `nope`")
+    assert_one_line_error(tiv("value", "missing.yaml"), 64, "no such file")
+    assert tiv("value", SEED, "--as-of", "yesterday").returncode == 2  # argparse's own error
+
+
+def test_output_file_is_written_whole(tmp_path: Path) -> None:
+    out = tmp_path / "result.json"
+    proc = tiv("value", SEED, "--format", "json", "-o", str(out))
+    assert proc.returncode == 0 and proc.stdout == ""
+    assert json.loads(out.read_text())["total_insured_value"] == "561709.00"
+    out.write_text("previous")
+    proc = tiv("value", SEED, "--as-of", "2019-01-01", "-o", str(out))
+    assert proc.returncode == 2
+    assert out.read_text() == "previous"  # a failure leaves the old file untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left
+
+
+def test_outside_a_rule_repository(tmp_path: Path) -> None:
+    proc = tiv("value", str(ROOT / SEED), cwd=tmp_path)
+    assert_one_line_error(proc, 64, "no rule repository here")
+
+
+def test_schema_and_version() -> None:
+    proc = tiv("schema", "shipment")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["title"] == "Shipment"
+    assert tiv("--version").stdout.startswith("tiv ")

@@ -36,11 +36,15 @@ def _cases(shipped) -> list[tuple[str, object, object]]:
 def test_example_results_match_their_snapshots(shipped) -> None:
     seen = set()
     for name, pack, example in _cases(shipped):
-        shipment = read_facts(example.facts, shipped.facts_reference(pack),
-                              name=example.facts_name)
-        result = evaluate(pack, shipment, shipped.currencies[shipment.currency],
-                          as_of=example.example.as_of or shipment.date,
-                          matcher=default_matcher(), tracer=RecordingTracer())
+        shipment = read_facts(example.facts, shipped.facts_reference(pack), name=example.facts_name)
+        result = evaluate(
+            pack,
+            shipment,
+            shipped.currencies[shipment.currency],
+            as_of=example.example.as_of or shipment.date,
+            matcher=default_matcher(),
+            tracer=RecordingTracer(),
+        )
         data = result.model_dump(mode="json")
         # Redacted: which backend matched, and the engine's own version, vary by
         # machine and release without changing any figure.
@@ -64,8 +68,9 @@ def test_example_results_match_their_snapshots(shipped) -> None:
 
 def test_snapshot_cites_real_lines() -> None:
     # Every `source` in the seed's snapshot points at a line of the pack that exists.
-    data = json.loads((SNAPSHOTS / "standard@1.0.0--seed-electronics-the-worked-example.json")
-                      .read_text())
+    data = json.loads(
+        (SNAPSHOTS / "standard@1.0.0--seed-electronics-the-worked-example.json").read_text()
+    )
     for step in data["trace"]:
         if step["source"] == "facts":
             continue
@@ -74,4 +79,3 @@ def test_snapshot_cites_real_lines() -> None:
         assert 1 <= int(line) <= len(lines), step
         if step["kind"] == "formula":
             assert lines[int(line) - 1].strip().startswith(f"{step['name']}:")
-

@@ -23,6 +23,8 @@ demo: $(VENV)/.installed
 	$(TIV) value examples/shipments/seed-electronics.yaml --policy standard
 
 test: $(VENV)/.installed-dev
+	$(BIN)/ruff check engine tests bench examples
+	$(BIN)/ruff format --check engine tests bench examples
 	$(TIV) validate
 	$(TIV) test
 	$(BIN)/python -m pytest -q

@@ -23,6 +23,7 @@ class _Out(BaseModel):
 class PolicyRef(_Out):
     id: str
     version: str
+    status: Literal["draft", "published"] = Field(description="a draft values only when asked")
     title: str
     sha256: str = Field(description="sha256 of the pack file's bytes")
     source: str = Field(description="path of the pack file, relative to the rule repository")

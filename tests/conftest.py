@@ -26,6 +26,7 @@ status: published
 effective_from: 2020-01-01
 title: Mini
 description: A test pack.
+provenance: {author: a, approver: b, approved_on: 2020-01-01, changelog: c}
 parameters:
   margin_rate: 0.10
 charge_types:
@@ -69,6 +70,13 @@ def mini(rules: str = "", *, replace: dict[str, str] | None = None) -> str:
     if rules:
         text += "rules:\n" + textwrap.indent(textwrap.dedent(rules), "  ")
     return text
+
+
+def line_of(text: str, fragment: str) -> int:
+    """The 1-based line of the only line of `text` containing `fragment`."""
+    found = [n for n, line in enumerate(text.splitlines(), 1) if fragment in line]
+    assert len(found) == 1, (fragment, found)
+    return found[0]
 
 
 def load_mini(rules: str = "", **kwargs: object) -> RuleSet:

@@ -96,11 +96,13 @@ def test_invalid_rules_exit_3(tmp_path: Path) -> None:
             "margin: (invoice + freight) * margin_rate", "margin: (invoice + freight) * margin_rat"
         )
     )
+    line = 1 + pack.read_text().splitlines().index("  margin: (invoice + freight) * margin_rat")
+    where = f"policies/standard/1.0.0.yaml:{line}:"
     proc = tiv("--rules", str(repo), "value", str(ROOT / SEED), "--policy", "standard")
-    assert_one_line_error(proc, 3, "policies/standard/1.0.0.yaml:42:", "margin_rat")
+    assert_one_line_error(proc, 3, where, "margin_rat")
     proc = tiv("--rules", str(repo), "validate")
     assert proc.returncode == 3
-    assert "policies/standard/1.0.0.yaml:42:" in proc.stderr and "did you mean" in proc.stderr
+    assert where in proc.stderr and "did you mean" in proc.stderr
 
 
 def test_validate_and_test_pass_on_the_shipped_rules() -> None:

@@ -10,7 +10,7 @@ import pytest
 from engine import MemorySource, RulesError, SelectionError, load_rules, value
 from engine.schema import generated_schema, schema_path
 from engine.schema.models import FILE_KINDS
-from tests.conftest import ROOT, mini, repo, shipment
+from tests.conftest import ROOT, line_of, mini, repo, shipment
 
 PACK = "policies/mini/1.0.0.yaml"
 
@@ -44,7 +44,7 @@ def test_duplicate_key_is_an_error_at_its_line() -> None:
     text = mini(replace={line: line + "  margin: invoice\n"})
     found = problems_of(text)
     assert len(found) == 1
-    assert found[0][:2] == (PACK, 24) and "duplicate" in found[0][2]
+    assert found[0][:2] == (PACK, line_of(text, "  margin: invoice")) and "duplicate" in found[0][2]
 
 
 def test_structure_errors_all_reported_with_lines() -> None:
@@ -56,8 +56,8 @@ def test_structure_errors_all_reported_with_lines() -> None:
     )
     found = problems_of(text)
     lines = {line for _, line, _ in found}
-    assert 5 in lines  # status: final -> enum problem on line 5
-    assert 13 in lines  # the misspelt key on line 13
+    assert line_of(text, "status: final") in lines
+    assert line_of(text, "grop") in lines
     assert any("grop" in message for _, _, message in found)
 
 
@@ -76,10 +76,11 @@ def test_meaning_errors_all_reported_with_lines() -> None:
     )
     found = problems_of(text)
     by_line = {line: message for _, line, message in found}
-    assert "unknown name `charges.main_carrige`" in by_line[22]
-    assert "did you mean `charges.main_carriage`" in by_line[22]
-    assert "unknown name `fraight`" in by_line[23]
-    assert "compute anything else in a formula" in by_line[31]
+    freight, margin = line_of(text, "main_carrige"), line_of(text, "fraight")
+    assert "unknown name `charges.main_carrige`" in by_line[freight]
+    assert "did you mean `charges.main_carriage`" in by_line[freight]
+    assert "unknown name `fraight`" in by_line[margin]
+    assert "compute anything else in a formula" in by_line[line_of(text, "tiv * 2 > 3")]
 
 
 def test_formula_used_before_defined() -> None:
@@ -89,7 +90,7 @@ def test_formula_used_before_defined() -> None:
         }
     )
     ((_, line, message),) = problems_of(text)
-    assert line == 21 and "uses `freight` before it is defined" in message
+    assert line == line_of(text, "  invoice:") and "uses `freight` before it is" in message
 
 
 def test_type_error_in_formula() -> None:
@@ -99,7 +100,7 @@ def test_type_error_in_formula() -> None:
         }
     )
     ((_, line, message),) = problems_of(text)
-    assert line == 21 and "`+` needs a number, got a text" in message
+    assert line == line_of(text, "  invoice:") and "`+` needs a number, got a text" in message
 
 
 def test_exclude_charge_rule_may_not_read_formulas() -> None:
@@ -113,7 +114,7 @@ def test_exclude_charge_rule_may_not_read_formulas() -> None:
         """
     )
     ((_, line, message),) = problems_of(text)
-    assert line == 32 and "computed after charges are counted" in message
+    assert line == line_of(text, "when: tiv > 5") and "computed after charges are" in message
 
 
 def test_overlapping_published_versions() -> None:
@@ -174,7 +175,7 @@ def test_file_name_must_match_version() -> None:
 def test_python_tag_is_rejected() -> None:
     text = mini(replace={"title: Mini": "title: !!python/object/apply:os.system [echo]"})
     ((_, line, _),) = problems_of(text)
-    assert line == 7
+    assert line == line_of(text, "title:")
 
 
 def test_example_expectation_that_fails_is_reported() -> None:
@@ -203,7 +204,7 @@ examples:
     (outcome,) = run_examples(rules)
     # 100.00 × 1.10 = 110.00, not 111.00
     assert outcome.mismatches == ("total_insured_value: expected 111.00, got 110.00",)
-    assert outcome.where.line == 30  # `- name:` of the example
+    assert outcome.where.line == line_of(text, "- name: wrong on purpose")
 
 
 class CountingSource(MemorySource):

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import EvaluationError, FactsError, SelectionError, value
-from tests.conftest import ROOT, load_mini, shipment
+from tests.conftest import ROOT, line_of, load_mini, mini, shipment
 
 SEED = ROOT / "examples/shipments/seed-electronics.yaml"
 
@@ -192,15 +192,18 @@ def test_exclude_charge_rule_on_freight_collect() -> None:
     assert prepaid.total_insured_value == "1760.00"  # (1,000 + 600) × 1.1
 
 
+RATIO = {"  tiv: round(": "  ratio: freight / freight\n  tiv: round("}
+
+
 def test_division_by_zero_names_the_formula_and_line() -> None:
-    rules = load_mini(replace={"  tiv: round(": "  ratio: freight / freight\n  tiv: round("})
+    rules = load_mini(replace=RATIO)
     with pytest.raises(EvaluationError) as info:
         value(rules, shipment(), policy="mini")
     problem = info.value.problems[0]
     assert problem.code == "formula.division_by_zero"
     assert "`ratio`" in problem.message
     assert problem.location.file == "policies/mini/1.0.0.yaml"
-    assert problem.location.line == 25  # the line of `ratio:` in the mini pack
+    assert problem.location.line == line_of(mini(replace=RATIO), "ratio:")
 
 
 def test_missing_fact_without_guard_is_an_evaluation_error() -> None:

@@ -110,6 +110,7 @@ def evaluate(
             policy=PolicyRef(
                 id=pack.id,
                 version=pack.version,
+                status=pack.status,
                 title=pack.title,
                 sha256=pack.sha256,
                 source=pack.source,

@@ -126,6 +126,15 @@ class Example(_Model):
     expect: Expectation
 
 
+class Provenance(_Model):
+    """Who wrote a version, who approved it, and why it exists. Required once published."""
+
+    author: str
+    approver: str | None = None
+    approved_on: datetime.date | None = None
+    changelog: str = Field(description="what changed from the previous version, and why")
+
+
 class PolicyFile(_Model):
     """An insurer's policy pack, one version per file: policies/<id>/<version>.yaml."""
 
@@ -140,6 +149,9 @@ class PolicyFile(_Model):
     )
     title: str
     description: str
+    provenance: Provenance | None = Field(
+        None, description="author, approver, approval date, changelog; required when published"
+    )
     parameters: dict[Identifier, Parameter | ParameterValue] = Field(default_factory=dict)
     charge_types: dict[Identifier, ChargeType]
     rounding: Rounding = Field(default_factory=lambda: Rounding())
@@ -149,6 +161,17 @@ class PolicyFile(_Model):
     result: ResultSpec
     rules: list[Rule] = Field(default_factory=list)
     examples: list[Example] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _published_needs_provenance(self) -> PolicyFile:
+        if self.status == "published":
+            given = self.provenance
+            if given is None or given.approver is None or given.approved_on is None:
+                raise ValueError(
+                    "a published version needs provenance with author, approver, "
+                    "approved_on and changelog"
+                )
+        return self
 
     @field_validator("effective_to")
     @classmethod

@@ -1,0 +1,69 @@
+"""Plumbing shared by every verb: finding the rule repository, dates, atomic output."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+EXIT_EXAMPLES_FAILED = 1
+EXIT_USAGE = 64
+EXIT_INTERNAL = 70
+
+
+class UsageError(Exception):
+    """A bad command line: printed as one line, exit status 64."""
+
+
+def rules_root(args: argparse.Namespace) -> Path:
+    from engine.loading.sources import find_root
+
+    given = args.rules or os.environ.get("TIV_RULES")
+    if given:
+        root = Path(given)
+        if not (root / "policies").is_dir():
+            raise UsageError(f"{root} is not a rule repository (it has no policies/ folder)")
+        return root
+    root = find_root(Path.cwd())
+    if root is None:
+        raise UsageError(
+            "no rule repository here: run inside one (a folder with policies/), "
+            "or give --rules DIR or set TIV_RULES"
+        )
+    return root
+
+
+def load(args: argparse.Namespace) -> Any:
+    from engine import load_rules
+
+    return load_rules(rules_root(args))
+
+
+def parse_date(text: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def emit(text: str, output: str | None) -> None:
+    """Write all of `text` or nothing: to stdout, or atomically replace `output`."""
+    if output is None or output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = Path(output)
+    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -11,7 +11,7 @@ The pipeline, one package per stage: `loading` (YAML with line marks, rule sourc
 """
 
 from engine._version import __version__
-from engine.api import load_rules, value
+from engine.api import AuditSink, load_rules, value
 from engine.compiling.formulas import Function
 from engine.errors import (
     EvaluationError,
@@ -31,6 +31,7 @@ from engine.result import Valuation
 from engine.ruleset import RuleSet
 
 __all__ = [
+    "AuditSink",
     "EvaluationError",
     "ExampleOutcome",
     "FactsError",

@@ -12,7 +12,7 @@ import datetime
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from engine.compiling.formulas import Function
 from engine.errors import FactsError, Location, Problem
@@ -25,6 +25,19 @@ from engine.result import Valuation
 from engine.ruleset import RuleSet, load_ruleset
 
 FactsInput = Shipment | Mapping[str, Any] | str | bytes | os.PathLike[str]
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    """Where valuations are recorded (engine.audit.AuditLog is the SQLite one).
+
+    `record` stores the canonical facts and the full result and returns the record id;
+    it must be durable when it returns, or raise.
+    """
+
+    def record(
+        self, kind: str, facts: Mapping[str, Any], result: Valuation, rules: RuleSet
+    ) -> str: ...
 
 
 def load_rules(
@@ -60,11 +73,14 @@ def value(
     allow_draft: bool = False,
     matcher: Matcher | None = None,
     trace: bool = True,
+    audit: AuditSink | None = None,
 ) -> Valuation:
     """Value one shipment under `policy` (`id` or `id@version`).
 
     The version is the published one in effect on `as_of`, which defaults to the
-    shipment's own date. Raises FactsError, SelectionError or EvaluationError.
+    shipment's own date. With `audit`, the valuation (always with its trace) is recorded
+    before it is returned, and the result carries the record's id. Raises FactsError,
+    SelectionError or EvaluationError.
     """
     pack_id = policy.partition("@")[0]
     versions = rules.pack_versions(pack_id)
@@ -88,8 +104,8 @@ def value(
                 for i, kind in unknown
             ]
         )
-    tracer = RecordingTracer() if trace else NullTracer()
-    return evaluate(
+    tracer = RecordingTracer() if trace or audit is not None else NullTracer()
+    result = evaluate(
         pack,
         shipment,
         rules.currencies[shipment.currency],
@@ -97,6 +113,13 @@ def value(
         matcher=matcher or default_matcher(),
         tracer=tracer,
     )
+    if audit is not None:
+        # The record holds the result as evaluated; its id is added to the copy returned.
+        record_id = audit.record("valuation", shipment.canonical(), result, rules)
+        result = result.model_copy(update={"audit_id": record_id})
+    if not trace and result.trace:
+        result = result.model_copy(update={"trace": []})
+    return result
 
 
 def _read(facts: FactsInput, rules: RuleSet, charge_types: frozenset[str]) -> Shipment:

@@ -78,3 +78,4 @@ class Valuation(_Out):
     engine_version: str
     matcher: str = Field(description="which backend matched the rule conditions")
     trace: list[TraceStep]
+    audit_id: str | None = Field(None, description="the audit record, when one was written")

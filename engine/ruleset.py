@@ -37,6 +37,7 @@ class RuleFile:
     path: str
     kind: str
     sha256: str
+    status: str | None = None  # "draft" | "published" for versioned files; None for reference
 
 
 @dataclass(frozen=True)
@@ -123,15 +124,18 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
                 )
             )
             continue
-        files.append(RuleFile(path, kind, sha))
+        record = RuleFile(path, kind, sha)
         loaded, errs = _load(raw, path)
         if loaded is None:
+            files.append(record)
             problems.extend(errs)
             continue
         model, errs = validate_document(loaded, kind)
         if model is None:
+            files.append(record)
             problems.extend(errs)
             continue
+        files.append(dataclasses.replace(record, status=getattr(model, "status", None)))
         if isinstance(model, CurrenciesFile):
             currencies = {code: c.minor_units for code, c in model.currencies.items()}
         elif isinstance(model, CountriesFile):

@@ -62,7 +62,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         )
         return RulesError.exit_code
     selected_packs = [
-        p.ref for versions in rules.packs.values() for p in versions if _selected(p.source, wanted)
+        p.ref
+        for versions in [*rules.packs.values(), *rules.duty_rules.values()]
+        for p in versions
+        if _selected(p.source, wanted)
     ]
     failures = [o for o in run_examples(rules, selected_packs) if not o.passed]
     for outcome in failures:
@@ -101,9 +104,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     from engine import run_examples
 
     rules = load(args)
-    unknown = [p for p in args.packs if p.partition("@")[0] not in rules.packs]
+    known = {*rules.packs, *rules.duty_rules}
+    unknown = [p for p in args.packs if p.partition("@")[0] not in known]
     if unknown:
-        raise UsageError(f"no pack {', '.join(unknown)} (packs: {', '.join(rules.packs)})")
+        raise UsageError(f"no pack or country {', '.join(unknown)} (known: {', '.join(known)})")
     outcomes = run_examples(rules, args.packs or None)
     for outcome in outcomes:
         status = "PASS" if outcome.passed else "FAIL"

@@ -106,9 +106,9 @@ def value(
         )
     tracer = RecordingTracer() if trace or audit is not None else NullTracer()
     result = evaluate(
+        rules,
         pack,
         shipment,
-        rules.currencies[shipment.currency],
         as_of=day,
         matcher=matcher or default_matcher(),
         tracer=tracer,

@@ -12,12 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
+from engine.compiling.country import CompiledCountry, CountryExampleCase
 from engine.compiling.pack import CompiledExample, CompiledPack
 from engine.errors import Location, TivError
+from engine.evaluating.duties import DutyEstimator
 from engine.evaluating.matcher import Matcher, default_matcher
 from engine.evaluating.valuation import evaluate
 from engine.explaining.trace import NullTracer
-from engine.facts import read_facts
+from engine.facts import FactsReference, read_facts
+from engine.money import exact, plain
 from engine.result import Valuation
 from engine.ruleset import RuleSet
 
@@ -37,7 +40,7 @@ class ExampleOutcome:
 def run_examples(
     rules: RuleSet, packs: Iterable[str] | None = None, matcher: Matcher | None = None
 ) -> list[ExampleOutcome]:
-    """Run every example of the named packs (`id` or `id@version`), or of all packs."""
+    """Run every example of the named packs and countries (`id` or `id@version`), or all."""
     matcher = matcher or default_matcher()
     wanted = list(packs) if packs else None
     outcomes = []
@@ -47,7 +50,57 @@ def run_examples(
                 continue
             for example in pack.examples:
                 outcomes.append(run_example(rules, pack, example, matcher))
+    for country_id, countries in rules.duty_rules.items():
+        for country in countries:
+            if wanted is not None and country_id not in wanted and country.ref not in wanted:
+                continue
+            for case in country.examples:
+                outcomes.append(run_country_example(rules, country, case))
     return outcomes
+
+
+def run_country_example(
+    rules: RuleSet, country: CompiledCountry, case: CountryExampleCase
+) -> ExampleOutcome:
+    """Estimate duties for the example's shipment with this exact country version."""
+    example = case.example
+    expect = example.expect
+    try:
+        reference = FactsReference(rules.currencies, rules.countries)
+        shipment = read_facts(case.facts, reference, name=case.facts_name)
+        union = None
+        if country.customs_union is not None:
+            union = rules.duty_rules_for(country.customs_union, shipment.date)[0]
+        estimator = DutyEstimator(shipment, country, union, NullTracer())
+        with exact():
+            estimator.estimate(example.fob, example.freight)
+        estimate = estimator.result
+        assert estimate is not None
+    except TivError as exc:
+        if expect.error is not None and expect.error in {p.code for p in exc.problems}:
+            return ExampleOutcome(country.ref, example.name, case.where, ())
+        return ExampleOutcome(country.ref, example.name, case.where, (f"raised {exc.kind}: {exc}",))
+    diffs = []
+    if expect.error is not None:
+        diffs.append(f"expected error {expect.error}, got an estimate")
+    if expect.total is not None and Decimal(estimate.total) != expect.total:
+        diffs.append(f"total: expected {expect.total}, got {estimate.total}")
+    sums: dict[str, Decimal] = {}
+    for line in estimate.lines:
+        sums[line.id] = sums.get(line.id, Decimal(0)) + Decimal(line.amount)
+    for line_id, wanted in (expect.lines or {}).items():
+        if line_id not in sums:
+            diffs.append(f"lines.{line_id}: no such line (lines: {', '.join(sums)})")
+        elif sums[line_id] != wanted:
+            diffs.append(f"lines.{line_id}: expected {wanted}, got {plain(sums[line_id])}")
+    if expect.de_minimis is not None and sorted(expect.de_minimis) != sorted(
+        estimate.de_minimis_applied
+    ):
+        diffs.append(
+            f"de_minimis: expected {sorted(expect.de_minimis)}, got "
+            f"{sorted(estimate.de_minimis_applied)}"
+        )
+    return ExampleOutcome(country.ref, example.name, case.where, tuple(diffs))
 
 
 def run_example(
@@ -57,11 +110,10 @@ def run_example(
     try:
         reference = rules.facts_reference(pack)
         shipment = read_facts(example.facts, reference, name=example.facts_name)
-        places = rules.currencies[shipment.currency]
         result = evaluate(
+            rules,
             pack,
             shipment,
-            places,
             as_of=example.example.as_of or shipment.date,
             matcher=matcher,
             tracer=NullTracer(),

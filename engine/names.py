@@ -12,7 +12,7 @@ a test checks that the two agree.
 
 from __future__ import annotations
 
-from engine.compiling.formulas import DATE, LIST, NUMBER, TEXT, Symbol
+from engine.compiling.formulas import BOOL, DATE, LIST, NUMBER, TEXT, Symbol
 
 SHIPMENT: dict[str, Symbol] = {
     "shipment.id": Symbol(TEXT),
@@ -40,6 +40,11 @@ DECLARED_DUTIES: dict[str, Symbol] = {
     "declared_duties.import_duty": Symbol(NUMBER, optional=True),
     "declared_duties.tax": Symbol(NUMBER, optional=True),
     "declared_duties.customs_fee": Symbol(NUMBER, optional=True),
+}
+
+DUTY_RULES: dict[str, Symbol] = {
+    # Whether rules/countries/ has published rules for the destination on the shipment date.
+    "duty_rules.available": Symbol(BOOL),
 }
 
 CHARGE: dict[str, Symbol] = {

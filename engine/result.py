@@ -54,8 +54,42 @@ class Flag(_Out):
     subjects: list[str]
 
 
+class RuleRef(_Out):
+    id: str
+    version: str
+    sha256: str
+    source: str
+
+
+class DutyLine(_Out):
+    id: str = Field(description="the figure's id in the country file, e.g. mpf, vat, duty")
+    kind: Literal["duty", "additional_duty", "tax", "fee"]
+    name: str
+    subject: str = Field(description="shipment, or the goods line it applies to")
+    base: DecimalText
+    rate: DecimalText
+    amount: DecimalText = Field(description="in the valuation currency")
+    note: str = ""
+    source: str = Field(description="`path:line` of the figure in the country file")
+    citation: str = Field(description="the regulation or page the figure comes from")
+
+
+class DutyEstimate(_Out):
+    country: str
+    rules: list[RuleRef] = Field(description="the country (and customs union) files used")
+    basis: Literal["CIF", "FOB"]
+    country_currency: str
+    fob: DecimalText
+    freight: DecimalText
+    insurance: DecimalText
+    customs_value: DecimalText
+    de_minimis_applied: list[str]
+    lines: list[DutyLine]
+    total: DecimalText
+
+
 class TraceStep(_Out):
-    kind: Literal["convert", "charge", "formula", "rule", "decision"]
+    kind: Literal["convert", "charge", "formula", "rule", "decision", "duty"]
     name: str
     expression: str
     inputs: dict[str, str]
@@ -77,5 +111,9 @@ class Valuation(_Out):
     as_of: datetime.date
     engine_version: str
     matcher: str = Field(description="which backend matched the rule conditions")
+    duties_basis: Literal["declared", "estimated", "none"] = Field(
+        description="declared duty lines, a country-rule estimate, or neither"
+    )
+    duty_estimate: DutyEstimate | None = None
     trace: list[TraceStep]
     audit_id: str | None = Field(None, description="the audit record, when one was written")

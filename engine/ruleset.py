@@ -15,17 +15,21 @@ import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from engine.compiling.country import CompiledCountry, compile_country
 from engine.compiling.formulas import BUILTINS, Function
 from engine.compiling.pack import CompiledPack, compile_policy
-from engine.errors import Location, Problem, RulesError, SelectionError
+from engine.errors import EvaluationError, Location, Problem, RulesError, SelectionError
 from engine.facts import FactsReference
 from engine.loading.sources import RuleSource
 from engine.loading.yamlfile import LoadedYaml, load_yaml
 from engine.schema import validate_document
-from engine.schema.models import CountriesFile, CurrenciesFile, PolicyFile
+from engine.schema.models import CountriesFile, CountryFile, CurrenciesFile, PolicyFile
 
 _POLICY_PATH = re.compile(r"policies/([^/]+)/([^/]+)\.yaml")
+_COUNTRY_PATH = re.compile(r"rules/countries/([^/]+)/([^/]+)\.yaml")
+Versioned = TypeVar("Versioned", CompiledPack, CompiledCountry)
 REFERENCE_FILES = {
     "rules/reference/currencies.yaml": "currencies",
     "rules/reference/countries.yaml": "countries",
@@ -50,6 +54,26 @@ class RuleSet:
     countries: frozenset[str]
     files: tuple[RuleFile, ...]
     functions: Mapping[str, Function] = field(default_factory=dict)
+    duty_rules: Mapping[str, tuple[CompiledCountry, ...]] = field(default_factory=dict)
+
+    def duty_rules_for(
+        self, country: str, day: datetime.date
+    ) -> tuple[CompiledCountry | None, CompiledCountry | None]:
+        """(country rules, its customs union's rules) published and in effect on `day`."""
+        own = _in_effect(self.duty_rules.get(country, ()), day)
+        if own is None or own.customs_union is None:
+            return own, None
+        union = _in_effect(self.duty_rules.get(own.customs_union, ()), day)
+        if union is None:
+            raise EvaluationError(
+                Problem(
+                    "duties.no_union_rules",
+                    f"{own.ref} takes customs rules from "
+                    f"{own.customs_union}, which has no published version in effect on {day}",
+                    own.where.at("customs_union"),
+                )
+            )
+        return own, union
 
     def pack_versions(self, pack_id: str) -> tuple[CompiledPack, ...]:
         try:
@@ -101,6 +125,13 @@ class RuleSet:
         return FactsReference(self.currencies, self.countries, frozenset(pack.charge_types))
 
 
+def _in_effect(versions: tuple[CompiledCountry, ...], day: datetime.date) -> CompiledCountry | None:
+    for version in reversed(versions):
+        if version.status == "published" and version.in_effect(day):
+            return version
+    return None
+
+
 def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = None) -> RuleSet:
     """Load, validate and compile every rule file; raise RulesError listing all problems."""
     table = {**BUILTINS, **(functions or {})}
@@ -109,6 +140,7 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
     packs: dict[str, list[CompiledPack]] = {}
     currencies: dict[str, int] = {}
     countries: frozenset[str] = frozenset()
+    duty_rules: dict[str, list[CompiledCountry]] = {}
 
     for path in source.paths():
         raw = source.read(path)
@@ -140,8 +172,16 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
             currencies = {code: c.minor_units for code, c in model.currencies.items()}
         elif isinstance(model, CountriesFile):
             countries = frozenset(model.countries)
+        elif isinstance(model, CountryFile):
+            errs = _check_versioned_path(model.id, model.version, loaded, path, _COUNTRY_PATH)
+            country, compile_errs = compile_country(model, loaded, sha)
+            problems.extend(errs + compile_errs)
+            if country is not None and not errs:
+                country, example_errs = _read_examples(country, source)
+                problems.extend(example_errs)
+                duty_rules.setdefault(country.id, []).append(country)
         elif isinstance(model, PolicyFile):
-            errs = _check_policy_path(model, loaded, path)
+            errs = _check_versioned_path(model.id, model.version, loaded, path, _POLICY_PATH)
             pack, compile_errs = compile_policy(model, loaded, sha, table)
             problems.extend(errs + compile_errs)
             if pack is not None and not errs:
@@ -162,11 +202,34 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
         pid: tuple(sorted(vs, key=lambda p: _semver(p.version)))
         for pid, vs in sorted(packs.items())
     }
-    for versions in ordered.values():
+    by_country = {
+        cid: tuple(sorted(vs, key=lambda c: _semver(c.version)))
+        for cid, vs in sorted(duty_rules.items())
+    }
+    for versions in [*ordered.values(), *by_country.values()]:
         problems.extend(_overlaps(versions))
+    for versions in by_country.values():
+        for country in versions:
+            if country.customs_union and country.customs_union not in by_country:
+                problems.append(
+                    Problem(
+                        "country.unknown_union",
+                        f"customs union {country.customs_union} has no "
+                        f"rules (rules/countries/{country.customs_union}/)",
+                        country.where.at("customs_union"),
+                    )
+                )
+            if country.currency not in currencies and currencies:
+                problems.append(
+                    Problem(
+                        "country.currency",
+                        f"unknown currency {country.currency}",
+                        country.where.at("currency"),
+                    )
+                )
     if problems:
         raise RulesError(problems)
-    return RuleSet(source.name, ordered, currencies, countries, tuple(files), table)
+    return RuleSet(source.name, ordered, currencies, countries, tuple(files), table, by_country)
 
 
 def _load(raw: bytes, path: str) -> tuple[LoadedYaml | None, list[Problem]]:
@@ -186,7 +249,7 @@ def _load(raw: bytes, path: str) -> tuple[LoadedYaml | None, list[Problem]]:
         return None, list(exc.problems)
 
 
-def _read_examples(pack: CompiledPack, source: RuleSource) -> tuple[CompiledPack, list[Problem]]:
+def _read_examples(pack: Versioned, source: RuleSource) -> tuple[Versioned, list[Problem]]:
     """Read the facts files examples name, relative to the pack file."""
     examples, problems = [], []
     for example in pack.examples:
@@ -221,27 +284,31 @@ def _read_examples(pack: CompiledPack, source: RuleSource) -> tuple[CompiledPack
 def _kind_of(path: str) -> str | None:
     if _POLICY_PATH.fullmatch(path):
         return "policy"
+    if _COUNTRY_PATH.fullmatch(path):
+        return "country"
     return REFERENCE_FILES.get(path)
 
 
-def _check_policy_path(model: PolicyFile, loaded: LoadedYaml, path: str) -> list[Problem]:
-    match = _POLICY_PATH.fullmatch(path)
+def _check_versioned_path(
+    file_id: str, version: str, loaded: LoadedYaml, path: str, pattern: re.Pattern[str]
+) -> list[Problem]:
+    match = pattern.fullmatch(path)
     assert match is not None
     folder, stem = match.groups()
     problems = []
-    if folder != model.id:
+    if folder != file_id:
         problems.append(
             Problem(
                 "pack.path",
-                f"id `{model.id}` does not match its folder policies/{folder}/",
+                f"id `{file_id}` does not match its folder {path.rsplit('/', 2)[0]}/{folder}/",
                 loaded.locate("id"),
             )
         )
-    if stem != model.version:
+    if stem != version:
         problems.append(
             Problem(
                 "pack.path",
-                f"version {model.version} does not match the file name {stem}.yaml",
+                f"version {version} does not match the file name {stem}.yaml",
                 loaded.locate("version"),
             )
         )
@@ -252,7 +319,7 @@ def _semver(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
 
 
-def _overlaps(versions: tuple[CompiledPack, ...]) -> list[Problem]:
+def _overlaps(versions: tuple[Versioned, ...]) -> list[Problem]:
     published = sorted(
         (p for p in versions if p.status == "published"), key=lambda p: p.effective_from
     )

@@ -38,9 +38,9 @@ def test_example_results_match_their_snapshots(shipped) -> None:
     for name, pack, example in _cases(shipped):
         shipment = read_facts(example.facts, shipped.facts_reference(pack), name=example.facts_name)
         result = evaluate(
+            shipped,
             pack,
             shipment,
-            shipped.currencies[shipment.currency],
             as_of=example.example.as_of or shipment.date,
             matcher=default_matcher(),
             tracer=RecordingTracer(),

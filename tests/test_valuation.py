@@ -42,7 +42,7 @@ def test_trace_cites_the_rule_lines(shipped) -> None:
     result = value(shipped, SEED, policy="standard")
     text = (ROOT / "policies/standard/1.0.0.yaml").read_text().splitlines()
     steps = {s.name: s for s in result.trace if s.kind == "formula"}
-    assert list(steps) == ["invoice", "freight", "margin", "duties", "tiv"]
+    assert list(steps) == ["invoice", "freight", "margin", "fob", "duties", "tiv"]
     margin = steps["margin"]
     assert margin.expression == "(invoice + freight) * margin_rate"
     assert margin.inputs == {"invoice": "500000.00", "freight": "9070.00", "margin_rate": "0.10"}

@@ -59,6 +59,7 @@ MISSING: Any = _Missing()
 Env = Mapping[str, Any]
 # Keys the evaluator puts in every environment for functions that need context.
 CURRENCY_PLACES = "$currency_places"
+DUTIES = "$duties"  # the valuation's DutyEstimator
 
 
 class MissingValue(Exception):
@@ -373,7 +374,25 @@ def _one_number(kinds: list[str]) -> str:
     return NUMBER
 
 
+def _two_numbers(kinds: list[str]) -> str:
+    if len(kinds) != 2 or any(kind not in (NUMBER, ANY) for kind in kinds):
+        raise TypeError("takes two numbers: the FOB value and the international freight")
+    return NUMBER
+
+
+def _estimate_duties(env: Env, fob: Decimal, freight: Decimal) -> Decimal:
+    return env[DUTIES].estimate(fob, freight)
+
+
 BUILTINS: dict[str, Function] = {
+    "estimate_duties": Function(
+        "estimate_duties",
+        _two_numbers,
+        _estimate_duties,
+        needs_env=True,
+        signature="estimate_duties(fob, international_freight): the destination's duties, "
+        "taxes and fees from rules/countries/",
+    ),
     "min": Function(
         "min", _numbers("min", 1), lambda *a: min(_flatten(a)), signature="min(a, b, ...)"
     ),

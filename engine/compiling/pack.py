@@ -37,7 +37,7 @@ from engine.compiling.formulas import (
 from engine.errors import Location, Problem
 from engine.evaluating.matcher import MatchRuleset
 from engine.loading.yamlfile import LoadedYaml
-from engine.names import DECLARED_DUTIES, RESERVED, SCOPES, SHIPMENT, charge_symbols
+from engine.names import DECLARED_DUTIES, DUTY_RULES, RESERVED, SCOPES, SHIPMENT, charge_symbols
 from engine.schema.models import Example, Parameter, PolicyFile, ResultSpec
 
 CHARGE_PHASE, DECISION_PHASE = "charges", "decision"
@@ -114,7 +114,7 @@ def compile_policy(
     model: PolicyFile, loaded: LoadedYaml, sha256: str, functions: Mapping[str, Function]
 ) -> tuple[CompiledPack | None, list[Problem]]:
     problems: list[Problem] = []
-    symbols: dict[str, Symbol] = {**SHIPMENT, **DECLARED_DUTIES}
+    symbols: dict[str, Symbol] = {**SHIPMENT, **DECLARED_DUTIES, **DUTY_RULES}
 
     groups = sorted({t.group for t in model.charge_types.values() if t.group})
     for name in groups:

@@ -20,15 +20,17 @@ from typing import Any
 
 from engine._version import __version__
 from engine.compiling.conditions import encode_fact
-from engine.compiling.formulas import MISSING, MissingValue
+from engine.compiling.formulas import DUTIES, MISSING, MissingValue
 from engine.compiling.pack import CHARGE_PHASE, DECISION_PHASE, CompiledPack, CompiledRule
 from engine.errors import EvaluationError, Problem
+from engine.evaluating.duties import DutyEstimator
 from engine.evaluating.environment import Environment, Line, build_environment
 from engine.evaluating.matcher import Matcher
 from engine.explaining.trace import RecordingTracer, Tracer
 from engine.facts import Shipment
 from engine.money import exact, plain
 from engine.result import ExcludedCharge, Flag, PolicyRef, Reason, TraceStep, Valuation
+from engine.ruleset import RuleSet
 
 _STRENGTH = {"accept": 0, "refer": 1, "decline": 2}
 
@@ -46,19 +48,25 @@ def money_text(value: Decimal, places: int) -> str:
 
 
 def evaluate(
+    rules: RuleSet,
     pack: CompiledPack,
     shipment: Shipment,
-    places: int,
     *,
     as_of: datetime.date,
     matcher: Matcher,
     tracer: Tracer,
 ) -> Valuation:
     with exact():
+        places = rules.currencies[shipment.currency]
         env = build_environment(shipment, places, dict(pack.charge_types), tracer)
-        rules = {rule.id: rule for rule in pack.rules}
+        # Country rules follow the shipment's own date: duties are owed on the import.
+        country, union = rules.duty_rules_for(shipment.destination.country, shipment.date)
+        duties = DutyEstimator(shipment, country, union, tracer)
+        env.shipment[DUTIES] = duties
+        env.shipment["duty_rules.available"] = duties.available
+        by_id = {rule.id: rule for rule in pack.rules}
 
-        excluded = _exclusions(pack, env, matcher, rules)
+        excluded = _exclusions(pack, env, matcher, by_id)
         _count_charges(pack, env, excluded, places, tracer)
         values = env.shipment
         values.update(pack.parameters)
@@ -72,7 +80,8 @@ def evaluate(
                     "formula", name, formula.text, inputs, values[name], formula.where.source
                 )
 
-        reasons, flags = _decide(pack, env, matcher, rules, tracer)
+        reasons, flags = _decide(pack, env, matcher, by_id, tracer)
+        flags = flags + duties.flags
         decision = max((r.decision for r in reasons), key=_STRENGTH.__getitem__, default="accept")
         if tracer.enabled:
             tracer.step(
@@ -118,6 +127,14 @@ def evaluate(
             as_of=as_of,
             engine_version=__version__,
             matcher=matcher.name,
+            duties_basis=(
+                "estimated"
+                if duties.result is not None
+                else "declared"
+                if shipment.duties is not None
+                else "none"
+            ),
+            duty_estimate=duties.result,
             trace=[TraceStep(**step.to_dict()) for step in steps],
         )
 

@@ -182,6 +182,169 @@ class PolicyFile(_Model):
         return value
 
 
+CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+HsPrefix = Annotated[
+    str, Field(pattern=r"^[0-9]{2,10}$", description="HS code prefix, 2-10 digits")
+]
+Mode = Literal["ocean", "air", "rail", "road", "courier", "multimodal"]
+Source = Annotated[
+    str,
+    Field(min_length=3, description="the regulation or official page, and the date it was checked"),
+]
+
+
+class _Dated(_Model):
+    """Items inside one version that start or stop on their own dates (a fee's fiscal year)."""
+
+    effective_from: datetime.date | None = None
+    effective_to: datetime.date | None = Field(None, description="first day it no longer applies")
+
+    def in_effect(self, day: datetime.date) -> bool:
+        return (self.effective_from is None or self.effective_from <= day) and (
+            self.effective_to is None or day < self.effective_to
+        )
+
+
+class ValuationBasis(_Model):
+    basis: Literal["CIF", "FOB"] = Field(
+        description="CIF: international freight and insurance enter the customs value"
+    )
+    insurance_rate: Decimal | None = Field(
+        None, description="insurance cost when it is not known, as a share of FOB + freight"
+    )
+    source: Source
+    notes: str | None = None
+
+
+class DutyRate(_Model):
+    hs: HsPrefix
+    rate: Decimal
+    description: str | None = None
+    source: Source
+
+
+class AdditionalDuty(_Dated):
+    id: Identifier
+    description: str
+    origins: list[CountryCode] = Field(description="origin countries it applies to")
+    hs: list[HsPrefix] | None = Field(None, description="HS prefixes; absent: all goods")
+    rate: Decimal
+    source: Source
+
+
+class Duty(_Model):
+    default_rate: Decimal = Field(description="for goods no prefix matches, or without hs_code")
+    default_source: Source
+    rates: list[DutyRate] = Field(default_factory=list, description="longest matching prefix wins")
+    additional: list[AdditionalDuty] = Field(default_factory=list)
+
+
+class Tax(_Dated):
+    id: Identifier
+    name: str
+    rate: Decimal
+    base: str = Field(
+        description="formula over customs_value, fob, freight, insurance, duty, "
+        "fees and earlier taxes by id"
+    )
+    source: Source
+    notes: str | None = None
+
+
+class Fee(_Dated):
+    id: Identifier
+    name: str
+    rate: Decimal
+    base: str = "customs_value"
+    minimum: Decimal | None = Field(None, description="in the country's currency")
+    maximum: Decimal | None = Field(None, description="in the country's currency")
+    modes: list[Mode] | None = Field(None, description="transport modes it applies to; absent: all")
+    waived_under_de_minimis: bool = Field(
+        False, description="not charged when duty de minimis relief applies"
+    )
+    source: Source
+
+
+class DeMinimis(_Dated):
+    id: Identifier
+    applies_to: Literal["duty", "tax", "duty_and_tax"]
+    threshold: Decimal = Field(description="customs value at or below which relief applies")
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    origins: list[CountryCode] | None = None
+    exclude_origins: list[CountryCode] | None = Field(
+        None, description="origins it does not apply to (e.g. after a suspension for them)"
+    )
+    modes: list[Mode] | None = None
+    flat_duty_per_line: Decimal | None = Field(
+        None, description="instead of full relief, a flat duty per goods line (country currency)"
+    )
+    source: Source
+    notes: str | None = None
+
+
+class CountryExpectation(_Model):
+    total: Amount | None = None
+    lines: dict[str, Amount] | None = Field(None, description="line id -> amount")
+    de_minimis: list[str] | None = Field(None, description="ids of the reliefs that applied")
+    error: str | None = None
+
+
+class CountryExample(_Model):
+    name: str
+    shipment: str | dict[str, Any]
+    fob: Amount = Field(description="FOB value in the valuation currency")
+    freight: Amount = Field(description="international freight in the valuation currency")
+    expect: CountryExpectation
+
+
+class CountryFile(_Model):
+    """Import duty and tax rules of a country or customs union: rules/countries/<ID>/<version>.yaml
+
+    These estimate duties for insurance valuation; they are not a customs declaration.
+    """
+
+    kind: Literal["country"]
+    schema_version: Literal[1]
+    id: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    version: SemVer
+    status: Literal["draft", "published"]
+    effective_from: datetime.date
+    effective_to: datetime.date | None = None
+    title: str
+    description: str
+    provenance: Provenance | None = None
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    customs_union: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = Field(
+        None, description="customs rules (basis, duty, duty de minimis) come from this union"
+    )
+    valuation_basis: ValuationBasis | None = None
+    duty: Duty | None = None
+    taxes: list[Tax] = Field(default_factory=list)
+    fees: list[Fee] = Field(default_factory=list)
+    de_minimis: list[DeMinimis] = Field(
+        default_factory=list, description="first matching entry per kind applies"
+    )
+    notes: str | None = None
+    examples: list[CountryExample] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _customs_from_somewhere(self) -> CountryFile:
+        if self.customs_union is None and (self.valuation_basis is None or self.duty is None):
+            raise ValueError("give valuation_basis and duty, or name the customs_union")
+        if self.customs_union is not None and (self.valuation_basis or self.duty):
+            raise ValueError("a member of a customs union takes valuation_basis and duty from it")
+        if self.status == "published" and (
+            self.provenance is None
+            or self.provenance.approver is None
+            or self.provenance.approved_on is None
+        ):
+            raise ValueError(
+                "a published version needs provenance with author, approver, "
+                "approved_on and changelog"
+            )
+        return self
+
+
 class Currency(_Model):
     name: str
     minor_units: Annotated[int, Field(ge=0, le=4)]
@@ -213,6 +376,7 @@ class CountriesFile(_Model):
 
 FILE_KINDS: dict[str, type[_Model]] = {
     "policy": PolicyFile,
+    "country": CountryFile,
     "currencies": CurrenciesFile,
     "countries": CountriesFile,
 }

@@ -1,0 +1,454 @@
+"""Estimate import duties, taxes and fees from the destination's country rules.
+
+In: the destination's `CompiledCountry` (and its customs union's), the shipment, the
+FOB value and international freight the pack computed (valuation currency), a tracer.
+Out: a `DutyEstimate` with every line (duty per goods line, additional duties, each
+tax and fee, de minimis reliefs) citing its rule file line, and its total in the
+valuation currency. Nothing is rounded here: the pack rounds where it says.
+
+Order: insurance (the basis' rate) -> customs value (FOB, or FOB + freight +
+insurance) -> de minimis (first matching entry per kind) -> duty per goods line
+(customs value shared by goods value; longest HS prefix, else the default rate) ->
+additional duties by origin -> fees (rate of a base, clamped to min/max) -> taxes in
+file order, each base a formula that may read earlier taxes.
+Amounts in the country's currency (thresholds, fee limits) are converted with the
+shipment's `fx`; a missing rate is an error, never 1:1.
+
+This estimates duties for insurance valuation; it is not a customs declaration.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+from engine.compiling.country import CompiledCountry, Located
+from engine.errors import EvaluationError, Location, Problem
+from engine.explaining.trace import Tracer
+from engine.facts import Shipment
+from engine.money import plain
+from engine.result import DutyEstimate, DutyLine, Flag, RuleRef
+
+
+class DutyEstimator:
+    """One per valuation: formulas call `estimate` through `estimate_duties(fob, freight)`."""
+
+    def __init__(
+        self,
+        shipment: Shipment,
+        country: CompiledCountry | None,
+        union: CompiledCountry | None,
+        tracer: Tracer,
+    ) -> None:
+        self.shipment = shipment
+        self.country = country
+        self.union = union
+        self.tracer = tracer
+        self.result: DutyEstimate | None = None
+        self.flags: list[Flag] = []
+
+    @property
+    def available(self) -> bool:
+        return self.country is not None
+
+    def estimate(self, fob: Decimal, freight: Decimal) -> Decimal:
+        if self.country is None:
+            raise EvaluationError(
+                Problem(
+                    "duties.no_country_rules",
+                    f"no duty rules for destination "
+                    f"{self.shipment.destination.country} in effect on {self.shipment.date}: add "
+                    f"rules/countries/{self.shipment.destination.country}/, declare the duties, "
+                    "or let the policy proceed without them (test duty_rules.available)",
+                    Location(path="destination.country"),
+                )
+            )
+        if self.result is not None:  # a pack may read it twice; estimate once
+            return Decimal(self.result.total)
+        self.result = _Estimate(self, fob, freight).run()
+        return Decimal(self.result.total)
+
+
+class _Estimate:
+    def __init__(self, owner: DutyEstimator, fob: Decimal, freight: Decimal) -> None:
+        assert owner.country is not None
+        self.owner = owner
+        self.shipment = owner.shipment
+        self.member = owner.country
+        self.customs = owner.union or owner.country
+        self.tracer = owner.tracer
+        self.fob, self.freight = fob, freight
+        self.day: datetime.date = owner.shipment.date
+        self.lines: list[DutyLine] = []
+        self.decided: set[str] = set()  # de minimis kinds whose first matching entry was seen
+
+    # --- helpers -------------------------------------------------------------------
+    def to_valuation(self, amount: Decimal, currency: str, what: str, where: Location) -> Decimal:
+        if currency == self.shipment.currency:
+            return amount
+        rate = self.shipment.fx.get(currency)
+        if rate is None:
+            raise EvaluationError(
+                Problem(
+                    "fx.missing",
+                    f"{what} is in {currency}; add fx.{currency} (the value of one "
+                    f"{currency} in {self.shipment.currency}) to the shipment",
+                    where,
+                )
+            )
+        return amount * rate
+
+    def line(
+        self,
+        item_id: str,
+        kind: str,
+        name: str,
+        subject: str,
+        base: Decimal,
+        rate: Decimal,
+        amount: Decimal,
+        where: Location,
+        citation: str,
+        note: str = "",
+    ) -> Decimal:
+        self.lines.append(
+            DutyLine(
+                id=item_id,
+                kind=kind,
+                name=name,
+                subject=subject,
+                base=plain(base),  # type: ignore[arg-type]
+                rate=plain(rate),
+                amount=plain(amount),
+                note=note,
+                source=where.source,
+                citation=citation,
+            )
+        )
+        if self.tracer.enabled:
+            self.tracer.step(
+                "duty",
+                f"{item_id} {subject}",
+                f"{name}: base × {plain(rate)}" + (f" ({note})" if note else ""),
+                {"base": base, "rate": rate},
+                amount,
+                where.source,
+            )
+        return amount
+
+    def step(
+        self, name: str, expression: str, inputs: Mapping[str, Any], value: Decimal, where: Location
+    ) -> None:
+        if self.tracer.enabled:
+            self.tracer.step("duty", name, expression, inputs, value, where.source)
+
+    def matches(self, item: Any) -> bool:
+        origins = getattr(item, "origins", None)
+        modes = getattr(item, "modes", None)
+        return (
+            item.in_effect(self.day)
+            and (origins is None or self.shipment.origin.country in origins)
+            and (modes is None or self.shipment.mode in modes)
+        )
+
+    # --- the estimate ----------------------------------------------------------------
+    def run(self) -> DutyEstimate:
+        basis_entry = self.customs.basis
+        assert basis_entry is not None and self.customs.default_rate is not None
+        basis = basis_entry.item
+        insurance = Decimal(0)
+        if basis.insurance_rate is not None:
+            insurance = (self.fob + self.freight) * basis.insurance_rate
+            self.step(
+                "insurance",
+                f"(fob + freight) × {plain(basis.insurance_rate)}",
+                {"fob": self.fob, "freight": self.freight},
+                insurance,
+                basis_entry.where,
+            )
+        customs_value = self.fob
+        if basis.basis == "CIF":
+            customs_value = self.fob + self.freight + insurance
+        self.step(
+            "customs_value",
+            "fob" if basis.basis == "FOB" else "fob + freight + insurance",
+            {"fob": self.fob, "freight": self.freight, "insurance": insurance},
+            customs_value,
+            basis_entry.where,
+        )
+
+        relief = self.de_minimis(customs_value)
+        duty = self.duties(customs_value, relief.get("duty"))
+        names = {
+            "customs_value": customs_value,
+            "fob": self.fob,
+            "freight": self.freight,
+            "insurance": insurance,
+            "cif": self.fob + self.freight + insurance,
+            "duty": duty,
+        }
+        fees = self.fees(names, duty_relief="duty" in relief)
+        names["fees"] = fees
+        taxes = self.taxes(names, tax_relief="tax" in relief)
+        total = duty + fees + taxes
+        self.step(
+            "duties_total",
+            "duty + fees + taxes",
+            {"duty": duty, "fees": fees, "taxes": taxes},
+            total,
+            self.member.where,
+        )
+        rules = [self.member] + ([self.customs] if self.customs is not self.member else [])
+        return DutyEstimate(
+            country=self.member.id,
+            rules=[
+                RuleRef(id=r.id, version=r.version, sha256=r.sha256, source=r.source) for r in rules
+            ],
+            basis=basis.basis,
+            country_currency=self.member.currency,
+            fob=plain(self.fob),
+            freight=plain(self.freight),
+            insurance=plain(insurance),
+            customs_value=plain(customs_value),
+            de_minimis_applied=list(dict.fromkeys(e.item.id for e in relief.values())),
+            lines=self.lines,
+            total=plain(total),
+        )
+
+    def de_minimis(self, customs_value: Decimal) -> dict[str, Located]:
+        """The relief that applies for "duty" and for "tax" (first matching entry per kind)."""
+        chosen: dict[str, Located] = {}
+        entries = [
+            *(self.customs.de_minimis if self.customs is not self.member else ()),
+            *self.member.de_minimis,
+        ]
+        for entry in entries:
+            item = entry.item
+            kinds = ["duty", "tax"] if item.applies_to == "duty_and_tax" else [item.applies_to]
+            if not self.matches(item) or all(k in self.decided for k in kinds):
+                continue
+            threshold = self.to_valuation(
+                item.threshold, item.currency, f"the de minimis threshold {item.id}", entry.where
+            )
+            applies = customs_value <= threshold
+            self.step(
+                f"de_minimis {item.id}",
+                f"customs value ≤ {plain(item.threshold)} {item.currency}",
+                {"customs_value": customs_value, "threshold": threshold},
+                Decimal(int(applies)),
+                entry.where,
+            )
+            for kind in kinds:
+                if kind not in self.decided:
+                    self.decided.add(kind)
+                    if applies:
+                        chosen[kind] = entry
+        return chosen
+
+    def duties(self, customs_value: Decimal, relief: Located | None) -> Decimal:
+        shares = self.shares(customs_value)
+        default = self.customs.default_rate
+        assert default is not None
+        total = Decimal(0)
+        flat = relief.item.flat_duty_per_line if relief is not None else None
+        for subject, hs_code, share in shares:
+            entry = self.customs.rate_for(hs_code)
+            if entry is not None:
+                rate, where, citation = entry.item.rate, entry.where, entry.item.source
+                note = f"HS {entry.item.hs}"
+            else:
+                rate, where, citation = (
+                    default.item.default_rate,
+                    default.where,
+                    default.item.default_source,
+                )
+                note = "default rate" + ("" if hs_code else ": no hs_code")
+                if not hs_code:
+                    self.owner.flags.append(
+                        Flag(
+                            name="hs_code_missing",
+                            rule=f"{self.customs.id}.duty.default_rate",
+                            reason="a goods line has no hs_code, so the default duty rate was used",
+                            source=where.source,
+                            subjects=[subject],
+                        )
+                    )
+            if relief is not None and flat is not None:
+                amount = self.to_valuation(
+                    flat, self.customs.currency, f"the flat duty of {relief.item.id}", relief.where
+                )
+                total += self.line(
+                    relief.item.id,
+                    "duty",
+                    "flat duty under de minimis",
+                    subject,
+                    share,
+                    Decimal(0),
+                    amount,
+                    relief.where,
+                    relief.item.source,
+                    "replaces the duty",
+                )
+                continue
+            if relief is not None:
+                total += self.line(
+                    "duty",
+                    "duty",
+                    "import duty",
+                    subject,
+                    share,
+                    rate,
+                    Decimal(0),
+                    where,
+                    citation,
+                    f"{note}; relieved by de minimis {relief.item.id}",
+                )
+                continue
+            total += self.line(
+                "duty",
+                "duty",
+                "import duty",
+                subject,
+                share,
+                rate,
+                share * rate,
+                where,
+                citation,
+                note,
+            )
+            for extra in self.customs.additional:
+                item = extra.item
+                if not self.matches(item):
+                    continue
+                if item.hs is not None and not (
+                    hs_code and any(hs_code.startswith(p) for p in item.hs)
+                ):
+                    continue
+                total += self.line(
+                    item.id,
+                    "additional_duty",
+                    item.description,
+                    subject,
+                    share,
+                    item.rate,
+                    share * item.rate,
+                    extra.where,
+                    item.source,
+                )
+        return total
+
+    def shares(self, customs_value: Decimal) -> list[tuple[str, str | None, Decimal]]:
+        """Split the customs value over goods lines in proportion to their values."""
+        goods = self.shipment.goods
+        if not goods:
+            return [("shipment", None, customs_value)]
+        if len(goods) == 1:
+            return [("goods[0]", goods[0].hs_code, customs_value)]
+        values = []
+        for index, item in enumerate(goods):
+            if item.value is None:
+                raise EvaluationError(
+                    Problem(
+                        "duties.goods_value",
+                        "to share the customs value across goods lines every line needs a value",
+                        Location(path=f"goods[{index}].value"),
+                    )
+                )
+            values.append(
+                self.to_valuation(
+                    item.value,
+                    item.currency or self.shipment.currency,
+                    f"goods[{index}].value",
+                    Location(path=f"goods[{index}].value"),
+                )
+            )
+        whole = sum(values, Decimal(0))
+        if whole == 0:
+            raise EvaluationError(
+                Problem(
+                    "duties.goods_value",
+                    "the goods lines' values add up to zero; cannot share the customs value",
+                    Location(path="goods"),
+                )
+            )
+        return [
+            (f"goods[{i}]", item.hs_code, customs_value * value / whole)
+            for i, (item, value) in enumerate(zip(goods, values, strict=True))
+        ]
+
+    def fees(self, names: dict[str, Decimal], duty_relief: bool) -> Decimal:
+        total = Decimal(0)
+        sources = [
+            *(self.customs.fees if self.customs is not self.member else ()),
+            *self.member.fees,
+        ]
+        for charged in sources:
+            fee = charged.item
+            if not self.matches(fee):
+                continue
+            base = charged.base.run(names)
+            if duty_relief and getattr(fee, "waived_under_de_minimis", False):
+                total += self.line(
+                    fee.id,
+                    "fee",
+                    fee.name,
+                    "shipment",
+                    base,
+                    fee.rate,
+                    Decimal(0),
+                    charged.where,
+                    fee.source,
+                    "waived: de minimis",
+                )
+                continue
+            amount, note = base * fee.rate, ""
+            if fee.minimum is not None:
+                low = self.to_valuation(
+                    fee.minimum, self.member.currency, f"the minimum of {fee.id}", charged.where
+                )
+                if amount < low:
+                    amount, note = low, f"minimum {plain(fee.minimum)} {self.member.currency}"
+            if fee.maximum is not None:
+                high = self.to_valuation(
+                    fee.maximum, self.member.currency, f"the maximum of {fee.id}", charged.where
+                )
+                if amount > high:
+                    amount, note = high, f"maximum {plain(fee.maximum)} {self.member.currency}"
+            total += self.line(
+                fee.id,
+                "fee",
+                fee.name,
+                "shipment",
+                base,
+                fee.rate,
+                amount,
+                charged.where,
+                fee.source,
+                note,
+            )
+        return total
+
+    def taxes(self, names: dict[str, Decimal], tax_relief: bool) -> Decimal:
+        total = Decimal(0)
+        for charged in self.member.taxes:
+            tax = charged.item
+            if not tax.in_effect(self.day):
+                continue
+            base = charged.base.run(names)
+            amount = Decimal(0) if tax_relief else base * tax.rate
+            total += self.line(
+                tax.id,
+                "tax",
+                tax.name,
+                "shipment",
+                base,
+                tax.rate,
+                amount,
+                charged.where,
+                tax.source,
+                "relieved by de minimis" if tax_relief else "",
+            )
+            names[tax.id] = amount
+        return total

@@ -160,10 +160,11 @@ class _Estimate:
         basis = basis_entry.item
         insurance = Decimal(0)
         if basis.insurance_rate is not None:
-            insurance = (self.fob + self.freight) * basis.insurance_rate
+            of_freight = basis.insurance_base == "fob_and_freight"
+            insurance = (self.fob + (self.freight if of_freight else 0)) * basis.insurance_rate
             self.step(
                 "insurance",
-                f"(fob + freight) × {plain(basis.insurance_rate)}",
+                f"({'fob + freight' if of_freight else 'fob'}) × {plain(basis.insurance_rate)}",
                 {"fob": self.fob, "freight": self.freight},
                 insurance,
                 basis_entry.where,

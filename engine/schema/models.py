@@ -210,7 +210,12 @@ class ValuationBasis(_Model):
         description="CIF: international freight and insurance enter the customs value"
     )
     insurance_rate: Decimal | None = Field(
-        None, description="insurance cost when it is not known, as a share of FOB + freight"
+        None,
+        description="insurance cost when a shipment does not state it, as a share of "
+        "insurance_base",
+    )
+    insurance_base: Literal["fob", "fob_and_freight"] = Field(
+        "fob_and_freight", description="what insurance_rate is a share of"
     )
     source: Source
     notes: str | None = None

@@ -141,3 +141,24 @@ def test_schema_and_version() -> None:
     proc = tiv("schema", "shipment")
     assert proc.returncode == 0 and json.loads(proc.stdout)["title"] == "Shipment"
     assert tiv("--version").stdout.startswith("tiv ")
+
+
+def test_rules_list_shows_every_pack_and_country() -> None:
+    proc = tiv("rules", "list", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert {
+        "kind": "policy",
+        "id": "standard",
+        "version": "1.0.0",
+        "status": "published",
+        "effective_from": "2020-01-01",
+        "effective_to": None,
+    } == {
+        k: v
+        for k, v in rows[0].items()
+        if k in ("kind", "id", "version", "status", "effective_from", "effective_to")
+    }
+    assert any(row["kind"] == "country" and row["id"] == "US" for row in rows)
+    text = tiv("rules", "list").stdout
+    assert "US" in text and "2024-10-01 to open-ended" in text

@@ -11,7 +11,7 @@ The pipeline, one package per stage: `loading` (YAML with line marks, rule sourc
 """
 
 from engine._version import __version__
-from engine.api import AuditSink, load_rules, value
+from engine.api import AuditSink, claim, load_rules, value
 from engine.compiling.formulas import Function
 from engine.errors import (
     EvaluationError,
@@ -26,18 +26,22 @@ from engine.evaluating.matcher import Matcher, available_matchers, default_match
 from engine.examples import ExampleOutcome, run_examples
 from engine.explaining.render import render_text
 from engine.facts import Shipment, read_facts
+from engine.functions import custom_function
 from engine.loading.sources import FileSystemSource, MemorySource, RuleSource
-from engine.result import Valuation
+from engine.result import Claim, Valuation
 from engine.ruleset import RuleSet
+from engine.schema.models import Loss
 
 __all__ = [
     "AuditSink",
+    "Claim",
     "EvaluationError",
     "ExampleOutcome",
     "FactsError",
     "FileSystemSource",
     "Function",
     "Location",
+    "Loss",
     "Matcher",
     "MemorySource",
     "Problem",
@@ -50,6 +54,8 @@ __all__ = [
     "Valuation",
     "__version__",
     "available_matchers",
+    "claim",
+    "custom_function",
     "default_matcher",
     "load_rules",
     "read_facts",

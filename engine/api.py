@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from engine.compiling.formulas import Function
+from engine.compiling.pack import CompiledPack
 from engine.errors import FactsError, Location, Problem
 from engine.evaluating.matcher import Matcher, default_matcher
-from engine.evaluating.valuation import evaluate
+from engine.evaluating.valuation import evaluate, settle
 from engine.explaining.trace import NullTracer, RecordingTracer
 from engine.facts import FactsReference, Shipment, read_facts
+from engine.functions import function_table
 from engine.loading.sources import FileSystemSource, MemorySource, RuleSource
-from engine.result import Valuation
+from engine.result import Claim, Valuation
 from engine.ruleset import RuleSet, load_ruleset
+from engine.schema.models import Loss
 
 FactsInput = Shipment | Mapping[str, Any] | str | bytes | os.PathLike[str]
 
@@ -44,12 +47,16 @@ def load_rules(
     root: str | Path | RuleSource | None = None,
     *,
     files: Mapping[str, str | bytes] | None = None,
-    functions: Mapping[str, Function] | None = None,
+    functions: Mapping[str, Function] | Iterable[Function] | None = None,
+    entry_points: bool = True,
 ) -> RuleSet:
     """Load a rule repository from a folder, a RuleSource, or in-memory texts.
 
     `files` maps repository-relative paths (`policies/standard/1.0.0.yaml`,
-    `rules/reference/currencies.yaml`, ...) to their text. Raises RulesError.
+    `rules/reference/currencies.yaml`, ...) to their text. `functions` adds custom
+    formula functions (see `engine.functions.custom_function`); with `entry_points`,
+    those installed packages publish under `tiv.functions` are added too.
+    Raises RulesError.
     """
     if files is not None:
         if root is not None:
@@ -61,7 +68,7 @@ def load_rules(
         source = FileSystemSource(root)
     else:
         source = root
-    return load_ruleset(source, functions)
+    return load_ruleset(source, function_table(functions, entry_points))
 
 
 def value(
@@ -82,6 +89,65 @@ def value(
     before it is returned, and the result carries the record's id. Raises FactsError,
     SelectionError or EvaluationError.
     """
+    shipment, pack, day = _prepare(rules, facts, policy, as_of, allow_draft)
+    tracer = RecordingTracer() if trace or audit is not None else NullTracer()
+    result = evaluate(
+        rules,
+        pack,
+        shipment,
+        as_of=day,
+        matcher=matcher or default_matcher(),
+        tracer=tracer,
+    )
+    if audit is not None:
+        # The record holds the result as evaluated; its id is added to the copy returned.
+        record_id = audit.record("valuation", shipment.canonical(), result, rules)
+        result = result.model_copy(update={"audit_id": record_id})
+    if not trace and result.trace:
+        result = result.model_copy(update={"trace": []})
+    return result
+
+
+def claim(
+    rules: RuleSet,
+    facts: FactsInput,
+    loss: Loss | Mapping[str, Any],
+    *,
+    policy: str,
+    as_of: datetime.date | None = None,
+    allow_draft: bool = False,
+    matcher: Matcher | None = None,
+    trace: bool = True,
+    audit: AuditSink | None = None,
+) -> Claim:
+    """Settle a loss under `policy`: the valuation, then the pack's claims formulas.
+
+    `loss` is a `Loss` or a mapping: {"kind": "total"}, {"kind": "partial",
+    "damage_percent": "25"}, or {"kind": "partial", "gross_sound_value": ...,
+    "gross_damaged_value": ...}. Raises FactsError for a bad loss, as for bad facts.
+    """
+    if not isinstance(loss, Loss):
+        loss = _read_loss(loss)
+    shipment, pack, day = _prepare(rules, facts, policy, as_of, allow_draft)
+    tracer = RecordingTracer() if trace or audit is not None else NullTracer()
+    result = settle(
+        rules, pack, shipment, loss, as_of=day, matcher=matcher or default_matcher(), tracer=tracer
+    )
+    if audit is not None:
+        record_id = audit.record(
+            "claim",
+            {"shipment": shipment.canonical(), "loss": result.loss.model_dump(mode="json")},
+            result,
+            rules,
+        )
+        result = result.model_copy(update={"audit_id": record_id})
+    return result
+
+
+def _prepare(
+    rules: RuleSet, facts: FactsInput, policy: str, as_of: datetime.date | None, allow_draft: bool
+) -> tuple[Shipment, CompiledPack, datetime.date]:
+    """Read the facts and select the pack version for their date (or `as_of`)."""
     pack_id = policy.partition("@")[0]
     versions = rules.pack_versions(pack_id)
     # The date picks the version, so facts are read before it is known: against every
@@ -104,22 +170,27 @@ def value(
                 for i, kind in unknown
             ]
         )
-    tracer = RecordingTracer() if trace or audit is not None else NullTracer()
-    result = evaluate(
-        rules,
-        pack,
-        shipment,
-        as_of=day,
-        matcher=matcher or default_matcher(),
-        tracer=tracer,
-    )
-    if audit is not None:
-        # The record holds the result as evaluated; its id is added to the copy returned.
-        record_id = audit.record("valuation", shipment.canonical(), result, rules)
-        result = result.model_copy(update={"audit_id": record_id})
-    if not trace and result.trace:
-        result = result.model_copy(update={"trace": []})
-    return result
+    return shipment, pack, day
+
+
+def _read_loss(data: Mapping[str, Any]) -> Loss:
+    from pydantic import ValidationError
+
+    from engine.errors import json_path
+
+    try:
+        return Loss.model_validate(dict(data))
+    except ValidationError as exc:
+        raise FactsError(
+            [
+                Problem(
+                    "facts.loss",
+                    str(err["msg"]).removeprefix("Value error, "),
+                    Location(path=json_path(["loss", *err["loc"]])),
+                )
+                for err in exc.errors()
+            ]
+        ) from None
 
 
 def _read(facts: FactsInput, rules: RuleSet, charge_types: frozenset[str]) -> Shipment:

@@ -31,6 +31,11 @@ SHIPMENT: dict[str, Symbol] = {
     "shipment.sum_insured": Symbol(NUMBER, optional=True),
     "shipment.transit_countries": Symbol(LIST, optional=True, element=TEXT),
     "shipment.goods.count": Symbol(NUMBER),
+    # The category of the goods line with the largest value (the first, without values).
+    "shipment.goods.main_category": Symbol(TEXT, optional=True),
+    # What the Incoterm puts in the invoice price (rules/reference/incoterms.yaml):
+    # main_carriage, insurance, destination, import_duties.
+    "shipment.invoice_includes": Symbol(LIST, optional=True, element=TEXT),
     "shipment.charges.count": Symbol(NUMBER),
 }
 
@@ -63,12 +68,24 @@ GOODS: dict[str, Symbol] = {
     "goods.weight_kg": Symbol(NUMBER, optional=True),
 }
 
+LOSS: dict[str, Symbol] = {
+    # Claims formulas only: what was lost.
+    "loss.kind": Symbol(TEXT),  # "total" | "partial"
+    "loss.damage_percent": Symbol(NUMBER, optional=True),
+    "loss.gross_sound_value": Symbol(NUMBER, optional=True),
+    "loss.gross_damaged_value": Symbol(NUMBER, optional=True),
+}
+
 SCOPES: dict[str, dict[str, Symbol]] = {"shipment": {}, "charge": CHARGE, "goods": GOODS}
 
 # Namespaces a pack may not reuse as a parameter or formula name.
 RESERVED = frozenset(
     {
         "shipment",
+        "loss",
+        "lookup",
+        "region",
+        "overlaps",
         "charge",
         "charges",
         "goods",

@@ -20,13 +20,30 @@ class _Out(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class FileRef(_Out):
+    id: str
+    version: str
+    sha256: str
+    source: str
+
+
+class FunctionRef(_Out):
+    name: str
+    version: str
+
+
 class PolicyRef(_Out):
     id: str
     version: str
     status: Literal["draft", "published"] = Field(description="a draft values only when asked")
     title: str
-    sha256: str = Field(description="sha256 of the pack file's bytes")
+    sha256: str = Field(
+        description="sha256 of the pack file's bytes; for a pack that "
+        "extends others, of the list of its files' paths and hashes"
+    )
     source: str = Field(description="path of the pack file, relative to the rule repository")
+    files: list[FileRef] = Field(description="every file of the resolved pack, base first")
+    functions: list[FunctionRef] = Field(description="custom functions the pack calls")
 
 
 class ExcludedCharge(_Out):
@@ -89,7 +106,7 @@ class DutyEstimate(_Out):
 
 
 class TraceStep(_Out):
-    kind: Literal["convert", "charge", "formula", "rule", "decision", "duty"]
+    kind: Literal["convert", "charge", "formula", "rule", "decision", "duty", "claim"]
     name: str
     expression: str
     inputs: dict[str, str]
@@ -103,6 +120,12 @@ class Valuation(_Out):
     currency_minor_units: int = Field(description="decimal places of the valuation currency")
     total_insured_value: DecimalText
     components: dict[str, DecimalText]
+    premium: DecimalText | None = Field(None, description="when the pack rates a premium")
+    deductible: DecimalText | None = None
+    figures: dict[str, DecimalText | None] = Field(
+        default_factory=dict,
+        description="other figures the pack reports; null for a rate table gap",
+    )
     excluded_charges: list[ExcludedCharge]
     decision: Decision
     reasons: list[Reason]
@@ -117,3 +140,23 @@ class Valuation(_Out):
     duty_estimate: DutyEstimate | None = None
     trace: list[TraceStep]
     audit_id: str | None = Field(None, description="the audit record, when one was written")
+
+
+class LossIn(_Out):
+    kind: Literal["total", "partial"]
+    damage_percent: DecimalText | None = None
+    gross_sound_value: DecimalText | None = None
+    gross_damaged_value: DecimalText | None = None
+
+
+class Claim(_Out):
+    """A settled claim: the indemnity, how it was reached, and the valuation under it."""
+
+    shipment_id: str
+    currency: str
+    loss: LossIn
+    indemnity: DecimalText
+    components: dict[str, DecimalText]
+    valuation: Valuation
+    trace: list[TraceStep] = Field(description="the claims formulas, step by step")
+    audit_id: str | None = None

@@ -15,22 +15,29 @@ import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from engine.compiling.country import CompiledCountry, compile_country
 from engine.compiling.formulas import BUILTINS, Function
-from engine.compiling.pack import CompiledPack, compile_policy
+from engine.compiling.pack import CompiledPack, Layer, compile_policy
 from engine.errors import EvaluationError, Location, Problem, RulesError, SelectionError
 from engine.facts import FactsReference
 from engine.loading.sources import RuleSource
 from engine.loading.yamlfile import LoadedYaml, load_yaml
 from engine.schema import validate_document
-from engine.schema.models import CountriesFile, CountryFile, CurrenciesFile, PolicyFile
+from engine.schema.models import (
+    CountriesFile,
+    CountryFile,
+    CurrenciesFile,
+    IncotermsFile,
+    PolicyFile,
+)
 
 _POLICY_PATH = re.compile(r"policies/([^/]+)/([^/]+)\.yaml")
 _COUNTRY_PATH = re.compile(r"rules/countries/([^/]+)/([^/]+)\.yaml")
 Versioned = TypeVar("Versioned", CompiledPack, CompiledCountry)
 REFERENCE_FILES = {
+    "rules/reference/incoterms.yaml": "incoterms",
     "rules/reference/currencies.yaml": "currencies",
     "rules/reference/countries.yaml": "countries",
 }
@@ -55,6 +62,7 @@ class RuleSet:
     files: tuple[RuleFile, ...]
     functions: Mapping[str, Function] = field(default_factory=dict)
     duty_rules: Mapping[str, tuple[CompiledCountry, ...]] = field(default_factory=dict)
+    incoterms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def duty_rules_for(
         self, country: str, day: datetime.date
@@ -141,6 +149,8 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
     currencies: dict[str, int] = {}
     countries: frozenset[str] = frozenset()
     duty_rules: dict[str, list[CompiledCountry]] = {}
+    incoterms: dict[str, tuple[str, ...]] = {}
+    policies: list[tuple[Layer, str]] = []
 
     for path in source.paths():
         raw = source.read(path)
@@ -172,6 +182,8 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
             currencies = {code: c.minor_units for code, c in model.currencies.items()}
         elif isinstance(model, CountriesFile):
             countries = frozenset(model.countries)
+        elif isinstance(model, IncotermsFile):
+            incoterms = {code: tuple(term.includes) for code, term in model.incoterms.items()}
         elif isinstance(model, CountryFile):
             errs = _check_versioned_path(model.id, model.version, loaded, path, _COUNTRY_PATH)
             country, compile_errs = compile_country(model, loaded, sha)
@@ -182,12 +194,22 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
                 duty_rules.setdefault(country.id, []).append(country)
         elif isinstance(model, PolicyFile):
             errs = _check_versioned_path(model.id, model.version, loaded, path, _POLICY_PATH)
-            pack, compile_errs = compile_policy(model, loaded, sha, table)
-            problems.extend(errs + compile_errs)
-            if pack is not None and not errs:
-                pack, example_errs = _read_examples(pack, source)
-                problems.extend(example_errs)
-                packs.setdefault(pack.id, []).append(pack)
+            problems.extend(errs)
+            if not errs:
+                policies.append((Layer(model, loaded, sha), path))
+
+    # Packs compile once every file is read: a pack may extend any other.
+    for layer, _ in policies:
+        layers, errs = _resolve(layer, [entry for entry, _ in policies])
+        problems.extend(errs)
+        if layers is None:
+            continue
+        pack, compile_errs = compile_policy(layers, table)
+        problems.extend(compile_errs)
+        if pack is not None:
+            pack, example_errs = _read_examples(pack, source)
+            problems.extend(example_errs)
+            packs.setdefault(pack.id, []).append(pack)
 
     for required, kind in REFERENCE_FILES.items():
         if required not in {f.path for f in files}:
@@ -229,7 +251,9 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
                 )
     if problems:
         raise RulesError(problems)
-    return RuleSet(source.name, ordered, currencies, countries, tuple(files), table, by_country)
+    return RuleSet(
+        source.name, ordered, currencies, countries, tuple(files), table, by_country, incoterms
+    )
 
 
 def _load(raw: bytes, path: str) -> tuple[LoadedYaml | None, list[Problem]]:
@@ -249,20 +273,85 @@ def _load(raw: bytes, path: str) -> tuple[LoadedYaml | None, list[Problem]]:
         return None, list(exc.problems)
 
 
-def _read_examples(pack: Versioned, source: RuleSource) -> tuple[Versioned, list[Problem]]:
-    """Read the facts files examples name, relative to the pack file."""
-    examples, problems = [], []
-    for example in pack.examples:
-        if isinstance(example.facts, str):
-            target = posixpath.normpath(
-                posixpath.join(posixpath.dirname(pack.source), example.facts)
+def _resolve(layer: Layer, every: list[Layer]) -> tuple[list[Layer] | None, list[Problem]]:
+    """The layers of a pack, base first, following `extends`; cycles and gaps are problems."""
+    chain = [layer]
+    while chain[0].model.extends is not None:
+        child = chain[0]
+        spec = child.model.extends
+        base_id, _, wanted = spec.partition("@")
+        where = child.loaded.locate("extends")
+        candidates = [
+            c for c in every if c.model.id == base_id and _satisfies(c.model.version, wanted)
+        ]
+        if child.model.status == "published":
+            candidates = [c for c in candidates if c.model.status == "published"]
+        if not candidates:
+            known = (
+                ", ".join(
+                    sorted(
+                        f"{c.model.id}@{c.model.version}" for c in every if c.model.id == base_id
+                    )
+                )
+                or "none"
             )
-            where = example.where.at("shipment")
+            kind = "published " if child.model.status == "published" else ""
+            return None, [
+                Problem(
+                    "pack.missing_base",
+                    f"no {kind}version of `{base_id}` matches {wanted} (versions: {known})",
+                    where,
+                )
+            ]
+        base = max(candidates, key=lambda c: _semver(c.model.version))
+        if any(c.model.id == base.model.id for c in chain):
+            cycle = " -> ".join(
+                [
+                    *(f"{c.model.id}@{c.model.version}" for c in chain),
+                    f"{base.model.id}@{base.model.version}",
+                ]
+            )
+            return None, [
+                Problem("pack.extends_cycle", f"extends goes round in a cycle: {cycle}", where)
+            ]
+        chain.insert(0, base)
+    return chain, []
+
+
+def _satisfies(version: str, wanted: str) -> bool:
+    """Version ranges: 1.2.3 exactly; ^1 or ^1.2 (same major); ~1.2 (same major and minor)."""
+    have = _semver(version)
+    if wanted[0] in "^~":
+        parts = tuple(int(p) for p in wanted[1:].split("."))
+        fixed = 1 if wanted[0] == "^" else min(2, len(parts))
+        return have[:fixed] == parts[:fixed] and have[: len(parts)] >= parts
+    return version == wanted
+
+
+def _read_examples(pack: Versioned, source: RuleSource) -> tuple[Versioned, list[Problem]]:
+    """Read the facts files examples name, relative to the file that holds the example."""
+    problems: list[Problem] = []
+    pack = dataclasses.replace(pack, examples=_read_cases(pack.examples, source, problems))
+    claims = getattr(pack, "claims", None)
+    if claims is not None:
+        cases = _read_cases(claims.examples, source, problems)
+        pack = dataclasses.replace(pack, claims=dataclasses.replace(claims, examples=cases))
+    return pack, problems
+
+
+def _read_cases(
+    cases: tuple[Any, ...], source: RuleSource, problems: list[Problem]
+) -> tuple[Any, ...]:
+    done = []
+    for case in cases:
+        if isinstance(case.facts, str):
+            target = posixpath.normpath(
+                posixpath.join(posixpath.dirname(case.where.file), case.facts)
+            )
+            where = case.where.at("shipment")
             if target.startswith("../"):
                 problems.append(
-                    Problem(
-                        "example.path", f"{example.facts} is outside the rule repository", where
-                    )
+                    Problem("example.path", f"{case.facts} is outside the rule repository", where)
                 )
                 continue
             try:
@@ -276,9 +365,9 @@ def _read_examples(pack: Versioned, source: RuleSource) -> tuple[Versioned, list
                     )
                 )
                 continue
-            example = dataclasses.replace(example, facts=text, facts_name=target)
-        examples.append(example)
-    return dataclasses.replace(pack, examples=tuple(examples)), problems
+            case = dataclasses.replace(case, facts=text, facts_name=target)
+        done.append(case)
+    return tuple(done)
 
 
 def _kind_of(path: str) -> str | None:

@@ -13,7 +13,11 @@ from engine import RuleSet, load_rules
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = {
     path: (ROOT / path).read_text(encoding="utf-8")
-    for path in ("rules/reference/currencies.yaml", "rules/reference/countries.yaml")
+    for path in (
+        "rules/reference/currencies.yaml",
+        "rules/reference/countries.yaml",
+        "rules/reference/incoterms.yaml",
+    )
 }
 
 # A small pack in the standard shape; tests vary it with str.replace or extra rules.

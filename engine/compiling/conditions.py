@@ -153,6 +153,8 @@ class _ConditionCompiler:
             return self._compare(node, negate)
         if isinstance(node, Call) and node.func == "exists":
             return self._exists(node, negate)
+        if isinstance(node, Call) and node.func == "overlaps":
+            return self._overlaps(node, negate)
         if isinstance(node, Name):
             symbol = self._symbol(node)
             if symbol.type != BOOL:
@@ -196,6 +198,26 @@ class _ConditionCompiler:
             raise _Reject(node.col, "exists() takes one name")
         self._symbol(node.args[0])
         return {self._field(node.args[0], "present"): not negate}
+
+    def _overlaps(self, node: Call, negate: bool) -> dict[str, Any]:
+        # overlaps(shipment.transit_countries, sanctioned): some element is in the list
+        if len(node.args) != 2 or not isinstance(node.args[0], Name):
+            raise _Reject(node.col, "overlaps() takes a list fact and a list of constants")
+        symbol = self._symbol(node.args[0])
+        constant = self._constant(node.args[1])
+        if symbol.type != LIST or constant is None or constant[0] != LIST:
+            raise _Reject(node.col, "overlaps() takes a list fact and a list of constants")
+        if negate:
+            raise _Reject(
+                node.col,
+                "`not overlaps(...)` is not supported in a condition; "
+                "compute it in a formula and test that",
+            )
+        items = [{"$i": _encode_item(item)} for item in constant[1]]
+        if not items:
+            return dict(NEVER)
+        key = self._field(node.args[0], "list")
+        return {"$iany": {key: items[0] if len(items) == 1 else {"$or": items}}}
 
     def _constant(self, node: Expr) -> tuple[str, Any] | None:
         """(type, value) when the node is known at compile time."""

@@ -17,7 +17,7 @@ import datetime
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from engine.compiling.expressions import (
     Binary,
@@ -56,6 +56,23 @@ class _Missing:
 
 MISSING: Any = _Missing()
 
+
+class _Gap:
+    """A value a rate table could not give, with a referral already recorded for it."""
+
+    _instance: _Gap | None = None
+
+    def __new__(cls) -> _Gap:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "GAP"
+
+
+GAP: Any = _Gap()
+
 Env = Mapping[str, Any]
 # Keys the evaluator puts in every environment for functions that need context.
 CURRENCY_PLACES = "$currency_places"
@@ -70,6 +87,27 @@ class MissingValue(Exception):
         self.name = name
 
 
+class GapValue(Exception):
+    """A formula read a value that a rate table could not give (it becomes a gap too)."""
+
+
+class TableGap(Exception):
+    """No row of a table matched; the evaluator refers or fails, as the table says."""
+
+    def __init__(self, table: str, keys: Mapping[str, Any]) -> None:
+        super().__init__(table)
+        self.table, self.keys = table, dict(keys)
+
+
+class TableLike(Protocol):
+    """What the formula compiler needs of a rate table (engine.compiling.pack.CompiledTable)."""
+
+    name: str
+    keys: tuple[tuple[str, str], ...]  # (column, name read)
+
+    def lookup(self, values: Mapping[str, Any]) -> Decimal | None: ...
+
+
 @dataclass(frozen=True)
 class Symbol:
     type: str
@@ -81,13 +119,18 @@ class Symbol:
 
 @dataclass(frozen=True)
 class Function:
-    """A function formulas may call. `check` returns the result type or raises TypeError."""
+    """A function formulas may call. `check` returns the result type or raises TypeError.
+
+    Custom functions (registered by insurers' engineers) carry a `version`, which the
+    result's provenance records.
+    """
 
     name: str
     check: Callable[[list[str]], str]
     impl: Callable[..., Any]
     needs_env: bool = False
     signature: str = ""
+    version: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,13 +149,14 @@ def compile_formula(
     symbols: Mapping[str, Symbol],
     functions: Mapping[str, Function],
     rounding_mode: str,
+    tables: Mapping[str, TableLike] | None = None,
 ) -> tuple[Formula | None, list[Problem]]:
-    compiler = _Compiler(symbols, functions, where, rounding_mode)
+    compiler = _Compiler(symbols, functions, where, rounding_mode, tables or {})
     try:
         kind, run = compiler.compile(expr)
     except _TypeProblem as exc:
         return None, [Problem(exc.code, exc.message, text_location(where, 1, exc.col))]
-    names = tuple(dict.fromkeys(n.dotted for n in names_in(expr)))
+    names = tuple(dict.fromkeys([*(n.dotted for n in names_in(expr)), *compiler.extra_names]))
     return Formula(text, kind, names, run, where), []
 
 
@@ -136,11 +180,14 @@ class _Compiler:
         functions: Mapping[str, Function],
         where: Location,
         rounding_mode: str,
+        tables: Mapping[str, TableLike],
     ) -> None:
         self.symbols = symbols
         self.functions = functions
         self.where = where
         self.rounding_mode = rounding_mode
+        self.tables = tables
+        self.extra_names: list[str] = []  # names read implicitly, e.g. a table's keys
 
     def compile(self, node: Expr) -> tuple[str, Callable[[Env], Any]]:
         method = getattr(self, f"_{type(node).__name__}")
@@ -178,6 +225,8 @@ class _Compiler:
             value = env.get(key, MISSING)
             if value is MISSING:
                 raise MissingValue(key)
+            if value is GAP:
+                raise GapValue(key)
             return value
 
         return symbol.type, read
@@ -274,6 +323,8 @@ class _Compiler:
             return self._exists(node)
         if node.func == "round":
             return self._round(node)
+        if node.func == "lookup":
+            return self._lookup(node)
         function = self.functions.get(node.func)
         if function is None:
             known = ", ".join(sorted([*self.functions, "exists", "round"]))
@@ -301,6 +352,46 @@ class _Compiler:
         self.compile(node.args[0])  # the name must be known
         key = node.args[0].dotted
         return BOOL, lambda env: env.get(key, MISSING) is not MISSING
+
+    def _lookup(self, node: Call) -> tuple[str, Callable[[Env], Any]]:
+        if len(node.args) != 1 or not isinstance(node.args[0], Text):
+            raise _TypeProblem(
+                node.col, 'lookup() takes the name of a table, e.g. lookup("base_rate")'
+            )
+        name = node.args[0].value
+        table = self.tables.get(name)
+        if table is None:
+            known = ", ".join(self.tables) or "none"
+            raise _TypeProblem(
+                node.col, f"no table `{name}` (tables: {known})", "expr.unknown_table"
+            )
+        for column, key in table.keys:
+            if key not in self.symbols:
+                raise _TypeProblem(
+                    node.col,
+                    f"table `{name}` looks up column `{column}` by "
+                    f"`{key}`, which is not known at this point"
+                    f"{_suggest(key, self.symbols)}",
+                    "expr.unknown_name",
+                )
+            self.extra_names.append(key)
+        keys = table.keys
+
+        def run(env: Env) -> Any:
+            values = {}
+            for column, key in keys:
+                value = env.get(key, MISSING)
+                if value is MISSING:
+                    raise MissingValue(key)
+                if value is GAP:
+                    raise GapValue(key)
+                values[column] = value
+            found = table.lookup(values)
+            if found is None:
+                raise TableGap(name, values)
+            return found
+
+        return NUMBER, run
 
     def _round(self, node: Call) -> tuple[str, Callable[[Env], Any]]:
         # round(x) rounds to the valuation currency's minor units with the pack's mode;
@@ -374,6 +465,16 @@ def _one_number(kinds: list[str]) -> str:
     return NUMBER
 
 
+def _two_lists(kinds: list[str]) -> str:
+    if kinds != [LIST, LIST]:
+        raise TypeError("takes two lists")
+    return BOOL
+
+
+def _overlaps(first: tuple[Any, ...], second: tuple[Any, ...]) -> bool:
+    return bool(set(first) & set(second))
+
+
 def _two_numbers(kinds: list[str]) -> str:
     if len(kinds) != 2 or any(kind not in (NUMBER, ANY) for kind in kinds):
         raise TypeError("takes two numbers: the FOB value and the international freight")
@@ -385,6 +486,12 @@ def _estimate_duties(env: Env, fob: Decimal, freight: Decimal) -> Decimal:
 
 
 BUILTINS: dict[str, Function] = {
+    "overlaps": Function(
+        "overlaps",
+        _two_lists,
+        _overlaps,
+        signature="overlaps(list, list): true when they share an item",
+    ),
     "estimate_duties": Function(
         "estimate_duties",
         _two_numbers,

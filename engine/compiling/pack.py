@@ -1,14 +1,20 @@
-"""Compile a validated policy file into an immutable `CompiledPack`.
+"""Compile validated policy files into an immutable `CompiledPack`.
 
-In: a `PolicyFile` model, its `LoadedYaml` (for line marks), its sha256 and source path.
-Out: a `CompiledPack` with every formula compiled to a closure and every rule's
-condition compiled to durable_rules JSON, or every meaning problem: unknown names,
-formulas used before they are defined, type errors, rules that look at what their
-phase cannot see yet.
+In: the layers of a pack, base first: every file it `extends`, then the file itself,
+each a `PolicyFile` model with its `LoadedYaml` (for line marks) and sha256. Out: a
+`CompiledPack` whose formulas are closures, whose rules' conditions are durable_rules
+JSON, whose rate tables and claim formulas are ready to run, or every meaning problem:
+unknown names, formulas used before they are defined, type errors, rules that look at
+what their phase cannot see yet, tables with unknown keys.
 
-Rules run in two phases. `exclude_charge` rules decide which charges count, so they
-run before the formulas and may only read facts, the charge and parameters. Every
-other rule runs after the formulas and may read everything.
+Layers merge section by section: a later file overrides parameters, charge types,
+formulas, tables and rules (by name or id) and adds new ones; rounding, result and
+claims are taken whole from the last file that gives them. Every item keeps the file
+and line it came from, so traces cite the file that really holds the text.
+
+Rules run in two phases. `exclude_charge` and `reject_charge` rules decide which
+charges count, so they run before the formulas and may only read facts, the charge
+and parameters. Every other rule runs after the formulas and may read everything.
 """
 
 from __future__ import annotations
@@ -17,12 +23,12 @@ import datetime
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from engine.compiling.conditions import Condition, FieldSpec, compile_condition
-from engine.compiling.expressions import Name, names_in, parse
+from engine.compiling.expressions import Call, Expr, Name, names_in, parse
 from engine.compiling.formulas import (
     ANY,
     BOOL,
@@ -37,10 +43,39 @@ from engine.compiling.formulas import (
 from engine.errors import Location, Problem
 from engine.evaluating.matcher import MatchRuleset
 from engine.loading.yamlfile import LoadedYaml
-from engine.names import DECLARED_DUTIES, DUTY_RULES, RESERVED, SCOPES, SHIPMENT, charge_symbols
-from engine.schema.models import Example, Parameter, PolicyFile, ResultSpec
+from engine.names import (
+    DECLARED_DUTIES,
+    DUTY_RULES,
+    LOSS,
+    RESERVED,
+    SCOPES,
+    SHIPMENT,
+    charge_symbols,
+)
+from engine.schema.models import (
+    ChargeType,
+    ClaimExample,
+    ClaimSpec,
+    Example,
+    Parameter,
+    PolicyFile,
+    ResultSpec,
+    Rule,
+    Table,
+)
 
 CHARGE_PHASE, DECISION_PHASE = "charges", "decision"
+ANYTHING = "*"
+REST_OF_WORLD = "rest_of_world"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One file of a pack: the pack itself or a pack it extends."""
+
+    model: PolicyFile
+    loaded: LoadedYaml
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -48,12 +83,45 @@ class CompiledRule:
     id: str
     scope: str  # "shipment" | "charge" | "goods"
     phase: str
-    effect: str  # "exclude_charge" | "refer" | "decline" | "flag"
+    effect: str  # "exclude_charge" | "reject_charge" | "refer" | "decline" | "flag"
     flag: str | None
     reason: str
     when: str
     condition: Condition
     where: Location
+
+
+@dataclass(frozen=True)
+class CompiledTable:
+    name: str
+    table: Table
+    keys: tuple[tuple[str, str], ...]  # (column, the name whose value is looked up)
+    where: Location
+
+    def lookup(self, values: Mapping[str, Any]) -> Decimal | None:
+        """The value of the row the table's match rule picks, or None for a gap."""
+        best: tuple[int, Decimal] | None = None
+        columns = [column for column, _ in self.keys]
+        for row in self.table.rows:
+            cells = row[:-1]
+            if all(
+                cell == ANYTHING or _same(cell, values[column])
+                for column, cell in zip(columns, cells, strict=True)
+            ):
+                value = row[-1]
+                assert isinstance(value, Decimal)
+                if self.table.match == "first":
+                    return value
+                wildcards = sum(cell == ANYTHING for cell in cells)
+                if best is None or wildcards < best[0]:
+                    best = (wildcards, value)
+        return best[1] if best else None
+
+
+def _same(cell: str | Decimal, value: Any) -> bool:
+    if isinstance(value, Decimal):
+        return isinstance(cell, Decimal) and cell == value
+    return str(cell) == str(value)
 
 
 @dataclass(frozen=True)
@@ -65,6 +133,30 @@ class CompiledExample:
 
 
 @dataclass(frozen=True)
+class CompiledClaimExample:
+    example: ClaimExample
+    where: Location
+    facts: Mapping[str, Any] | str
+    facts_name: str
+
+
+@dataclass(frozen=True)
+class CompiledClaims:
+    formulas: tuple[tuple[str, Formula], ...]
+    result: ClaimSpec
+    examples: tuple[CompiledClaimExample, ...]
+    where: Location
+
+
+@dataclass(frozen=True)
+class FileRef:
+    id: str
+    version: str
+    sha256: str
+    source: str
+
+
+@dataclass(frozen=True)
 class CompiledPack:
     id: str
     version: str
@@ -73,16 +165,20 @@ class CompiledPack:
     effective_to: datetime.date | None
     title: str
     source: str
-    sha256: str
+    sha256: str  # of the file; or, for a pack that extends others, of all its files
+    files: tuple[FileRef, ...]  # every file of the resolved pack, base first
     parameters: Mapping[str, Any]
     charge_types: Mapping[str, str | None]  # type -> group, None when excluded
     charge_sources: Mapping[str, Location]  # type -> its line in charge_types
     rounding_mode: str
     formulas: tuple[tuple[str, Formula], ...]
+    tables: Mapping[str, CompiledTable]
     rules: tuple[CompiledRule, ...]
     rulesets: Mapping[str, MatchRuleset]  # phase -> ruleset
     fields: Mapping[str, tuple[FieldSpec, ...]]  # phase -> fields its facts need
     result: ResultSpec
+    claims: CompiledClaims | None
+    functions_used: tuple[tuple[str, str], ...]  # custom functions (name, version)
     examples: tuple[CompiledExample, ...]
     where: Location
 
@@ -98,6 +194,56 @@ class CompiledPack:
         return f"{self.effective_from.isoformat()} to {end}"
 
 
+@dataclass
+class _Merged:
+    """The sections of all layers merged, each item with the layer it came from."""
+
+    parameters: dict[str, tuple[Any, LoadedYaml]] = field(default_factory=dict)
+    charge_types: dict[str, tuple[ChargeType, LoadedYaml]] = field(default_factory=dict)
+    formulas: dict[str, tuple[str, LoadedYaml]] = field(default_factory=dict)
+    tables: dict[str, tuple[Table, LoadedYaml]] = field(default_factory=dict)
+    rules: dict[str, tuple[Rule, int, LoadedYaml]] = field(default_factory=dict)
+    regions: dict[str, list[str]] = field(default_factory=dict)
+    rounding: tuple[str, LoadedYaml] | None = None
+    result: tuple[ResultSpec, LoadedYaml] | None = None
+    claims: tuple[Any, LoadedYaml] | None = None
+
+
+def _merge(layers: list[Layer], problems: list[Problem]) -> _Merged:
+    merged = _Merged()
+    for layer in layers:
+        model, loaded = layer.model, layer.loaded
+        for name, spec in model.parameters.items():
+            merged.parameters[name] = (spec, loaded)
+        for name, treatment in (model.charge_types or {}).items():
+            merged.charge_types[name] = (treatment, loaded)
+        for name, text in model.formulas.items():
+            merged.formulas[name] = (text, loaded)  # an override keeps the base's position
+        for name, table in model.tables.items():
+            merged.tables[name] = (table, loaded)
+        seen: dict[str, int] = {}
+        for index, rule in enumerate(model.rules):
+            if rule.id in seen:
+                problems.append(
+                    Problem(
+                        "pack.duplicate_rule",
+                        f"rule id `{rule.id}` is already used at line {seen[rule.id]}",
+                        loaded.locate(f"rules[{index}].id"),
+                    )
+                )
+                continue
+            seen[rule.id] = loaded.locate(f"rules[{index}].id").line
+            merged.rules[rule.id] = (rule, index, loaded)
+        merged.regions.update(model.regions or {})
+        if model.rounding is not None:
+            merged.rounding = (model.rounding.mode, loaded)
+        if model.result is not None:
+            merged.result = (model.result, loaded)
+        if model.claims is not None:
+            merged.claims = (model.claims, loaded)
+    return merged
+
+
 def _parameter_symbol(value: Any, where: Location) -> Symbol:
     if isinstance(value, bool):
         return Symbol(BOOL, where=where, constant=value)
@@ -110,27 +256,58 @@ def _parameter_symbol(value: Any, where: Location) -> Symbol:
     return Symbol(LIST, element=element, where=where, constant=items)
 
 
+def _region_function(regions: Mapping[str, list[str]]) -> Function:
+    lookup = {country: region for region, countries in regions.items() for country in countries}
+
+    def check(kinds: list[str]) -> str:
+        if kinds not in ([TEXT], [ANY]):
+            raise TypeError("takes one country code")
+        return TEXT
+
+    return Function(
+        "region",
+        check,
+        lambda country: lookup.get(country, REST_OF_WORLD),
+        signature=f"region(country): the pack's region of a country, or {REST_OF_WORLD}",
+    )
+
+
 def compile_policy(
-    model: PolicyFile, loaded: LoadedYaml, sha256: str, functions: Mapping[str, Function]
+    layers: list[Layer], functions: Mapping[str, Function]
 ) -> tuple[CompiledPack | None, list[Problem]]:
     problems: list[Problem] = []
-    symbols: dict[str, Symbol] = {**SHIPMENT, **DECLARED_DUTIES, **DUTY_RULES}
+    own = layers[-1]
+    merged = _merge(layers, problems)
+    if merged.result is None or not merged.charge_types or not merged.formulas:
+        problems.append(
+            Problem(
+                "pack.incomplete",
+                "the resolved pack has no result, charge_types or formulas",
+                own.loaded.locate(""),
+            )
+        )
+        return None, problems
+    result, result_loaded = merged.result
+    rounding_mode = merged.rounding[0] if merged.rounding else "half_up"
+    table: dict[str, Function] = {**functions, "region": _region_function(merged.regions)}
 
-    groups = sorted({t.group for t in model.charge_types.values() if t.group})
+    symbols: dict[str, Symbol] = {**SHIPMENT, **DECLARED_DUTIES, **DUTY_RULES}
+    charge_types = {name: t for name, (t, _) in merged.charge_types.items()}
+    groups = sorted({t.group for t in charge_types.values() if t.group})
     for name in groups:
-        if name in model.charge_types:
+        if name in charge_types:
             problems.append(
                 Problem(
                     "pack.name_clash",
                     f"charge group `{name}` has the name of "
-                    "a charge type; charges.{name} would be ambiguous",
-                    loaded.locate(f"charge_types.{name}", key=True),
+                    f"a charge type; charges.{name} would be ambiguous",
+                    merged.charge_types[name][1].locate(f"charge_types.{name}", key=True),
                 )
             )
-    symbols.update(charge_symbols(groups, list(model.charge_types)))
+    symbols.update(charge_symbols(groups, list(charge_types)))
 
     parameters: dict[str, Any] = {}
-    for name, spec in model.parameters.items():
+    for name, (spec, loaded) in merged.parameters.items():
         where = loaded.locate(f"parameters.{name}", key=True)
         if name in RESERVED:
             problems.append(Problem("pack.reserved_name", f"`{name}` is reserved", where))
@@ -140,10 +317,109 @@ def compile_policy(
         parameters[name] = value
         symbols[name] = _parameter_symbol(value, where)
 
+    tables = _compile_tables(merged, problems)
+    formulas = _compile_formulas(
+        merged.formulas, symbols, table, rounding_mode, tables, set(parameters), problems
+    )
+    formula_map = dict(formulas)
+    _check_result(result, result_loaded, formula_map, merged.formulas, problems)
+    rules = _compile_rules(merged, symbols, formula_map, problems)
+    claims = _compile_claims(merged, symbols, table, rounding_mode, tables, problems)
+    functions_used = _custom_functions_used(
+        [f for _, f in formulas] + ([f for _, f in claims.formulas] if claims else []), functions
+    )
+
+    sha256 = (
+        own.sha256
+        if len(layers) == 1
+        else hashlib.sha256(
+            "\n".join(f"{layer.loaded.file} {layer.sha256}" for layer in layers).encode()
+        ).hexdigest()
+    )
+    rulesets, fields = _rulesets(own.model, sha256, rules)
+    if problems:
+        return None, problems
+    model = own.model
+    pack = CompiledPack(
+        id=model.id,
+        version=model.version,
+        status=model.status,
+        effective_from=model.effective_from,
+        effective_to=model.effective_to,
+        title=model.title,
+        source=own.loaded.file,
+        sha256=sha256,
+        files=tuple(
+            FileRef(layer.model.id, layer.model.version, layer.sha256, layer.loaded.file)
+            for layer in layers
+        ),
+        parameters=parameters,
+        charge_types={name: t.group for name, t in charge_types.items()},
+        charge_sources={
+            name: loaded.locate(f"charge_types.{name}", key=True)
+            for name, (_, loaded) in merged.charge_types.items()
+        },
+        rounding_mode=rounding_mode,
+        formulas=tuple(formulas),
+        tables=tables,
+        rules=tuple(rules),
+        rulesets=rulesets,
+        fields=fields,
+        result=result,
+        claims=claims,
+        functions_used=functions_used,
+        examples=tuple(
+            CompiledExample(
+                ex,
+                own.loaded.locate(f"examples[{i}]"),
+                ex.shipment,
+                f"{own.loaded.file} examples[{i}]",
+            )
+            for i, ex in enumerate(model.examples)
+        ),
+        where=own.loaded.locate(""),
+    )
+    return pack, []
+
+
+def _compile_tables(merged: _Merged, problems: list[Problem]) -> dict[str, CompiledTable]:
+    tables = {}
+    for name, (spec, loaded) in merged.tables.items():
+        where = loaded.locate(f"tables.{name}", key=True)
+        keys = []
+        for column, text in spec.keys.items():
+            expr, errs = parse(text, loaded.locate(f"tables.{name}.keys.{column}"))
+            if expr is None or not isinstance(expr, Name):
+                problems.extend(
+                    errs
+                    or [
+                        Problem(
+                            "table.key",
+                            f"the key of column `{column}` must be a name, e.g. shipment.mode",
+                            loaded.locate(f"tables.{name}.keys.{column}"),
+                        )
+                    ]
+                )
+                continue
+            keys.append((column, expr.dotted))
+        tables[name] = CompiledTable(name, spec, tuple(keys), where)
+    return tables
+
+
+def _compile_formulas(
+    texts: Mapping[str, tuple[str, LoadedYaml]],
+    symbols: dict[str, Symbol],
+    functions: Mapping[str, Function],
+    rounding_mode: str,
+    tables: Mapping[str, CompiledTable],
+    parameters: set[str],
+    problems: list[Problem],
+    section: str = "formulas",
+) -> list[tuple[str, Formula]]:
     formulas: list[tuple[str, Formula]] = []
     seen: set[str] = set()
-    for name, text in model.formulas.items():
-        where = loaded.locate(f"formulas.{name}")
+    for name, (text, loaded) in texts.items():
+        where = loaded.locate(f"{section}.{name}")
         seen.add(name)
         # A formula that fails still counts as defined (of unknown type), so the
         # formulas using it report their own problems, not a cascade of this one.
@@ -154,7 +430,7 @@ def compile_policy(
                 Problem(
                     "pack.name_clash",
                     f"formula `{name}` clashes: the name is {what}",
-                    loaded.locate(f"formulas.{name}", key=True),
+                    loaded.locate(f"{section}.{name}", key=True),
                 )
             )
             continue
@@ -163,100 +439,72 @@ def compile_policy(
             problems.extend(errs)
             continue
         used = [n.dotted for n in names_in(expr)]
-        later = [n for n in used if n in model.formulas and (n not in seen or n == name)]
+        later = [n for n in used if n in texts and (n not in seen or n == name)]
         if later:
             problems.append(
                 Problem(
                     "pack.formula_order",
-                    f"formula `{name}` uses `{later[0]}` before it is defined; "
-                    "formulas are evaluated top to bottom",
+                    f"formula `{name}` uses `{later[0]}` "
+                    "before it is defined; formulas are evaluated top to bottom",
                     where,
                 )
             )
             continue
-        formula, errs = compile_formula(expr, text, where, symbols, functions, model.rounding.mode)
+        formula, errs = compile_formula(
+            expr, text, where, symbols, functions, rounding_mode, tables
+        )
         if formula is None:
             problems.extend(errs)
             continue
         formulas.append((name, formula))
         symbols[name] = Symbol(formula.type, where=where)
+    return formulas
 
-    formula_names = dict(formulas)
-    for field_name, names in (
-        ("total_insured_value", [model.result.total_insured_value]),
-        ("components", model.result.components),
-    ):
-        for index, name in enumerate(names):
-            path = (
-                "result.total_insured_value"
-                if field_name == "total_insured_value"
-                else f"result.components[{index}]"
-            )
-            if name not in model.formulas:
-                problems.append(
-                    Problem(
-                        "pack.unknown_formula",
-                        f"`{name}` is not a formula of this pack",
-                        loaded.locate(path),
-                    )
+
+def _check_result(
+    result: ResultSpec,
+    loaded: LoadedYaml,
+    formulas: Mapping[str, Formula],
+    texts: Mapping[str, Any],
+    problems: list[Problem],
+) -> None:
+    named = [("result.total_insured_value", result.total_insured_value)]
+    named += [(f"result.components[{i}]", name) for i, name in enumerate(result.components)]
+    named += [
+        (f"result.{key}", getattr(result, key))
+        for key in ("premium", "deductible")
+        if getattr(result, key)
+    ]
+    named += [(f"result.figures[{i}]", name) for i, name in enumerate(result.figures)]
+    for path, name in named:
+        if name not in texts:
+            problems.append(
+                Problem(
+                    "pack.unknown_formula",
+                    f"`{name}` is not a formula of this pack",
+                    loaded.locate(path),
                 )
-            elif name in formula_names and formula_names[name].type != NUMBER:
-                problems.append(
-                    Problem(
-                        "pack.not_a_number",
-                        f"`{name}` is a {formula_names[name].type}, results need numbers",
-                        loaded.locate(path),
-                    )
-                )
-
-    rules = _compile_rules(model, loaded, symbols, parameters, formula_names, problems)
-    rulesets, fields = _rulesets(model, sha256, rules)
-
-    if problems:
-        return None, problems
-    pack = CompiledPack(
-        id=model.id,
-        version=model.version,
-        status=model.status,
-        effective_from=model.effective_from,
-        effective_to=model.effective_to,
-        title=model.title,
-        source=loaded.file,
-        sha256=sha256,
-        parameters=parameters,
-        charge_types={name: t.group for name, t in model.charge_types.items()},
-        charge_sources={
-            name: loaded.locate(f"charge_types.{name}", key=True) for name in model.charge_types
-        },
-        rounding_mode=model.rounding.mode,
-        formulas=tuple(formulas),
-        rules=tuple(rules),
-        rulesets=rulesets,
-        fields=fields,
-        result=model.result,
-        examples=tuple(
-            CompiledExample(
-                ex, loaded.locate(f"examples[{i}]"), ex.shipment, f"{loaded.file} examples[{i}]"
             )
-            for i, ex in enumerate(model.examples)
-        ),
-        where=loaded.locate(""),
-    )
-    return pack, []
+        elif name in formulas and formulas[name].type != NUMBER:
+            problems.append(
+                Problem(
+                    "pack.not_a_number",
+                    f"`{name}` is a {formulas[name].type}, results need numbers",
+                    loaded.locate(path),
+                )
+            )
 
 
 def _compile_rules(
-    model: PolicyFile,
-    loaded: LoadedYaml,
+    merged: _Merged,
     symbols: Mapping[str, Symbol],
-    parameters: Mapping[str, Any],
     formulas: Mapping[str, Formula],
     problems: list[Problem],
 ) -> list[CompiledRule]:
     rules: list[CompiledRule] = []
     # Static exclusions from charge_types become rules too, so one mechanism (and one
     # trace format) explains every excluded charge.
-    for name, treatment in model.charge_types.items():
+    for name, (treatment, loaded) in merged.charge_types.items():
         if treatment.excluded is None:
             continue
         where = loaded.locate(f"charge_types.{name}", key=True)
@@ -279,22 +527,11 @@ def _compile_rules(
             )
         )
 
-    seen: dict[str, Location] = {}
-    for index, rule in enumerate(model.rules):
+    for rule, index, loaded in merged.rules.values():
         where = loaded.locate(f"rules[{index}].when")
-        if rule.id in seen:
-            problems.append(
-                Problem(
-                    "pack.duplicate_rule",
-                    f"rule id `{rule.id}` is already used at line {seen[rule.id].line}",
-                    loaded.locate(f"rules[{index}].id"),
-                )
-            )
-            continue
-        seen[rule.id] = loaded.locate(f"rules[{index}].id")
         scope = rule.for_
-        phase = CHARGE_PHASE if rule.exclude_charge else DECISION_PHASE
-        visible = {**symbols, **SCOPES[scope]}
+        charge_rule = bool(rule.exclude_charge or rule.reject_charge)
+        phase = CHARGE_PHASE if charge_rule else DECISION_PHASE
         expr, errs = parse(rule.when, where)
         if expr is None:
             problems.extend(errs)
@@ -306,23 +543,104 @@ def _compile_rules(
                     Problem(
                         "pack.rule_phase",
                         f"`{late[0].dotted}` is computed after charges are "
-                        "counted; an exclude_charge rule can only read facts, the charge and "
-                        "parameters",
+                        "counted; a charge rule can only read facts, the charge and parameters",
                         where,
                     )
                 )
                 continue
-        condition, errs = compile_condition(expr, where, scope, visible)
+        condition, errs = compile_condition(expr, where, scope, {**symbols, **SCOPES[scope]})
         if condition is None:
             problems.extend(errs)
             continue
-        effect = "exclude_charge" if rule.exclude_charge else rule.decide or "flag"
+        effect = (
+            "exclude_charge"
+            if rule.exclude_charge
+            else "reject_charge"
+            if rule.reject_charge
+            else rule.decide or "flag"
+        )
         rules.append(
             CompiledRule(
                 rule.id, scope, phase, effect, rule.flag, rule.reason, rule.when, condition, where
             )
         )
     return rules
+
+
+def _compile_claims(
+    merged: _Merged,
+    symbols: dict[str, Symbol],
+    functions: Mapping[str, Function],
+    rounding_mode: str,
+    tables: Mapping[str, CompiledTable],
+    problems: list[Problem],
+) -> CompiledClaims | None:
+    if merged.claims is None:
+        return None
+    claims, loaded = merged.claims
+    visible = {**symbols, **LOSS}
+    texts = {name: (text, loaded) for name, text in claims.formulas.items()}
+    formulas = _compile_formulas(
+        texts, visible, functions, rounding_mode, tables, set(), problems, section="claims.formulas"
+    )
+    names = dict(formulas)
+    spec = claims.result
+    for path, name in [
+        ("claims.result.indemnity", spec.indemnity),
+        *((f"claims.result.components[{i}]", n) for i, n in enumerate(spec.components)),
+    ]:
+        if name not in texts:
+            problems.append(
+                Problem(
+                    "pack.unknown_formula", f"`{name}` is not a claims formula", loaded.locate(path)
+                )
+            )
+        elif name in names and names[name].type != NUMBER:
+            problems.append(
+                Problem("pack.not_a_number", f"`{name}` must be a number", loaded.locate(path))
+            )
+    return CompiledClaims(
+        tuple(formulas),
+        spec,
+        tuple(
+            CompiledClaimExample(
+                ex,
+                loaded.locate(f"claims.examples[{i}]"),
+                ex.shipment,
+                f"{loaded.file} claims.examples[{i}]",
+            )
+            for i, ex in enumerate(claims.examples)
+        ),
+        loaded.locate("claims"),
+    )
+
+
+def _custom_functions_used(
+    formulas: list[Formula], functions: Mapping[str, Function]
+) -> tuple[tuple[str, str], ...]:
+    used: dict[str, str] = {}
+    for formula in formulas:
+        expr, _ = parse(formula.text, formula.where)
+        for name in _calls(expr) if expr is not None else []:
+            function = functions.get(name)
+            if function is not None and function.version:
+                used[name] = function.version
+    return tuple(sorted(used.items()))
+
+
+def _calls(expr: Expr) -> list[str]:
+    found = []
+    stack: list[Any] = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Call):
+            found.append(node.func)
+        for value in getattr(node, "__dict__", {}).values():
+            if isinstance(value, tuple):
+                stack.extend(v for v in value if hasattr(v, "col"))
+            elif hasattr(value, "col"):
+                stack.append(value)
+    return found
 
 
 def _needs_formulas(name: Name, formulas: Mapping[str, Formula]) -> bool:

@@ -11,6 +11,7 @@ pack's formula says so.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -63,7 +64,11 @@ def convert(
 
 
 def build_environment(
-    shipment: Shipment, places: int, charge_groups: dict[str, str | None], tracer: Tracer
+    shipment: Shipment,
+    places: int,
+    charge_groups: dict[str, str | None],
+    tracer: Tracer,
+    incoterms: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Environment:
     env: dict[str, Any] = {
         CURRENCY_PLACES: places,
@@ -93,6 +98,9 @@ def build_environment(
             tuple(shipment.transit_countries) if shipment.transit_countries is not None else MISSING
         ),
         "shipment.goods.count": Decimal(len(shipment.goods)),
+        "shipment.invoice_includes": (
+            tuple((incoterms or {}).get(shipment.incoterm, ())) if shipment.incoterm else MISSING
+        ),
         "shipment.charges.count": Decimal(len(shipment.charges)),
     }
 
@@ -107,6 +115,8 @@ def build_environment(
         for key, value in totals.items():
             env[f"declared_duties.{key}"] = value
         env["declared_duties.total"] = sum(totals.values(), Decimal(0))
+
+    env["shipment.goods.main_category"] = _main_category(shipment)
 
     charges = []
     for index, charge in enumerate(shipment.charges):
@@ -149,3 +159,19 @@ def build_environment(
             )
         )
     return Environment(env, tuple(charges), tuple(goods))
+
+
+def _main_category(shipment: Shipment) -> Any:
+    """The category of the most valuable goods line; the first categorised line without values.
+
+    Values are compared in their own currencies only when they share one; otherwise the
+    first categorised line is taken, since converting here would trace a step that no
+    figure uses.
+    """
+    lines = [item for item in shipment.goods if item.category]
+    if not lines:
+        return MISSING
+    currencies = {item.currency for item in lines}
+    if len(currencies) == 1 and all(item.value is not None for item in lines):
+        return max(lines, key=lambda item: item.value).category
+    return lines[0].category

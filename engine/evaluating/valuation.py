@@ -4,9 +4,12 @@ In: a `RuleSet`, the selected `CompiledPack`, validated `Shipment` facts, a matc
 and a tracer. Out: a `Valuation`, or an `EvaluationError` naming the formula and its
 `file:line`.
 
-Order: convert amounts -> match exclude_charge rules on each charge -> sum counted
-charges -> formulas top to bottom -> match decision rules on the shipment, each
+Order: convert amounts -> match charge rules on each charge (exclude, or reject the
+facts) -> sum counted charges -> formulas top to bottom (a rate table with no row
+for the shipment refers it or fails, as the table says; what depends on the missing
+rate becomes a gap, reported as null) -> match decision rules on the shipment, each
 charge and each goods line -> strongest decision wins (decline > refer > accept).
+`settle` continues from the valuation's names with the pack's claims formulas.
 Everything runs under the engine's Decimal context.
 """
 
@@ -20,17 +23,37 @@ from typing import Any
 
 from engine._version import __version__
 from engine.compiling.conditions import encode_fact
-from engine.compiling.formulas import DUTIES, MISSING, MissingValue
+from engine.compiling.formulas import (
+    CURRENCY_PLACES,
+    DUTIES,
+    GAP,
+    MISSING,
+    GapValue,
+    MissingValue,
+    TableGap,
+)
 from engine.compiling.pack import CHARGE_PHASE, DECISION_PHASE, CompiledPack, CompiledRule
-from engine.errors import EvaluationError, Problem
+from engine.errors import EvaluationError, FactsError, Location, Problem, SelectionError
 from engine.evaluating.duties import DutyEstimator
 from engine.evaluating.environment import Environment, Line, build_environment
 from engine.evaluating.matcher import Matcher
-from engine.explaining.trace import RecordingTracer, Tracer
+from engine.explaining.trace import NullTracer, RecordingTracer, Tracer, show
 from engine.facts import Shipment
 from engine.money import exact, plain
-from engine.result import ExcludedCharge, Flag, PolicyRef, Reason, TraceStep, Valuation
+from engine.result import (
+    Claim,
+    ExcludedCharge,
+    FileRef,
+    Flag,
+    FunctionRef,
+    LossIn,
+    PolicyRef,
+    Reason,
+    TraceStep,
+    Valuation,
+)
 from engine.ruleset import RuleSet
+from engine.schema.models import Loss
 
 _STRENGTH = {"accept": 0, "refer": 1, "decline": 2}
 
@@ -56,9 +79,22 @@ def evaluate(
     matcher: Matcher,
     tracer: Tracer,
 ) -> Valuation:
+    return _evaluate(rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=tracer)[0]
+
+
+def _evaluate(
+    rules: RuleSet,
+    pack: CompiledPack,
+    shipment: Shipment,
+    *,
+    as_of: datetime.date,
+    matcher: Matcher,
+    tracer: Tracer,
+) -> tuple[Valuation, dict[str, Any]]:
+    """The valuation, and the environment it ended with (claims formulas continue from it)."""
     with exact():
         places = rules.currencies[shipment.currency]
-        env = build_environment(shipment, places, dict(pack.charge_types), tracer)
+        env = build_environment(shipment, places, dict(pack.charge_types), tracer, rules.incoterms)
         # Country rules follow the shipment's own date: duties are owed on the import.
         country, union = rules.duty_rules_for(shipment.destination.country, shipment.date)
         duties = DutyEstimator(shipment, country, union, tracer)
@@ -66,21 +102,25 @@ def evaluate(
         env.shipment["duty_rules.available"] = duties.available
         by_id = {rule.id: rule for rule in pack.rules}
 
-        excluded = _exclusions(pack, env, matcher, by_id)
+        excluded = _charge_rules(pack, env, matcher, by_id)
         _count_charges(pack, env, excluded, places, tracer)
         values = env.shipment
         values.update(pack.parameters)
+        gaps: list[Reason] = []
         for name, formula in pack.formulas:
-            values[name] = _run_formula(name, formula, values)
+            values[name] = _run_formula(name, formula, values, pack, gaps)
             if tracer.enabled:
                 inputs = {
-                    n: values[n] for n in formula.names if values.get(n, MISSING) is not MISSING
+                    n: values[n]
+                    for n in formula.names
+                    if values.get(n, MISSING) not in (MISSING, GAP)
                 }
                 tracer.step(
                     "formula", name, formula.text, inputs, values[name], formula.where.source
                 )
 
         reasons, flags = _decide(pack, env, matcher, by_id, tracer)
+        reasons = gaps + reasons
         flags = flags + duties.flags
         decision = max((r.decision for r in reasons), key=_STRENGTH.__getitem__, default="accept")
         if tracer.enabled:
@@ -94,14 +134,33 @@ def evaluate(
                 pack.where.source,
             )
 
-        components = {name: money_text(values[name], places) for name in pack.result.components}
+        spec = pack.result
+        for name in [spec.total_insured_value, *spec.components]:
+            if values[name] is GAP:
+                raise EvaluationError(
+                    Problem(
+                        "table.gap",
+                        f"`{name}` needs a rate the tables do not give: "
+                        + "; ".join(r.reason for r in gaps),
+                        pack.where,
+                    )
+                )
+
+        def figure(name: str | None) -> str | None:
+            if name is None or values[name] is GAP:
+                return None
+            return money_text(values[name], places)
+
         steps = tracer.steps if isinstance(tracer, RecordingTracer) else []
-        return Valuation(
+        valuation = Valuation(
             shipment_id=shipment.id,
             currency=shipment.currency,
             currency_minor_units=places,
-            total_insured_value=money_text(values[pack.result.total_insured_value], places),
-            components=components,
+            total_insured_value=money_text(values[spec.total_insured_value], places),
+            components={name: money_text(values[name], places) for name in spec.components},
+            premium=figure(spec.premium),
+            deductible=figure(spec.deductible),
+            figures={name: figure(name) for name in spec.figures},
             excluded_charges=[
                 ExcludedCharge(
                     index=index,
@@ -123,6 +182,11 @@ def evaluate(
                 title=pack.title,
                 sha256=pack.sha256,
                 source=pack.source,
+                files=[
+                    FileRef(id=f.id, version=f.version, sha256=f.sha256, source=f.source)
+                    for f in pack.files
+                ],
+                functions=[FunctionRef(name=n, version=v) for n, v in pack.functions_used],
             ),
             as_of=as_of,
             engine_version=__version__,
@@ -137,6 +201,84 @@ def evaluate(
             duty_estimate=duties.result,
             trace=[TraceStep(**step.to_dict()) for step in steps],
         )
+        return valuation, values
+
+
+def settle(
+    rules: RuleSet,
+    pack: CompiledPack,
+    shipment: Shipment,
+    loss: Loss,
+    *,
+    as_of: datetime.date,
+    matcher: Matcher,
+    tracer: Tracer,
+) -> Claim:
+    """Value the shipment, then run the pack's claims formulas on the loss."""
+    claims = pack.claims
+    if claims is None:
+        raise SelectionError(
+            Problem(
+                "claims.none",
+                f"{pack.ref} has no claims section, so it cannot settle a claim",
+                pack.where,
+            )
+        )
+    valuation, values = _evaluate(
+        rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=NullTracer()
+    )
+    with exact():
+        places = values[CURRENCY_PLACES]
+        values.update(
+            {
+                "loss.kind": loss.kind,
+                "loss.damage_percent": _given(loss.damage_percent),
+                "loss.gross_sound_value": _given(loss.gross_sound_value),
+                "loss.gross_damaged_value": _given(loss.gross_damaged_value),
+            }
+        )
+        gaps: list[Reason] = []
+        for name, formula in claims.formulas:
+            values[name] = _run_formula(name, formula, values, pack, gaps)
+            if tracer.enabled:
+                inputs = {
+                    n: values[n]
+                    for n in formula.names
+                    if values.get(n, MISSING) not in (MISSING, GAP)
+                }
+                tracer.step("claim", name, formula.text, inputs, values[name], formula.where.source)
+        names = [claims.result.indemnity, *claims.result.components]
+        if gaps or any(values[name] is GAP for name in names):
+            raise EvaluationError(
+                Problem(
+                    "table.gap",
+                    "a claims formula needs a rate the tables do not give",
+                    claims.where,
+                )
+            )
+        steps = tracer.steps if isinstance(tracer, RecordingTracer) else []
+        return Claim(
+            shipment_id=shipment.id,
+            currency=shipment.currency,
+            loss=LossIn(
+                kind=loss.kind,
+                **{
+                    key: plain(getattr(loss, key))
+                    for key in ("damage_percent", "gross_sound_value", "gross_damaged_value")
+                    if getattr(loss, key) is not None
+                },
+            ),
+            indemnity=money_text(values[claims.result.indemnity], places),
+            components={
+                name: money_text(values[name], places) for name in claims.result.components
+            },
+            valuation=valuation,
+            trace=[TraceStep(**step.to_dict()) for step in steps],
+        )
+
+
+def _given(value: Decimal | None) -> Any:
+    return MISSING if value is None else value
 
 
 def _facts(
@@ -165,9 +307,10 @@ def _match(
     return [(f.rule_id, f.fact_id) for f in matcher.match(ruleset, facts)]
 
 
-def _exclusions(
+def _charge_rules(
     pack: CompiledPack, env: Environment, matcher: Matcher, rules: dict[str, CompiledRule]
 ) -> dict[int, CompiledRule]:
+    """Charges left out (index -> the rule that explains it); rejected charges raise."""
     try:
         facts = _facts(
             pack,
@@ -179,9 +322,22 @@ def _exclusions(
     except OverflowError as exc:
         raise EvaluationError(Problem("condition.overflow", str(exc))) from None
     excluded: dict[int, CompiledRule] = {}
+    rejected: list[Problem] = []
     for rule_id, fact_id in _match(pack, CHARGE_PHASE, matcher, facts):
         index = int(fact_id.split(":")[1])
-        excluded.setdefault(index, rules[rule_id])  # first rule in pack order explains it
+        rule = rules[rule_id]
+        if rule.effect == "reject_charge":
+            rejected.append(
+                Problem(
+                    "facts.rejected_charge",
+                    f"{rule.reason} (rule {rule.id}, {rule.where.source})",
+                    Location(path=f"charges[{index}]"),
+                )
+            )
+        else:
+            excluded.setdefault(index, rule)  # first rule in pack order explains it
+    if rejected:
+        raise FactsError(rejected)
     return excluded
 
 
@@ -226,9 +382,34 @@ def _count_charges(
     env.shipment.update(sums)
 
 
-def _run_formula(name: str, formula: Any, values: dict[str, Any]) -> Any:
+def _run_formula(
+    name: str, formula: Any, values: dict[str, Any], pack: CompiledPack, gaps: list[Reason]
+) -> Any:
     try:
         return formula.run(values)
+    except GapValue:
+        return GAP  # it reads a value a table could not give: a gap too
+    except TableGap as gap:
+        table = pack.tables[gap.table]
+        keys = ", ".join(f"{column} = {show(value)}" for column, value in gap.keys.items())
+        if table.table.on_gap == "error":
+            raise EvaluationError(
+                Problem(
+                    "table.gap",
+                    f"table `{gap.table}` has no row for {keys} (formula `{name}`)",
+                    table.where,
+                )
+            ) from None
+        gaps.append(
+            Reason(
+                decision="refer",
+                rule=f"tables.{gap.table}",
+                reason=f"{table.table.gap_reason} ({keys})",
+                source=table.where.source,
+                subjects=["shipment"],
+            )
+        )
+        return GAP
     except MissingValue as exc:
         raise EvaluationError(
             Problem(

@@ -78,9 +78,15 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 
 def _problem(error: ValidationError, loaded: LoadedYaml) -> Problem:
     if error.validator in ("anyOf", "oneOf") and error.context:
-        deepest = best_match(error.context)
-        if deepest is not None and len(deepest.absolute_path) > len(error.absolute_path):
+        # For `X | None` sections the branch that says "not null" is never the useful one:
+        # the error deepest in the document is where the actuary's typo is.
+        deepest = max(error.context, key=lambda e: (len(e.absolute_path),
+                                                    e.validator != "type"))
+        if len(deepest.absolute_path) > len(error.absolute_path):
             return _problem(deepest, loaded)
+        chosen = best_match(error.context)
+        if chosen is not None and len(chosen.absolute_path) > len(error.absolute_path):
+            return _problem(chosen, loaded)
     parts = list(error.absolute_path)
     path = json_path(parts)
     where = loaded.locate(path)

@@ -74,6 +74,9 @@ class Rule(_Model):
     )
     when: str = Field(description="condition over facts, parameters and formulas")
     decide: Literal["refer", "decline"] | None = None
+    reject_charge: bool | None = Field(
+        None, description="with `for: charge`: refuse the shipment's facts, naming the charge"
+    )
     exclude_charge: bool | None = Field(
         None, description="with `for: charge`: leave the charge out of the insured value"
     )
@@ -84,22 +87,124 @@ class Rule(_Model):
 
     @model_validator(mode="after")
     def _one_effect(self) -> Rule:
-        effects = [e for e in (self.decide, self.exclude_charge or None, self.flag) if e]
+        effects = [
+            e
+            for e in (
+                self.decide,
+                self.exclude_charge or None,
+                self.reject_charge or None,
+                self.flag,
+            )
+            if e
+        ]
         if len(effects) != 1:
-            raise ValueError("a rule has exactly one effect: `decide`, `exclude_charge` or `flag`")
-        if self.exclude_charge and self.for_ != "charge":
-            raise ValueError("`exclude_charge` needs `for: charge`")
+            raise ValueError(
+                "a rule has exactly one effect: `decide`, `exclude_charge`, "
+                "`reject_charge` or `flag`"
+            )
+        if (self.exclude_charge or self.reject_charge) and self.for_ != "charge":
+            raise ValueError("`exclude_charge` and `reject_charge` need `for: charge`")
         return self
 
 
 class ResultSpec(_Model):
     total_insured_value: Identifier = Field(description="the formula that is the TIV")
     components: list[Identifier] = Field(description="formulas reported as components")
+    premium: Identifier | None = Field(None, description="the formula that is the premium")
+    deductible: Identifier | None = Field(None, description="the formula that is the deductible")
+    figures: list[Identifier] = Field(
+        default_factory=list, description="other formulas to report (e.g. average_proportion)"
+    )
+
+
+class Table(_Model):
+    """A rate table: rows of key values ("*" matches anything) and the value they give."""
+
+    description: str | None = None
+    match: Literal["first", "most_specific"] = Field(
+        description="first: the first row that matches; most_specific: the matching row with "
+        'the fewest "*" (the first of equals)'
+    )
+    on_gap: Literal["error", "refer"] = Field(
+        description="when no row matches: an error, or a referral (never a zero rate)"
+    )
+    gap_reason: str | None = None
+    keys: dict[Identifier, str] = Field(
+        description="column -> the name whose value is looked up (e.g. shipment.mode)"
+    )
+    rows: list[list[str | Decimal]] = Field(
+        description="key values in column order, then the value"
+    )
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Table:
+        width = len(self.keys) + 1
+        for index, row in enumerate(self.rows):
+            if len(row) != width:
+                raise ValueError(
+                    f"row {index} has {len(row)} cells; the table has {width} "
+                    f"columns ({', '.join(self.keys)}, value)"
+                )
+            if not isinstance(row[-1], Decimal):
+                raise ValueError(f"row {index}: the last cell, the value, must be a number")
+        if self.on_gap == "refer" and not self.gap_reason:
+            raise ValueError("on_gap: refer needs a gap_reason")
+        return self
+
+
+class Loss(_Model):
+    """What was lost: all of it, or part of it (a damage percentage or sound/damaged values)."""
+
+    kind: Literal["total", "partial"]
+    damage_percent: Decimal | None = Field(None, ge=0, le=100)
+    gross_sound_value: Decimal | None = Field(None, gt=0)
+    gross_damaged_value: Decimal | None = Field(None, ge=0)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _enough(self) -> Loss:
+        if self.kind == "partial":
+            values = self.gross_sound_value is not None and self.gross_damaged_value is not None
+            if (self.damage_percent is None) == (not values):
+                raise ValueError(
+                    "a partial loss gives damage_percent, or gross_sound_value and "
+                    "gross_damaged_value"
+                )
+        return self
+
+
+class ClaimExpectation(_Model):
+    indemnity: Amount | None = None
+    components: dict[str, Amount] | None = None
+    error: str | None = None
+
+
+class ClaimExample(_Model):
+    name: str
+    shipment: str | dict[str, Any]
+    loss: Loss
+    expect: ClaimExpectation
+
+
+class ClaimSpec(_Model):
+    indemnity: Identifier = Field(description="the formula that is the indemnity")
+    components: list[Identifier] = Field(default_factory=list)
+
+
+class Claims(_Model):
+    """How a loss is indemnified: formulas over the valuation's names and loss.*."""
+
+    formulas: dict[Identifier, str]
+    result: ClaimSpec
+    examples: list[ClaimExample] = Field(default_factory=list)
 
 
 class Expectation(_Model):
     total_insured_value: Amount | None = None
     components: dict[str, Amount] | None = None
+    premium: Amount | None = None
+    figures: dict[str, Amount] | None = None
     decision: Literal["accept", "refer", "decline"] | None = None
     reasons: list[str] | None = Field(None, description="ids of the rules that decided")
     flags: list[str] | None = None
@@ -152,15 +257,38 @@ class PolicyFile(_Model):
     provenance: Provenance | None = Field(
         None, description="author, approver, approval date, changelog; required when published"
     )
-    parameters: dict[Identifier, Parameter | ParameterValue] = Field(default_factory=dict)
-    charge_types: dict[Identifier, ChargeType]
-    rounding: Rounding = Field(default_factory=lambda: Rounding())
-    formulas: dict[Identifier, str] = Field(
-        description="evaluated in order; each may use facts, parameters and earlier formulas"
+    extends: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*@[\^~]?[0-9]+(?:\.[0-9]+){0,2}$",
+        description="base pack and version range (standard@^1, standard@~1.2, standard@1.0.0); "
+        "this file overrides and adds to it",
     )
-    result: ResultSpec
+    parameters: dict[Identifier, Parameter | ParameterValue] = Field(default_factory=dict)
+    charge_types: dict[Identifier, ChargeType] | None = None
+    regions: dict[Identifier, list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]]] | None = Field(
+        None,
+        description='region -> countries; region(country) gives the region, or "rest_of_world"',
+    )
+    rounding: Rounding | None = None
+    formulas: dict[Identifier, str] = Field(
+        default_factory=dict,
+        description="evaluated in order; each may use facts, parameters and earlier formulas",
+    )
+    tables: dict[Identifier, Table] = Field(default_factory=dict)
+    result: ResultSpec | None = None
     rules: list[Rule] = Field(default_factory=list)
+    claims: Claims | None = None
     examples: list[Example] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _complete_or_extends(self) -> PolicyFile:
+        if self.extends is None:
+            missing = [name for name in ("charge_types", "result") if getattr(self, name) is None]
+            if missing or not self.formulas:
+                raise ValueError(
+                    "a pack that extends no other needs charge_types, formulas and result"
+                )
+        return self
 
     @model_validator(mode="after")
     def _published_needs_provenance(self) -> PolicyFile:
@@ -379,9 +507,25 @@ class CountriesFile(_Model):
     countries: dict[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], Country]
 
 
+class Incoterm(_Model):
+    includes: list[Literal["main_carriage", "insurance", "destination", "import_duties"]]
+    description: str
+
+
+class IncotermsFile(_Model):
+    """What each Incoterms 2020 rule puts in the invoice price: rules/reference/incoterms.yaml."""
+
+    kind: Literal["incoterms"]
+    title: str
+    source: str
+    notes: str | None = None
+    incoterms: dict[Annotated[str, Field(pattern=r"^[A-Z]{3}$")], Incoterm]
+
+
 FILE_KINDS: dict[str, type[_Model]] = {
     "policy": PolicyFile,
     "country": CountryFile,
     "currencies": CurrenciesFile,
     "countries": CountriesFile,
+    "incoterms": IncotermsFile,
 }

@@ -86,6 +86,7 @@ RESERVED = frozenset(
         "lookup",
         "region",
         "overlaps",
+        "from_currency",
         "charge",
         "charges",
         "goods",

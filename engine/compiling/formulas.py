@@ -77,6 +77,7 @@ Env = Mapping[str, Any]
 # Keys the evaluator puts in every environment for functions that need context.
 CURRENCY_PLACES = "$currency_places"
 DUTIES = "$duties"  # the valuation's DutyEstimator
+SHIPMENT_FX = "$fx"  # the shipment's fx table and valuation currency
 
 
 class MissingValue(Exception):
@@ -481,11 +482,35 @@ def _two_numbers(kinds: list[str]) -> str:
     return NUMBER
 
 
+def _number_and_text(kinds: list[str]) -> str:
+    if len(kinds) != 2 or kinds[0] not in (NUMBER, ANY) or kinds[1] not in (TEXT, ANY):
+        raise TypeError('takes an amount and its currency code, e.g. from_currency(45, "USD")')
+    return NUMBER
+
+
+def _from_currency(env: Env, amount: Decimal, currency: str) -> Decimal:
+    rates, valuation = env[SHIPMENT_FX]
+    if currency == valuation:
+        return amount
+    rate = rates.get(currency)
+    if rate is None:
+        raise MissingValue(f"fx.{currency}")
+    return amount * rate
+
+
 def _estimate_duties(env: Env, fob: Decimal, freight: Decimal) -> Decimal:
     return env[DUTIES].estimate(fob, freight)
 
 
 BUILTINS: dict[str, Function] = {
+    "from_currency": Function(
+        "from_currency",
+        _number_and_text,
+        _from_currency,
+        needs_env=True,
+        signature='from_currency(amount, "USD"): an amount stated in another currency, in the '
+        "valuation currency, with the shipment's fx",
+    ),
     "overlaps": Function(
         "overlaps",
         _two_lists,

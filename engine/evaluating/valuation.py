@@ -28,6 +28,7 @@ from engine.compiling.formulas import (
     DUTIES,
     GAP,
     MISSING,
+    SHIPMENT_FX,
     GapValue,
     MissingValue,
     TableGap,
@@ -99,6 +100,7 @@ def _evaluate(
         country, union = rules.duty_rules_for(shipment.destination.country, shipment.date)
         duties = DutyEstimator(shipment, country, union, tracer)
         env.shipment[DUTIES] = duties
+        env.shipment[SHIPMENT_FX] = (shipment.fx, shipment.currency)
         env.shipment["duty_rules.available"] = duties.available
         by_id = {rule.id: rule for rule in pack.rules}
 
@@ -411,6 +413,17 @@ def _run_formula(
         )
         return GAP
     except MissingValue as exc:
+        if exc.name.startswith("fx."):
+            currency = exc.name[3:]
+            raise EvaluationError(
+                Problem(
+                    "fx.missing",
+                    f"formula `{name}` converts from {currency}; add fx.{currency} "
+                    f"(the value of one {currency} in {values['shipment.currency']}) to the "
+                    "shipment",
+                    formula.where,
+                )
+            ) from None
         raise EvaluationError(
             Problem(
                 "formula.missing_fact",

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from engine.compiling.country import CompiledCountry, CountryExampleCase
-from engine.compiling.pack import CompiledExample, CompiledPack
+from engine.compiling.pack import CompiledClaimExample, CompiledExample, CompiledPack
 from engine.errors import Location, TivError
 from engine.evaluating.duties import DutyEstimator
 from engine.evaluating.matcher import Matcher, default_matcher
-from engine.evaluating.valuation import evaluate
+from engine.evaluating.valuation import evaluate, settle
 from engine.explaining.trace import NullTracer
 from engine.facts import FactsReference, read_facts
 from engine.money import exact, plain
@@ -50,6 +50,8 @@ def run_examples(
                 continue
             for example in pack.examples:
                 outcomes.append(run_example(rules, pack, example, matcher))
+            for case in pack.claims.examples if pack.claims else ():
+                outcomes.append(run_claim_example(rules, pack, case, matcher))
     for country_id, countries in rules.duty_rules.items():
         for country in countries:
             if wanted is not None and country_id not in wanted and country.ref not in wanted:
@@ -57,6 +59,41 @@ def run_examples(
             for case in country.examples:
                 outcomes.append(run_country_example(rules, country, case))
     return outcomes
+
+
+def run_claim_example(
+    rules: RuleSet, pack: CompiledPack, case: CompiledClaimExample, matcher: Matcher
+) -> ExampleOutcome:
+    """Settle the example's loss under this exact pack version and compare the figures."""
+    example = case.example
+    expect = example.expect
+    name = f"claim: {example.name}"
+    try:
+        shipment = read_facts(case.facts, rules.facts_reference(pack), name=case.facts_name)
+        result = settle(
+            rules,
+            pack,
+            shipment,
+            example.loss,
+            as_of=shipment.date,
+            matcher=matcher,
+            tracer=NullTracer(),
+        )
+    except TivError as exc:
+        if expect.error is not None and expect.error in {p.code for p in exc.problems}:
+            return ExampleOutcome(pack.ref, name, case.where, ())
+        return ExampleOutcome(pack.ref, name, case.where, (f"raised {exc.kind}: {exc}",))
+    diffs = []
+    if expect.error is not None:
+        diffs.append(f"expected error {expect.error}, got an indemnity")
+    if expect.indemnity is not None and Decimal(result.indemnity) != expect.indemnity:
+        diffs.append(f"indemnity: expected {expect.indemnity}, got {result.indemnity}")
+    for key, wanted in (expect.components or {}).items():
+        if key not in result.components:
+            diffs.append(f"components.{key}: not a claims component of this pack")
+        elif Decimal(result.components[key]) != wanted:
+            diffs.append(f"components.{key}: expected {wanted}, got {result.components[key]}")
+    return ExampleOutcome(pack.ref, name, case.where, tuple(diffs))
 
 
 def run_country_example(
@@ -134,6 +171,15 @@ def compare(expect: object, result: Valuation) -> list[str]:
 
     assert isinstance(expect, Expectation)
     diffs = []
+    for label, wanted_amount, got_amount in (("premium", expect.premium, result.premium),):
+        if wanted_amount is not None and (
+            got_amount is None or Decimal(got_amount) != wanted_amount
+        ):
+            diffs.append(f"{label}: expected {wanted_amount}, got {got_amount}")
+    for key, wanted_figure in (expect.figures or {}).items():
+        got_figure = result.figures.get(key)
+        if got_figure is None or Decimal(got_figure) != wanted_figure:
+            diffs.append(f"figures.{key}: expected {wanted_figure}, got {got_figure}")
     if expect.total_insured_value is not None:
         got = Decimal(result.total_insured_value)
         if got != expect.total_insured_value:

@@ -11,7 +11,7 @@ import re
 from decimal import Decimal, InvalidOperation
 
 from engine.money import display
-from engine.result import TraceStep, Valuation
+from engine.result import Claim, TraceStep, Valuation
 
 _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
@@ -51,6 +51,7 @@ def render_text(result: Valuation) -> str:
         f"  engine {result.engine_version}",
     ]
     sections = {
+        "duty": "Duties, taxes and fees (estimated from country rules)",
         "convert": "Currency conversions",
         "charge": "Charges",
         "formula": "Formulas",
@@ -84,7 +85,7 @@ def render_text(result: Valuation) -> str:
 def _step_line(step: TraceStep, width: int, result: Valuation) -> str:
     name = step.name.ljust(width)
     places = result.currency_minor_units
-    if step.kind == "formula":
+    if step.kind in ("formula", "claim"):
         inputs = _inputs(step, places)
         return (
             f"{name} = {step.expression}"
@@ -98,9 +99,47 @@ def _step_line(step: TraceStep, width: int, result: Valuation) -> str:
         return (
             f"{name} = {step.expression}  [{_inputs(step, places)}]  → {_money(step.value, result)}"
         )
+    if step.kind == "duty":
+        return (
+            f"{name} {step.expression}  [{_inputs(step, places)}]  → "
+            f"{_money(step.value, result)}   {step.source}"
+        )
     if step.kind == "rule":
         return (
             f"{name} when {step.expression}  → {step.value} "
             f"({step.inputs.get('matched', '')})   {step.source}"
         )
     return f"{step.expression} → {step.value.upper()}"
+
+
+def render_claim_text(result: Claim) -> str:
+    """A settled claim for a person: the loss, each claims step with its line, the indemnity."""
+    valuation = result.valuation
+    loss = result.loss
+    detail = ", ".join(
+        f"{k} {_money(v, valuation) if k != 'damage_percent' else v + '%'}"
+        for k, v in loss.model_dump(exclude_none=True).items()
+        if k != "kind"
+    )
+    policy = valuation.policy
+    lines = [
+        f"Claim on shipment {result.shipment_id} under {policy.id}@{policy.version}: "
+        f"{loss.kind} loss" + (f" ({detail})" if detail else ""),
+        f"  insured value {_money(valuation.total_insured_value, valuation)}"
+        + (
+            f", sum insured declared {_money(valuation.figures['sum_insured'], valuation)}"
+            if valuation.figures.get("sum_insured")
+            else ""
+        ),
+        "",
+        "Claims formulas",
+    ]
+    width = max((len(s.name) for s in result.trace), default=8)
+    for step in result.trace:
+        lines.append("  " + _step_line(step, width, valuation))
+    lines.append("")
+    comps = ", ".join(f"{n} {_money(v, valuation)}" for n, v in result.components.items())
+    if comps:
+        lines.append(f"Components: {comps}")
+    lines.append(f"Indemnity: {_money(result.indemnity, valuation)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,67 @@
+"""Verb for settling a loss: `tiv claim`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from engine.cli.common import UsageError, emit, load, parse_date
+
+
+def cmd_claim(args: argparse.Namespace) -> int:
+    from engine import claim
+    from engine.explaining.render import render_claim_text
+
+    rules = load(args)
+    if args.file != "-" and not Path(args.file).is_file():
+        raise UsageError(f"{args.file}: no such file")
+    facts: Any = sys.stdin.read() if args.file == "-" else Path(args.file)
+    if args.total:
+        loss: dict[str, Any] = {"kind": "total"}
+    elif args.damage_percent is not None:
+        loss = {"kind": "partial", "damage_percent": args.damage_percent}
+    elif args.sound is not None and args.damaged is not None:
+        loss = {
+            "kind": "partial",
+            "gross_sound_value": args.sound,
+            "gross_damaged_value": args.damaged,
+        }
+    else:
+        raise UsageError(
+            "say what was lost: --total, --damage-percent P, or --sound VALUE --damaged VALUE"
+        )
+    result = claim(
+        rules, facts, loss, policy=args.policy, as_of=args.as_of, allow_draft=args.allow_draft
+    )
+    if args.format == "json":
+        text = json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = render_claim_text(result)
+    emit(text, args.output)
+    return 0
+
+
+def register(verbs: Any) -> None:
+    """Add this module's verbs to the `tiv` parser."""
+    p = verbs.add_parser(
+        "claim",
+        help="settle a loss: indemnity after s.71, average (s.81) and the deductible",
+        description="Value a shipment under a pack, then settle a loss with the pack's claims "
+        "formulas: a total loss pays the sum insured; a partial loss is a damage percentage or "
+        "gross sound and damaged values; under-insurance applies average; then the deductible.",
+    )
+    p.add_argument("file", help="shipment facts, .yaml or .json, or - for stdin")
+    p.add_argument("--policy", required=True, metavar="ID[@VERSION]")
+    loss = p.add_mutually_exclusive_group()
+    loss.add_argument("--total", action="store_true", help="a total loss")
+    loss.add_argument("--damage-percent", metavar="P", help="a partial loss of P percent")
+    loss.add_argument("--sound", metavar="VALUE", help="gross sound value (with --damaged)")
+    p.add_argument("--damaged", metavar="VALUE", help="gross damaged value (with --sound)")
+    p.add_argument("--as-of", type=parse_date, metavar="DATE")
+    p.add_argument("--allow-draft", action="store_true")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically), not stdout")
+    p.set_defaults(func=cmd_claim)

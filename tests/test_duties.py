@@ -295,6 +295,26 @@ def test_us_de_minimis_ends_on_2025_08_29(shipped) -> None:
     assert Decimal(toys("2025-08-29").total) == Decimal("32.71")
 
 
+def test_us_de_minimis_ended_for_china_on_2025_05_02(shipped) -> None:
+    def toys(day: str):
+        facts = shipment(
+            date=day,
+            mode="courier",
+            origin={"country": "CN"},
+            invoice={"amount": "500.00"},
+            goods=[{"description": "Toys", "hs_code": "950300"}],
+        )
+        del facts["duties"]
+        return value(shipped, facts, policy="standard").duty_estimate
+
+    assert toys("2025-05-01").de_minimis_applied == ["section_321_cn_hk"]
+    # from 2025-05-02 the CN/HK entry has ended, and the general one excludes CN and HK:
+    # no relief; MPF 500 × 0.003464 = 1.732 < 32.71 -> 32.71 (FY2025)
+    later = toys("2025-06-01")
+    assert later.de_minimis_applied == []
+    assert Decimal(later.total) == Decimal("32.71")
+
+
 def test_us_mpf_fiscal_years_switch_on_1_october(shipped) -> None:
     def mpf(day: str) -> Decimal:
         facts = shipment(

@@ -146,10 +146,13 @@ class _Estimate:
 
     def matches(self, item: Any) -> bool:
         origins = getattr(item, "origins", None)
+        excluded = getattr(item, "exclude_origins", None) or ()
         modes = getattr(item, "modes", None)
+        origin = self.shipment.origin.country
         return (
             item.in_effect(self.day)
-            and (origins is None or self.shipment.origin.country in origins)
+            and (origins is None or origin in origins)
+            and origin not in excluded
             and (modes is None or self.shipment.mode in modes)
         )
 

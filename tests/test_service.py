@@ -1,0 +1,632 @@
+"""The HTTP service, run for real: `tiv serve` in a subprocess, spoken to over loopback HTTP.
+
+Two servers share the module: `keyed` (API keys, an audit log, small limits) and `open`
+(no keys, no audit log, watching its rule folder). Each serves its own copy of the
+repository with a second pack, `acme`, so tenants can be told apart and reloads tried.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from engine import load_rules
+from engine.result import Valuation
+from engine.service.metrics import parse
+from engine.service.state import RulesState
+from tests.conftest import ROOT, mini
+
+TIV = (sys.executable, "-m", "engine.cli")
+KEY_A = "insurer-a-key-0123456789"  # packs: standard
+KEY_B = "insurer-b-key-0123456789"  # packs: acme
+KEY_ADMIN = "operator-key-0123456789"  # every pack, admin and metrics roles
+
+# The mini pack as insurer B's `acme`, with a 20% margin instead of 10%, settling claims
+# as the damaged share of the TIV.
+ACME = mini(replace={"id: mini": "id: acme", "title: Mini": "title: Acme cargo"}).replace(
+    "margin_rate: 0.10", "margin_rate: 0.20"
+) + textwrap.dedent("""\
+    claims:
+      formulas:
+        damage: >-
+          1 if loss.kind == "total"
+          else (loss.damage_percent / 100 if exists(loss.damage_percent)
+                else (loss.gross_sound_value - loss.gross_damaged_value) / loss.gross_sound_value)
+        indemnity: round(tiv * damage)
+      result:
+        indemnity: indemnity
+        components: [damage]
+    """)
+
+
+def shipment(amount: str = "1000.10", **overrides: Any) -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "id": "H-1",
+        "date": "2025-03-14",
+        "currency": "USD",
+        "mode": "ocean",
+        "origin": {"country": "CN"},
+        "destination": {"country": "US"},
+        "invoice": {"amount": amount},
+        "charges": [{"type": "ocean_freight", "amount": "100.05"}],
+        "duties": [],
+    }
+    facts.update(overrides)
+    return facts
+
+
+def relock(root: Path) -> None:
+    """Record the copy's files in its rules.lock, as `tiv lock` would after a review."""
+    try:
+        from engine import lock
+    except ImportError:
+        return
+    lock.write_lock(root, load_rules(root), force=True)
+
+
+def make_repo(base: Path) -> Path:
+    root = base / "repo"
+    for folder in ("policies", "rules", "examples"):
+        shutil.copytree(ROOT / folder, root / folder)
+    (root / "policies/acme").mkdir()
+    (root / "policies/acme/1.0.0.yaml").write_text(ACME, encoding="utf-8")
+    relock(root)
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Server:
+    def __init__(self, root: Path, *args: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root.parent / f"server-{self.port}.log"
+        quiet = ["--no-access-log"]
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [*TIV, "--rules", str(root), "serve", "--port", str(self.port), *quiet, *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"the server exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        pytest.fail(f"the server did not come up:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def request(self, method: str, path: str, key: str | None = None, **kw: Any) -> httpx.Response:
+        headers = dict(kw.pop("headers", {}))
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return httpx.request(method, self.url + path, headers=headers, timeout=30, **kw)
+
+    def value(self, facts: Any, key: str | None = KEY_A, **params: Any) -> httpx.Response:
+        params.setdefault("policy", "standard")
+        body = facts if isinstance(facts, bytes) else json.dumps(facts).encode()
+        return self.request("POST", "/v1/valuations", key, params=params, content=body)
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("keyed")
+    root = make_repo(base)
+    (base / "keys.yaml").write_text(
+        f"""keys:
+  - {{name: insurer-a, key: {KEY_A}, packs: [standard]}}
+  - {{name: insurer-b, key: {KEY_B}, packs: [acme]}}
+  - {{name: ops, key: {KEY_ADMIN}, packs: ["*"], roles: [admin, metrics]}}
+""",
+        encoding="utf-8",
+    )
+    audit = ["--audit", str(base / "audit.sqlite")] if _has_audit() else []
+    server = Server(
+        root,
+        "--keys",
+        str(base / "keys.yaml"),
+        "--max-batch",
+        "50",
+        "--max-body",
+        "65536",
+        *audit,
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = make_repo(tmp_path_factory.mktemp("open"))
+    server = Server(root, "--watch", "0.2")
+    yield server
+    server.stop()
+
+
+def _has_audit() -> bool:
+    try:
+        import engine.audit  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def assert_error(response: httpx.Response, status: int, kind: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert "Traceback" not in response.text
+    body = response.json()
+    assert body["error"] == kind, body
+    assert body["problems"] and all(p["code"] and p["message"] for p in body["problems"])
+    return body
+
+
+# --- valuations ---------------------------------------------------------------------
+
+
+def test_value_one_shipment_as_the_cli_does(keyed: Server) -> None:
+    response = keyed.value(shipment())
+    assert response.status_code == 200, response.text
+    result = Valuation.model_validate(response.json())  # the `tiv value --format json` model
+    # freight = 100.05; margin = (1000.10 + 100.05) x 0.10 = 110.015
+    # TIV = 1000.10 + 100.05 + 110.015 + 0 = 1210.165 -> half up -> 1210.17
+    assert result.total_insured_value == "1210.17"
+    assert result.components["margin"] == "110.015"
+    assert result.policy.id == "standard" and result.trace
+    assert response.headers["Tiv-Rules-Id"] == keyed.request("GET", "/readyz").json()["rules_id"]
+
+
+def test_same_json_as_tiv_value(keyed: Server, tmp_path: Path) -> None:
+    facts = tmp_path / "s.json"
+    facts.write_text(json.dumps(shipment()), encoding="utf-8")
+    command = [*TIV, "--rules", str(keyed.root), "value", str(facts), "--format", "json"]
+    cli = subprocess.run(
+        [*command, "--policy", "standard"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    served = keyed.value(shipment()).json()
+    # The server records each valuation in its audit log; the command line does not.
+    assert served.pop("audit_id") or not _has_audit()
+    printed = json.loads(cli.stdout)
+    assert printed.pop("audit_id") is None
+    assert served == printed
+
+
+def test_json_numbers_are_read_exactly(keyed: Server) -> None:
+    # 12345678901234567.89 as a binary float is 12345678901234568: the cents would be lost.
+    body = json.dumps(shipment("AMOUNT", charges=[])).replace('"AMOUNT"', "12345678901234567.89")
+    response = keyed.value(body.encode())
+    assert response.status_code == 200, response.text
+    result = response.json()
+    # margin = 12345678901234567.89 x 0.10 = 1234567890123456.789
+    # TIV = 12345678901234567.89 + 1234567890123456.789 = 13580246791358024.679 -> .68
+    assert result["components"]["invoice"] == "12345678901234567.89"
+    assert result["total_insured_value"] == "13580246791358024.68"
+
+
+def test_batch_each_shipment_its_own_result_or_error(keyed: Server) -> None:
+    bad = shipment(invoice={"amount": "-1"})
+    body = json.dumps([shipment(), bad, shipment("2000.00")], indent=2).encode()
+    response = keyed.request(
+        "POST", "/v1/valuations/batch", KEY_A, params={"policy": "standard"}, content=body
+    )
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert (data["count"], data["failed"]) == (3, 1)
+    first, second, third = data["results"]
+    assert first["valuation"]["total_insured_value"] == "1210.17"
+    assert second["index"] == 1 and second["error"]["error"] == "invalid_facts"
+    assert second["error"]["problems"][0]["path"] == "invoice.amount"
+    # margin = (2000.00 + 100.05) x 0.10 = 210.005; TIV = 2310.055 -> 2310.06
+    assert third["valuation"]["total_insured_value"] == "2310.06"
+    assert first["valuation"]["trace"] == []  # batches leave traces out unless asked
+
+
+def test_settle_a_claim(open_server: Server, keyed: Server) -> None:
+    body = json.dumps({"shipment": shipment(), "loss": {"kind": "partial", "damage_percent": 25}})
+    response = open_server.request(
+        "POST", "/v1/claims", params={"policy": "acme"}, content=body.encode()
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    # TIV 1320.18 (see test_a_tenant_sees_only_its_packs); 25% of it = 330.045 -> 330.05
+    assert result["valuation"]["total_insured_value"] == "1320.18"
+    assert (result["indemnity"], result["components"]) == ("330.05", {"damage": "0.25"})
+    # A tenant settles only under its own packs.
+    theirs = keyed.request(
+        "POST", "/v1/claims", KEY_A, params={"policy": "acme"}, content=body.encode()
+    )
+    assert_error(theirs, 404, "no_policy")
+
+
+@pytest.mark.parametrize(
+    ("body", "path"),
+    [
+        (
+            {"shipment": shipment(invoice={"amount": "-1"}), "loss": {"kind": "total"}},
+            "shipment.invoice.amount",
+        ),
+        ({"shipment": shipment(), "loss": {"kind": "partial"}}, "loss"),
+        ({"shipment": shipment()}, "loss"),
+        ({"shipment": shipment(), "loss": {"kind": "total"}, "extra": 1}, "extra"),
+    ],
+)
+def test_claim_errors_name_the_field(open_server: Server, body: dict[str, Any], path: str) -> None:
+    content = json.dumps(body).encode()
+    response = open_server.request("POST", "/v1/claims", params={"policy": "acme"}, content=content)
+    problems = assert_error(response, 422, "invalid_facts")["problems"]
+    assert any(p.get("path", "").startswith(path) for p in problems), problems
+
+
+def test_concurrent_requests_give_the_sequential_figures(keyed: Server) -> None:
+    def figures(amount: str) -> dict[str, Any]:
+        result = keyed.value(shipment(amount)).json()
+        del result["audit_id"]  # each valuation is its own audit record
+        return result
+
+    amounts = [f"{1000 + 37 * i}.{i % 100:02d}" for i in range(16)]
+    sequential = {a: figures(a) for a in amounts}
+    assert len({r["total_insured_value"] for r in sequential.values()}) == 16
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(lambda a: (a, figures(a)), amounts * 4))
+    assert len(concurrent) == 64
+    for amount, result in concurrent:
+        assert result == sequential[amount]
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+def test_invalid_facts_name_every_path(keyed: Server) -> None:
+    facts = shipment(charges=[{"type": "ocean_freight", "amount": "abc"}], mode="boat")
+    body = assert_error(keyed.value(facts), 422, "invalid_facts")
+    paths = {p["path"] for p in body["problems"]}
+    assert paths == {"charges[0].amount", "mode"}
+    assert body["rules_id"]
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        (b'{"id": "x",', "facts.syntax"),  # cut off
+        (b"[1, 2]", "facts.type"),  # not an object
+        (b"", "facts.type"),
+        (b"\xff\xfe{}", "facts.encoding"),
+        (b'{"id": "\xff"}', "facts.encoding"),
+        (b'{"id": "a", "id": "b"}', "facts.duplicate_key"),
+        (b'{"invoice": {"amount": NaN}}', "facts.not_finite"),
+        (b"[" * 50_000, "facts.type"),
+        (b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}", "facts.too_deep"),
+    ],
+)
+def test_bad_bodies_are_4xx_not_500(keyed: Server, content: bytes, code: str) -> None:
+    body = assert_error(keyed.value(content), 422, "invalid_facts")
+    assert code in {p["code"] for p in body["problems"]}
+
+
+def test_unknown_pack_and_version_are_404(keyed: Server) -> None:
+    body = assert_error(keyed.value(shipment(), policy="nope"), 404, "no_policy")
+    assert body["problems"][0]["code"] == "policy.unknown"
+    body = assert_error(keyed.value(shipment(), policy="standard@9.9.9"), 404, "no_policy")
+    assert body["problems"][0]["code"] == "policy.unknown_version"
+
+
+def test_no_version_in_effect_is_409_with_the_windows(keyed: Server) -> None:
+    body = assert_error(keyed.value(shipment(), as_of="2019-06-30"), 409, "no_policy")
+    assert body["problems"][0]["code"] == "policy.not_in_effect"
+    assert body["versions"] == [
+        {
+            "version": "1.0.0",
+            "status": "published",
+            "effective_from": "2020-01-01",
+            "effective_to": None,
+        }
+    ]
+
+
+def test_bad_query_is_422(keyed: Server) -> None:
+    body = assert_error(keyed.value(shipment(), as_of="yesterday"), 422, "invalid_request")
+    assert body["problems"][0]["path"] == "query.as_of"
+
+
+def test_body_too_large_is_413(keyed: Server) -> None:
+    facts = shipment(goods=[{"description": "x" * 70_000}])
+    assert_error(keyed.value(facts), 413, "too_large")
+
+
+def test_too_many_shipments_is_422(keyed: Server) -> None:
+    body = json.dumps([shipment()] * 51).encode()
+    response = keyed.request(
+        "POST", "/v1/valuations/batch", KEY_A, params={"policy": "standard"}, content=body
+    )
+    assert_error(response, 422, "too_many_shipments")
+
+
+def test_time_budget_is_503(tmp_path: Path) -> None:
+    server = Server(make_repo(tmp_path), "--time-budget", "0.05")
+    try:
+        # 400 shipments take far longer than a budget of 0.05 s.
+        body = json.dumps([shipment()] * 400).encode()
+        response = server.request(
+            "POST", "/v1/valuations/batch", params={"policy": "standard"}, content=body
+        )
+        assert_error(response, 503, "time_budget")
+        assert int(response.headers["Retry-After"]) >= 1
+    finally:
+        server.stop()
+
+
+def test_unknown_route_is_json_404(keyed: Server) -> None:
+    assert_error(keyed.request("GET", "/v2/nothing", KEY_A), 404, "not_found")
+
+
+# --- access -------------------------------------------------------------------------
+
+
+def test_keys_are_required(keyed: Server) -> None:
+    response = keyed.value(shipment(), key=None)
+    assert_error(response, 401, "unauthorized")
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert_error(keyed.value(shipment(), key="not-a-key-at-all-000"), 401, "unauthorized")
+    response = keyed.request("GET", "/v1/packs", headers={"X-API-Key": KEY_A})
+    assert response.status_code == 200
+
+
+def test_a_tenant_sees_only_its_packs(keyed: Server) -> None:
+    listed = keyed.request("GET", "/v1/packs", KEY_A).json()
+    assert [p["id"] for p in listed["packs"]] == ["standard"]
+    # Insurer B's pack answers exactly as a pack that does not exist.
+    theirs = assert_error(keyed.value(shipment(), key=KEY_A, policy="acme"), 404, "no_policy")
+    missing = assert_error(keyed.value(shipment(), key=KEY_A, policy="zzz"), 404, "no_policy")
+    assert (
+        theirs["problems"][0]["message"].replace("acme", "zzz")
+        == (missing["problems"][0]["message"])
+    )
+    assert_error(keyed.request("GET", "/v1/packs/acme", KEY_A), 404, "no_policy")
+    assert_error(keyed.request("GET", "/v1/packs/acme/1.0.0", KEY_A), 404, "no_policy")
+    batch = keyed.request(
+        "POST", "/v1/valuations/batch", KEY_A, params={"policy": "acme"}, content=b"[]"
+    )
+    assert_error(batch, 404, "no_policy")
+    # B values with its own pack: margin = (1000.10 + 100.05) x 0.20 = 220.03
+    # TIV = 1000.10 + 100.05 + 220.03 = 1320.18
+    own = keyed.value(shipment(), key=KEY_B, policy="acme")
+    assert own.json()["total_insured_value"] == "1320.18"
+
+
+@pytest.mark.skipif(not _has_audit(), reason="this build has no audit log")
+def test_audit_records_are_tenant_isolated(keyed: Server) -> None:
+    result = keyed.value(shipment(), key=KEY_B, policy="acme").json()
+    record_id = result["audit_id"]
+    assert record_id
+    record = keyed.request("GET", f"/v1/audit/{record_id}", KEY_B)
+    assert record.status_code == 200, record.text
+    assert record.json()["result"]["total_insured_value"] == "1320.18"
+    assert_error(keyed.request("GET", f"/v1/audit/{record_id}", KEY_A), 404, "not_found")
+    assert_error(keyed.request("GET", "/v1/audit/last", KEY_B), 404, "not_found")
+    unknown = "00000000-0000-0000-0000-000000000000"
+    assert_error(keyed.request("GET", f"/v1/audit/{unknown}", KEY_B), 404, "not_found")
+
+
+def test_admin_and_metrics_need_their_roles(keyed: Server) -> None:
+    assert_error(keyed.request("POST", "/v1/admin/reload", KEY_A), 403, "forbidden")
+    assert_error(keyed.request("GET", "/metrics", KEY_A), 403, "forbidden")
+
+
+def test_no_keys_means_loopback_only(open_server: Server, tmp_path: Path) -> None:
+    assert "listening on loopback only" in open_server.log()
+    proc = subprocess.run(
+        [*TIV, "--rules", str(open_server.root), "serve", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 64
+    assert "refusing to listen on 0.0.0.0 with no API keys" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # Open means open: no key needed, on loopback.
+    assert open_server.value(shipment(), key=None).status_code == 200
+
+
+# --- rules --------------------------------------------------------------------------
+
+
+def test_pack_version_text_and_sha256(keyed: Server) -> None:
+    data = keyed.request("GET", "/v1/packs/standard/1.0.0", KEY_A).json()
+    raw = (keyed.root / "policies/standard/1.0.0.yaml").read_bytes()
+    assert data["yaml"].encode("utf-8") == raw
+    import hashlib
+
+    assert data["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert data["effective_from"] == "2020-01-01"
+    versions = keyed.request("GET", "/v1/packs/standard", KEY_A).json()["versions"]
+    assert [v["version"] for v in versions] == ["1.0.0"]
+
+
+def test_country_rules_listed_with_windows(keyed: Server) -> None:
+    data = keyed.request("GET", "/v1/countries", KEY_B).json()
+    rules = load_rules(keyed.root)
+    expected = {
+        (c.id, c.version, c.effective_from.isoformat())
+        for versions in getattr(rules, "duty_rules", {}).values()
+        for c in versions
+    }
+    listed = {
+        (v["id"], v["version"], v["effective_from"])
+        for country in data["countries"]
+        for v in country["versions"]
+    }
+    assert listed == expected
+
+
+def test_metrics(keyed: Server) -> None:
+    keyed.value(shipment())
+    keyed.value(shipment(invoice={"amount": "-1"}))
+    text = keyed.request("GET", "/metrics", KEY_ADMIN).text
+    samples = list(parse(text))
+    valued = [v for n, labels, v in samples if n == "tiv_valuations_total"]
+    assert sum(valued) >= 1
+    errors = {labels["class"]: v for n, labels, v in samples if n == "tiv_errors_total"}
+    assert errors["invalid_facts"] >= 1
+    packs = {(lb["pack"], lb["version"]) for n, lb, _ in samples if n == "tiv_pack_version_info"}
+    assert {("standard", "1.0.0"), ("acme", "1.0.0")} <= packs
+    buckets = [
+        (lb["le"], v)
+        for n, lb, v in samples
+        if n == "tiv_http_request_duration_seconds_bucket" and lb["route"] == "/v1/valuations"
+    ]
+    counts = [v for _, v in buckets]
+    assert buckets[-1][0] == "+Inf" and counts == sorted(counts) and counts[-1] >= 2
+
+
+def test_health_ready_openapi_docs(keyed: Server) -> None:
+    assert keyed.request("GET", "/healthz").json() == {"status": "ok"}
+    ready = keyed.request("GET", "/readyz").json()
+    assert ready["status"] == "ready" and len(ready["rules_id"]) == 16
+    spec = keyed.request("GET", "/openapi.json").json()
+    assert {"/v1/valuations", "/v1/valuations/batch", "/v1/admin/reload"} <= set(spec["paths"])
+    schemas = spec["components"]["schemas"]
+    assert set(schemas["Valuation"]["properties"]) == set(Valuation.model_fields)
+    assert "charges" in schemas["Shipment"]["properties"]
+    body = spec["paths"]["/v1/valuations"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Shipment"
+    }
+    assert "swagger" in keyed.request("GET", "/docs").text.lower()
+
+
+# --- reload -------------------------------------------------------------------------
+
+
+def test_reload_refuses_broken_rules_and_keeps_serving(keyed: Server) -> None:
+    before = keyed.request("GET", "/readyz").json()["rules_id"]
+    broken = keyed.root / "policies/acme/1.1.0.yaml"
+    broken.write_text(
+        ACME.replace("version: 1.0.0", "version: 1.1.0").replace(
+            "tiv: round(", "tiv: round(nonsense + "
+        ),
+        encoding="utf-8",
+    )
+    try:
+        response = keyed.request("POST", "/v1/admin/reload", KEY_ADMIN)
+        body = assert_error(response, 422, "invalid_rules")
+        assert any(p.get("file") == "policies/acme/1.1.0.yaml" for p in body["problems"])
+        assert body["rules_id"] == before
+        # The old rules keep serving.
+        served = keyed.value(shipment())
+        assert served.status_code == 200
+        assert served.headers["Tiv-Rules-Id"] == before
+    finally:
+        broken.unlink()
+    # A valid change is swapped in: a draft version of acme.
+    draft = keyed.root / "policies/acme/1.1.0.yaml"
+    draft.write_text(
+        ACME.replace("version: 1.0.0", "version: 1.1.0").replace("published", "draft"),
+        encoding="utf-8",
+    )
+    response = keyed.request("POST", "/v1/admin/reload", KEY_ADMIN)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["previous_rules_id"] == before and data["changed"]
+    after = keyed.value(shipment(), key=KEY_B, policy="acme@1.1.0", allow_draft="true")
+    assert after.status_code == 200 and after.headers["Tiv-Rules-Id"] == data["rules_id"]
+
+
+def test_reload_refuses_a_changed_published_file(keyed: Server) -> None:
+    pytest.importorskip("engine.lock")
+    pack = keyed.root / "policies/acme/1.0.0.yaml"
+    original = pack.read_text(encoding="utf-8")
+    pack.write_text(original.replace("margin_rate: 0.20", "margin_rate: 0.25"), encoding="utf-8")
+    try:
+        body = assert_error(
+            keyed.request("POST", "/v1/admin/reload", KEY_ADMIN), 422, "invalid_rules"
+        )
+        assert "lock.immutable" in {p["code"] for p in body["problems"]}
+        assert (
+            keyed.value(shipment(), key=KEY_B, policy="acme").json()["total_insured_value"]
+            == "1320.18"
+        )
+    finally:
+        pack.write_text(original, encoding="utf-8")
+
+
+def test_watch_reloads_on_file_change(open_server: Server) -> None:
+    before = open_server.request("GET", "/readyz").json()["rules_id"]
+    draft = open_server.root / "policies/acme/1.2.0.yaml"
+    draft.write_text(
+        ACME.replace("version: 1.0.0", "version: 1.2.0").replace("published", "draft"),
+        encoding="utf-8",
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = open_server.request("GET", "/readyz").json()["rules_id"]
+        if now != before:
+            break
+        time.sleep(0.1)
+    assert now != before
+    versions = open_server.request("GET", "/v1/packs/acme").json()["versions"]
+    assert [v["version"] for v in versions] == ["1.0.0", "1.2.0"]
+
+
+def test_in_flight_requests_keep_their_rules(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    state = RulesState(root)
+    held = state.current  # what a request took when it started
+    pack = root / "policies/acme/1.0.0.yaml"
+    pack.write_text(pack.read_text().replace("margin_rate: 0.20", "margin_rate: 0.30"))
+    relock(root)
+    outcome = state.reload()
+    assert outcome.changed and state.current is not held
+    from engine import value
+
+    # The request holding the old snapshot still values at 20%: TIV 1320.18 (see above);
+    # new requests at 30%: margin = 1100.15 x 0.30 = 330.045; TIV = 1430.195 -> 1430.20
+    old = value(held.rules, shipment(), policy="acme")
+    new = value(state.current.rules, shipment(), policy="acme")
+    assert (old.total_insured_value, new.total_insured_value) == ("1320.18", "1430.20")
+
+
+def test_several_worker_processes(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    server = Server(root, "--workers", "2")
+    try:
+        results = {
+            server.value(shipment(), key=None).json()["total_insured_value"] for _ in range(6)
+        }
+        assert results == {"1210.17"}
+        assert "watching the rules every 2 s" in server.log()
+    finally:
+        server.stop()

@@ -1,0 +1,204 @@
+"""Published versions never change: `rules.lock` records the bytes of every file that values.
+
+In: the rule repository's root and its loaded `RuleSet`. Out: `check_lock` lists every
+`Problem` between the lock and the files (a published file whose bytes changed, a
+published file not yet locked, a locked file that is gone); `write_lock` records the
+current files, refusing to re-record a changed or deleted published file unless forced.
+
+Locked: every rule file whose status is `published` (policy packs, country rule files)
+and the reference data under `rules/reference/`, which has no status but changes figures
+(minor units decide rounding). Drafts are free to change and are never locked.
+
+The format is the one `sha256sum` writes, so a reviewer can check it with no tiv at all
+(`sha256sum -c rules.lock` from the repository root): comment lines start with `#`; every
+other line is the lowercase hex sha256 of the file's bytes, two spaces, and its
+POSIX path relative to the root. Lines are sorted by path, one per file, with a final
+newline, so the file is stable and its diffs read line by line.
+
+A published file that changed is reported on every `tiv validate` until its bytes are
+restored: the fix is a new version (copy the file to the next version number), because
+audit records cite the sha256 of the bytes that valued. Reference data may change (ISO
+lists do); `tiv lock` then records it, a deliberate, reviewed step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import Location, Problem, RulesError
+from engine.ruleset import RuleFile, RuleSet
+
+LOCK_FILE = "rules.lock"
+REFERENCE_FOLDER = "rules/reference/"
+
+_LINE = re.compile(r"([0-9a-f]{64})  (\S(?:.*\S)?)")
+_HEADER = """\
+# rules.lock: the sha256 of every published rule file and of the reference data.
+# Written by `tiv lock`, checked by `tiv validate`. Published versions are immutable:
+# to change one, copy it to a new version. Check by hand with `sha256sum -c rules.lock`.
+"""
+
+
+@dataclass(frozen=True)
+class LockChanges:
+    """What `write_lock` did: paths added, re-recorded and dropped."""
+
+    added: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    forced: tuple[str, ...] = field(default=())  # published files re-recorded by force
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+
+def lockable(file: RuleFile) -> bool:
+    """A file whose bytes decide figures for good: published, or reference data."""
+    return file.status == "published" or (
+        file.status is None and file.path.startswith(REFERENCE_FOLDER)
+    )
+
+
+def read_lock(root: Path) -> tuple[dict[str, str] | None, list[Problem]]:
+    """`path -> sha256` from root/rules.lock; None when there is no lock file."""
+    path = Path(root) / LOCK_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, []
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return {}, [Problem("lock.unreadable", f"cannot read {LOCK_FILE}: {reason}", _at(0))]
+    entries: dict[str, str] = {}
+    problems: list[Problem] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        match = _LINE.fullmatch(line)
+        if match is None:
+            problems.append(
+                Problem(
+                    "lock.syntax",
+                    "expected `<sha256>  <path>` (64 hex digits, two spaces, a path); "
+                    "run tiv lock to rewrite the file",
+                    _at(number),
+                )
+            )
+            continue
+        digest, name = match.groups()
+        if name in entries:
+            problems.append(
+                Problem("lock.duplicate", f"{name} is listed twice; keep one line", _at(number))
+            )
+            continue
+        entries[name] = digest
+    return entries, problems
+
+
+def check_lock(root: Path, rules: RuleSet) -> list[Problem]:
+    """Every disagreement between rules.lock and the repository's files, located by file."""
+    locked, problems = read_lock(root)
+    if locked is None:
+        if any(lockable(f) for f in rules.files):
+            return [
+                Problem(
+                    "lock.missing",
+                    "the file is missing, so published rule files are not locked; "
+                    "run tiv lock and commit it",
+                    _at(0),
+                )
+            ]
+        return []
+    current = {f.path: f for f in rules.files}
+    for path, digest in sorted(locked.items()):
+        file = current.get(path)
+        if file is None:
+            problems.append(
+                Problem(
+                    "lock.deleted",
+                    "a locked rule file is gone: published versions are never deleted, "
+                    "since audit records cite them; restore it from version control",
+                    Location(path),
+                )
+            )
+        elif file.sha256 != digest:
+            problems.append(_changed(file, digest))
+    for file in rules.files:
+        if lockable(file) and file.path not in locked:
+            what = "published version" if file.status == "published" else "reference file"
+            problems.append(
+                Problem(
+                    "lock.unlocked",
+                    f"this {what} is not in {LOCK_FILE}; run tiv lock to record it",
+                    Location(file.path),
+                )
+            )
+    return problems
+
+
+def _changed(file: RuleFile, digest: str) -> Problem:
+    shas = f"sha256 {file.sha256[:12]}…, locked {digest[:12]}…"
+    if file.path.startswith(REFERENCE_FOLDER) and file.status is None:
+        return Problem(
+            "lock.reference_changed",
+            f"reference data changed since it was locked ({shas}); figures may change: "
+            "review the change, then run tiv lock to record it",
+            Location(file.path),
+        )
+    now = "now a draft, " if file.status == "draft" else ""
+    return Problem(
+        "lock.immutable",
+        f"published versions are immutable: copy to a new version ({now}{shas}); "
+        "restore this file from version control",
+        Location(file.path),
+    )
+
+
+def write_lock(root: Path, rules: RuleSet, *, force: bool = False) -> LockChanges:
+    """Record every lockable file of `rules` in root/rules.lock, atomically.
+
+    Raises RulesError, writing nothing, when a locked published file changed or is gone
+    (the lock exists to stop that), unless `force`; the forced paths are then reported.
+    """
+    locked, _ = read_lock(root)
+    locked = locked or {}
+    # Includes a locked published file turned back into a draft: its bytes changed too.
+    refused = [p for p in check_lock(root, rules) if p.code in ("lock.immutable", "lock.deleted")]
+    if refused and not force:
+        raise RulesError(refused)
+    forced = tuple(p.location.file for p in refused)
+    entries = {f.path: f.sha256 for f in rules.files if lockable(f)}
+    added = tuple(sorted(p for p in entries if p not in locked))
+    updated = tuple(sorted(p for p in entries if p in locked and locked[p] != entries[p]))
+    removed = tuple(sorted(p for p in locked if p not in entries))
+    _write(Path(root) / LOCK_FILE, entries.items())
+    return LockChanges(added, updated, removed, forced)
+
+
+def render_lock(entries: Iterable[tuple[str, str]]) -> str:
+    lines = [f"{digest}  {path}" for path, digest in sorted(entries)]
+    return _HEADER + "".join(line + "\n" for line in lines)
+
+
+def _write(target: Path, entries: Iterable[tuple[str, str]]) -> None:
+    text = render_lock(entries)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _at(line: int) -> Location:
+    return Location(LOCK_FILE, line)

@@ -484,8 +484,10 @@ def csv_header(components: Sequence[str]) -> list[str]:
 def _open_audit(path: str | None) -> Any:
     if path is None:
         return None
-    from engine.audit import AuditError, AuditLog
-
+    try:
+        from engine.audit import AuditError, AuditLog
+    except ImportError:
+        raise BatchError("--audit: this build of tiv has no audit log") from None
     try:
         return AuditLog(Path(path))
     except AuditError as error:

@@ -267,3 +267,20 @@ def test_unknown_policy_fails_before_any_row(tmp_path: Path, policy: str) -> Non
     proc = tiv("batch", str(source), "--policy", policy, "-o", str(out))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_audit_records_every_valued_row(tmp_path: Path) -> None:
+    audit = pytest.importorskip("engine.audit")
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, 12, bad={4: "{}"})
+    out = tmp_path / "out.jsonl"
+    store = tmp_path / "audit.sqlite"
+    options = BatchOptions(input=source, output=out, policy="standard", workers=2, audit=store)
+    summary = run_batch(ROOT, options)
+    assert (summary.rows, summary.failed) == (12, 1)
+    ids = [r["valuation"]["audit_id"] for r in read_jsonl(out) if "valuation" in r]
+    log = audit.AuditLog(store)
+    # Two processes wrote to one store: one record per valued row, one unbroken chain.
+    assert len(ids) == len(set(ids)) == len(log) == 11
+    assert log.verify().ok
+    assert log.get(ids[0]).result["total_insured_value"] == expected_tiv(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from engine.errors import RulesError
 
 def cmd_value(args: argparse.Namespace) -> int:
     from engine import render_text, value
+    from engine.audit import AuditError
 
     rules = load(args)
     path = Path(args.file)
@@ -21,13 +23,35 @@ def cmd_value(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.file}: no such file")
     facts: Any = sys.stdin.read() if args.file == "-" else path
     policy = args.policy or _only_pack(rules)
-    result = value(rules, facts, policy=policy, as_of=args.as_of, allow_draft=args.allow_draft)
+    audit = _audit_log(args.audit if args.audit is not None else os.environ.get("TIV_AUDIT"))
+    try:
+        result = value(
+            rules, facts, policy=policy, as_of=args.as_of, allow_draft=args.allow_draft, audit=audit
+        )
+    except AuditError as exc:
+        # Recording was asked for: a valuation that could not be recorded is not given out.
+        print(f"tiv: not recorded, so not valued: {exc}", file=sys.stderr)
+        return exc.exit_code
     if args.format == "json":
         text = json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
     else:
         text = render_text(result)
+        if result.audit_id:
+            text += f"Audit record: {result.audit_id}\n"
     emit(text, args.output)
     return 0
+
+
+def _audit_log(path: str | None) -> Any:
+    """The audit store to record in; `--audit ""` turns off a TIV_AUDIT default."""
+    from engine.audit import AuditError, AuditLog
+
+    if not path:
+        return None
+    try:
+        return AuditLog(path)
+    except AuditError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _only_pack(rules: Any) -> str:
@@ -40,6 +64,7 @@ def _only_pack(rules: Any) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from engine import load_rules, run_examples
+    from engine.lock import LOCK_FILE, check_lock
 
     root = rules_root(args)
     wanted = [_relative(root, p) for p in args.paths]
@@ -61,6 +86,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return RulesError.exit_code
+    # Published versions are immutable: rules.lock holds the bytes they were published with.
+    locked = [
+        p
+        for p in check_lock(root, rules)
+        if not wanted or _selected(p.location.file, [*wanted, LOCK_FILE])
+    ]
+    for item in locked:
+        print(item, file=sys.stderr)
+    if locked:
+        print(f"tiv: {len(locked)} problem(s) with {LOCK_FILE}", file=sys.stderr)
     selected_packs = [
         p.ref
         for versions in [*rules.packs.values(), *rules.duty_rules.values()]
@@ -76,6 +111,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             )
     if failures:
         print(f"tiv: {len(failures)} example(s) do not hold", file=sys.stderr)
+    if failures or locked:
         return RulesError.exit_code
     files = [f for f in rules.files if _selected(f.path, wanted)]
     versions = sum(len(v) for v in rules.packs.values())
@@ -170,6 +206,12 @@ def register(verbs: Any) -> None:
         help="let a draft version value (the result names the version)",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically), not stdout")
+    p.add_argument(
+        "--audit",
+        metavar="PATH",
+        help="record the valuation in this audit store (SQLite; created if absent); "
+        'default $TIV_AUDIT; --audit "" records nothing',
+    )
     p.set_defaults(func=cmd_value)
 
     p = verbs.add_parser(

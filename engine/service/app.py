@@ -434,7 +434,8 @@ class Service:
 
     async def in_thread(self, func: Callable[[], T], deadline: float) -> T:
         """Run `func` in the valuation pool; 503 if the request's budget runs out first."""
-        assert self.limiter is not None
+        if self.limiter is None:  # the app was run without its lifespan (a bare ASGI test)
+            self.limiter = anyio.CapacityLimiter(self.settings.threads)
         remaining = deadline - time.monotonic()
         try:
             if remaining <= 0:

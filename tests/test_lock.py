@@ -1,0 +1,194 @@
+"""rules.lock: published versions are immutable, drafts are free, and validate says which file."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import RulesError, load_rules
+from engine.lock import LOCK_FILE, check_lock, read_lock, write_lock
+from tests.conftest import ROOT
+
+PACK = "policies/standard/1.0.0.yaml"
+DRAFT = "policies/standard/1.1.0.yaml"
+
+
+def make_repo(tmp_path: Path, *, draft: bool = True) -> Path:
+    """A copy of the shipped rule repository with only the standard pack (others may
+    extend it), and a draft 1.1.0 of it."""
+    root = tmp_path / "repo"
+    for folder in ("policies", "rules", "examples"):
+        shutil.copytree(ROOT / folder, root / folder)
+    for pack in (root / "policies").iterdir():
+        if pack.name != "standard":
+            shutil.rmtree(pack)
+    (root / LOCK_FILE).unlink(missing_ok=True)
+    if draft:
+        (root / DRAFT).write_text(_draft_text())
+    return root
+
+
+def _draft_text() -> str:
+    text = (ROOT / PACK).read_text()
+    for old, new in (
+        ("version: 1.0.0", "version: 1.1.0"),
+        ("status: published", "status: draft"),
+    ):
+        assert old in text
+        text = text.replace(old, new, 1)
+    return text
+
+
+def tiv(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", "--rules", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+    )
+
+
+def codes(problems: list) -> list[tuple[str, str]]:
+    return [(p.code, p.location.file) for p in problems]
+
+
+def test_lock_lists_published_and_reference_files_in_sha256sum_form(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    rules = load_rules(root)
+    changes = write_lock(root, rules)
+    text = (root / LOCK_FILE).read_text()
+    entries = [line.split("  ") for line in text.splitlines() if not line.startswith("#")]
+    paths = [path for _, path in entries]
+    # Every published file and every reference file, sorted by path; the draft is not there.
+    expected = sorted(
+        f.path
+        for f in rules.files
+        if f.status == "published" or f.path.startswith("rules/reference/")
+    )
+    assert paths == expected and DRAFT not in paths and PACK in paths
+    assert "rules/reference/currencies.yaml" in paths
+    assert list(changes.added) == expected
+    for digest, path in entries:
+        assert digest == hashlib.sha256((root / path).read_bytes()).hexdigest()
+    assert text.endswith("\n")
+    # Writing again changes nothing, byte for byte: the format is stable.
+    assert not write_lock(root, rules).changed
+    assert (root / LOCK_FILE).read_text() == text
+    assert check_lock(root, rules) == []
+    # The file is what sha256sum writes, so a reviewer can check it without tiv.
+    if shutil.which("sha256sum"):
+        check = subprocess.run(["sha256sum", "-c", LOCK_FILE], cwd=root, capture_output=True)
+        assert check.returncode == 0, check.stdout
+
+
+def test_a_changed_published_file_fails_validate_naming_it(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    write_lock(root, load_rules(root))
+    pack = root / PACK
+    pack.write_text(pack.read_text().replace("value: 0.10", "value: 0.11"))
+    problems = check_lock(root, load_rules(root))
+    assert codes(problems) == [("lock.immutable", PACK)]
+    assert "published versions are immutable: copy to a new version" in problems[0].message
+
+    proc = tiv(root, "validate")
+    assert proc.returncode == 3
+    assert f"{PACK}: published versions are immutable: copy to a new version" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    # `tiv lock` refuses to bless the change and leaves the lock as it was.
+    before = (root / LOCK_FILE).read_text()
+    proc = tiv(root, "lock")
+    assert proc.returncode == 3 and PACK in proc.stderr and "immutable" in proc.stderr
+    assert (root / LOCK_FILE).read_text() == before
+    with pytest.raises(RulesError):
+        write_lock(root, load_rules(root))
+
+
+def test_a_new_published_file_is_reported_until_locked(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    write_lock(root, load_rules(root))
+    pack = root / PACK
+    other = root / "policies/other/1.0.0.yaml"
+    other.parent.mkdir()
+    other.write_text(pack.read_text().replace("id: standard", "id: other"))
+    problems = check_lock(root, load_rules(root))
+    assert codes(problems) == [("lock.unlocked", "policies/other/1.0.0.yaml")]
+    assert "run tiv lock" in problems[0].message
+
+    proc = tiv(root, "validate")
+    assert proc.returncode == 3 and "policies/other/1.0.0.yaml: this published version" in (
+        proc.stderr
+    )
+    proc = tiv(root, "lock")
+    assert proc.returncode == 0 and "1 added (policies/other/1.0.0.yaml)" in proc.stdout
+    assert tiv(root, "validate").returncode == 0
+
+
+def test_drafts_are_free_to_change(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    write_lock(root, load_rules(root))
+    draft = root / DRAFT
+    draft.write_text(draft.read_text().replace("value: 0.10", "value: 0.12"))
+    assert check_lock(root, load_rules(root)) == []
+    assert DRAFT not in (read_lock(root)[0] or {})
+
+
+def test_unpublishing_a_published_version_is_a_change_too(tmp_path: Path) -> None:
+    root = make_repo(tmp_path, draft=False)
+    write_lock(root, load_rules(root))
+    pack = root / PACK
+    pack.write_text(pack.read_text().replace("status: published", "status: draft"))
+    problems = check_lock(root, load_rules(root))
+    assert codes(problems) == [("lock.immutable", PACK)]
+    assert "now a draft" in problems[0].message
+
+
+def test_a_deleted_published_file_is_reported(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    write_lock(root, load_rules(root))
+    country = next(p for p in (root / "rules/countries").rglob("*.yaml"))
+    relative = country.relative_to(root).as_posix()
+    locked = read_lock(root)[0] or {}
+    assert relative in locked
+    country.unlink()
+    try:
+        rules = load_rules(root)
+    except RulesError:
+        pytest.skip("the remaining country files need the one removed")
+    problems = check_lock(root, rules)
+    assert ("lock.deleted", relative) in codes(problems)
+    # Forcing drops it from the lock, and says so.
+    changes = write_lock(root, rules, force=True)
+    assert relative in changes.removed and relative in changes.forced
+
+
+def test_reference_data_changes_are_reported_then_recorded_by_tiv_lock(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    write_lock(root, load_rules(root))
+    currencies = root / "rules/reference/currencies.yaml"
+    currencies.write_text(currencies.read_text() + "# checked again\n")
+    problems = check_lock(root, load_rules(root))
+    assert codes(problems) == [("lock.reference_changed", "rules/reference/currencies.yaml")]
+    changes = write_lock(root, load_rules(root))  # no force needed: reference data evolves
+    assert changes.updated == ("rules/reference/currencies.yaml",)
+    assert check_lock(root, load_rules(root)) == []
+
+
+def test_no_lock_and_a_malformed_lock_are_reported_with_their_line(tmp_path: Path) -> None:
+    root = make_repo(tmp_path)
+    rules = load_rules(root)
+    assert codes(check_lock(root, rules)) == [("lock.missing", LOCK_FILE)]
+    write_lock(root, rules)
+    lock = root / LOCK_FILE
+    lines = lock.read_text().splitlines()
+    lines[4] = "not a sha  " + lines[4].split("  ")[1]
+    lock.write_text("\n".join(lines) + "\n")
+    problems = check_lock(root, rules)
+    assert problems[0].code == "lock.syntax" and problems[0].location.line == 5
+    # The file whose line is unreadable is then unlocked: both are said.
+    assert problems[1].code == "lock.unlocked"

@@ -60,6 +60,7 @@ class Reason(_Out):
     rule: str
     reason: str
     source: str
+    citation: str | None = Field(None, description="the regulation or page the rule applies")
     subjects: list[str] = Field(description="what matched: shipment, charges[1], goods[0]")
 
 
@@ -68,6 +69,7 @@ class Flag(_Out):
     rule: str
     reason: str
     source: str
+    citation: str | None = None
     subjects: list[str]
 
 

@@ -89,6 +89,7 @@ class CompiledRule:
     when: str
     condition: Condition
     where: Location
+    citation: str | None = None  # the rule's `source:`, the regulation it applies
 
 
 @dataclass(frozen=True)
@@ -561,7 +562,16 @@ def _compile_rules(
         )
         rules.append(
             CompiledRule(
-                rule.id, scope, phase, effect, rule.flag, rule.reason, rule.when, condition, where
+                rule.id,
+                scope,
+                phase,
+                effect,
+                rule.flag,
+                rule.reason,
+                rule.when,
+                condition,
+                where,
+                rule.source,
             )
         )
     return rules

@@ -502,6 +502,7 @@ def _decide(
                     rule=rule.id,
                     reason=rule.reason,
                     source=rule.where.source,
+                    citation=rule.citation,
                     subjects=matched,
                 )
             )
@@ -512,6 +513,7 @@ def _decide(
                     rule=rule.id,  # type: ignore[arg-type]
                     reason=rule.reason,
                     source=rule.where.source,
+                    citation=rule.citation,
                     subjects=matched,
                 )
             )

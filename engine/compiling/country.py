@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.compiling.expressions import parse
 from engine.compiling.formulas import BUILTINS, NUMBER, Formula, Symbol, compile_formula
+from engine.compiling.versioned import EffectiveWindow
 from engine.errors import Location, Problem
 from engine.loading.yamlfile import LoadedYaml
 from engine.schema.models import (
@@ -55,7 +56,7 @@ class CountryExampleCase:
 
 
 @dataclass(frozen=True)
-class CompiledCountry:
+class CompiledCountry(EffectiveWindow):
     id: str
     version: str
     status: str
@@ -75,17 +76,6 @@ class CompiledCountry:
     de_minimis: tuple[Located, ...]  # DeMinimis, in file order
     examples: tuple[CountryExampleCase, ...]
     where: Location
-
-    @property
-    def ref(self) -> str:
-        return f"{self.id}@{self.version}"
-
-    def in_effect(self, day: datetime.date) -> bool:
-        return self.effective_from <= day and (self.effective_to is None or day < self.effective_to)
-
-    def window(self) -> str:
-        end = self.effective_to.isoformat() if self.effective_to else "open-ended"
-        return f"{self.effective_from.isoformat()} to {end}"
 
     def rate_for(self, hs_code: str | None) -> Located | None:
         """The longest prefix of `hs_code` the file lists, else None (the default applies)."""

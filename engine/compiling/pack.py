@@ -40,6 +40,7 @@ from engine.compiling.formulas import (
     Symbol,
     compile_formula,
 )
+from engine.compiling.versioned import EffectiveWindow
 from engine.errors import Location, Problem
 from engine.evaluating.matcher import MatchRuleset
 from engine.loading.yamlfile import LoadedYaml
@@ -158,7 +159,7 @@ class FileRef:
 
 
 @dataclass(frozen=True)
-class CompiledPack:
+class CompiledPack(EffectiveWindow):
     id: str
     version: str
     status: str
@@ -182,17 +183,6 @@ class CompiledPack:
     functions_used: tuple[tuple[str, str], ...]  # custom functions (name, version)
     examples: tuple[CompiledExample, ...]
     where: Location
-
-    @property
-    def ref(self) -> str:
-        return f"{self.id}@{self.version}"
-
-    def in_effect(self, day: datetime.date) -> bool:
-        return self.effective_from <= day and (self.effective_to is None or day < self.effective_to)
-
-    def window(self) -> str:
-        end = self.effective_to.isoformat() if self.effective_to else "open-ended"
-        return f"{self.effective_from.isoformat()} to {end}"
 
 
 @dataclass

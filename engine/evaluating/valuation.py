@@ -29,6 +29,7 @@ from engine.compiling.formulas import (
     GAP,
     MISSING,
     SHIPMENT_FX,
+    Formula,
     GapValue,
     MissingValue,
     TableGap,
@@ -108,18 +109,7 @@ def _evaluate(
         _count_charges(pack, env, excluded, places, tracer)
         values = env.shipment
         values.update(pack.parameters)
-        gaps: list[Reason] = []
-        for name, formula in pack.formulas:
-            values[name] = _run_formula(name, formula, values, pack, gaps)
-            if tracer.enabled:
-                inputs = {
-                    n: values[n]
-                    for n in formula.names
-                    if values.get(n, MISSING) not in (MISSING, GAP)
-                }
-                tracer.step(
-                    "formula", name, formula.text, inputs, values[name], formula.where.source
-                )
+        gaps = _run_formulas(pack.formulas, "formula", values, pack, tracer)
 
         reasons, flags = _decide(pack, env, matcher, by_id, tracer)
         reasons = gaps + reasons
@@ -239,16 +229,7 @@ def settle(
                 "loss.gross_damaged_value": _given(loss.gross_damaged_value),
             }
         )
-        gaps: list[Reason] = []
-        for name, formula in claims.formulas:
-            values[name] = _run_formula(name, formula, values, pack, gaps)
-            if tracer.enabled:
-                inputs = {
-                    n: values[n]
-                    for n in formula.names
-                    if values.get(n, MISSING) not in (MISSING, GAP)
-                }
-                tracer.step("claim", name, formula.text, inputs, values[name], formula.where.source)
+        gaps = _run_formulas(claims.formulas, "claim", values, pack, tracer)
         names = [claims.result.indemnity, *claims.result.components]
         if gaps or any(values[name] is GAP for name in names):
             raise EvaluationError(
@@ -382,6 +363,25 @@ def _count_charges(
                 pack.charge_sources[kind].source,
             )
     env.shipment.update(sums)
+
+
+def _run_formulas(
+    formulas: tuple[tuple[str, Formula], ...],
+    kind: str,
+    values: dict[str, Any],
+    pack: CompiledPack,
+    tracer: Tracer,
+) -> list[Reason]:
+    """Run formulas top to bottom into `values`, tracing each; returns the gap referrals."""
+    gaps: list[Reason] = []
+    for name, formula in formulas:
+        values[name] = _run_formula(name, formula, values, pack, gaps)
+        if tracer.enabled:
+            inputs = {
+                n: values[n] for n in formula.names if values.get(n, MISSING) not in (MISSING, GAP)
+            }
+            tracer.step(kind, name, formula.text, inputs, values[name], formula.where.source)
+    return gaps
 
 
 def _run_formula(

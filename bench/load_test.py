@@ -1,7 +1,7 @@
 """A bounded load test of `tiv serve` over loopback: throughput and p50/p99 latency.
 
     .venv/bin/python bench/load_test.py [--requests 2000] [--batches 100] [--batch-size 50]
-                                        [--concurrency 8] [--duration 60] [--workers 1]
+                                        [--concurrency 8] [--duration 60] [--workers 1] [--audit]
 
 Starts its own server on a free 127.0.0.1 port (open mode, loopback only), sends a fixed
 number of single-shipment requests and then of batch requests from `--concurrency`
@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -38,9 +39,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_server(port: int, workers: int, audit: Path | None) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "engine.cli", "--rules", str(ROOT), "serve"]
     command += ["--host", HOST, "--port", str(port), "--workers", str(workers)]
+    command += ["--audit", str(audit)] if audit else []
     command += ["--no-access-log", "--log-level", "warning", "--max-batch", "1000"]
     server = subprocess.Popen(command, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -117,6 +119,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="client threads")
     parser.add_argument("--duration", type=float, default=60.0, help="cap per phase, seconds")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument(
+        "--audit", action="store_true", help="record every valuation in a scratch audit log"
+    )
     args = parser.parse_args()
 
     corpus: list[dict[str, Any]] = list(shipments(500, seed=11))
@@ -126,13 +131,15 @@ def main() -> None:
         for i in range(0, len(corpus) - args.batch_size + 1, args.batch_size)
     ]
     port = free_port()
-    server = start_server(port, args.workers)
+    scratch = tempfile.TemporaryDirectory(prefix="tiv-load-")
+    audit = Path(scratch.name) / "audit.sqlite" if args.audit else None
+    server = start_server(port, args.workers, audit)
     try:
         # Warm up: the first valuations build the matcher's networks.
         run_phase(port, "/v1/valuations?policy=standard&trace=false", singles, 2, 50, 30)
         print(
-            f"server: {args.workers} worker(s), client: {args.concurrency} threads, loopback "
-            f"{HOST}:{port}"
+            f"server: {args.workers} worker(s){', audit log on' if audit else ''}; client: "
+            f"{args.concurrency} threads; loopback {HOST}:{port}"
         )
         for trace in ("true", "false"):
             path = f"/v1/valuations?policy=standard&trace={trace}"
@@ -147,6 +154,7 @@ def main() -> None:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+        scratch.cleanup()
 
 
 if __name__ == "__main__":

@@ -247,16 +247,19 @@ def _value_chunk(chunk: list[tuple[int, str]]) -> list[_Row]:
 def _value_line(number: int, text: str) -> _Row:
     from engine.api import value
 
-    shipment_id = _peek_id(text)
-    if shipment_id is None:
+    facts = _parse(text)
+    if facts is None:
         return _Row(number, "", "", ("", ""), ("", ""), ("", ""), ("", ""), unreadable=True)
+    found = facts.get("id")
+    shipment_id = found if isinstance(found, str) else ""
     outcomes: list[tuple[str, str, str, str, str]] = []
     currency, places = "", 2
     for ref in _STATE["refs"]:
         try:
+            # Parsed once for both versions: a mapping is validated, not parsed again.
             result = value(
                 _STATE["rules"],
-                text,
+                facts,
                 policy=ref,
                 allow_draft=True,
                 matcher=_STATE["matcher"],
@@ -283,16 +286,34 @@ def _value_line(number: int, text: str) -> _Row:
     )  # fmt: skip
 
 
-def _peek_id(text: str) -> str | None:
-    """The shipment id, or None when the line is not a JSON object at all."""
+class _Duplicate(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _Duplicate("duplicate key")
+    return result
+
+
+def _not_finite(text: str) -> Any:
+    raise ValueError(f"{text} is not a number")
+
+
+def _parse(text: str) -> dict[str, Any] | None:
+    """A line's JSON object, numbers exact; None unless it is one, without repeated keys
+    or NaN (which readers disagree on), so such a line is unreadable, not guessed at."""
     try:
-        data = json.loads(text, parse_float=Decimal, parse_int=Decimal)
-    except ValueError:
+        data = json.loads(
+            text,
+            parse_float=Decimal,
+            parse_constant=_not_finite,
+            object_pairs_hook=_no_duplicates,
+        )
+    except (ValueError, RecursionError):
         return None
-    if not isinstance(data, dict):
-        return None
-    found = data.get("id")
-    return found if isinstance(found, str) else ""
+    return data if isinstance(data, dict) else None
 
 
 def _one_line(exc: TivError) -> str:

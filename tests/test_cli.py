@@ -122,11 +122,11 @@ def test_unknown_pack_and_usage_errors() -> None:
 
 def test_output_file_is_written_whole(tmp_path: Path) -> None:
     out = tmp_path / "result.json"
-    proc = tiv("value", SEED, "--format", "json", "-o", str(out))
+    proc = tiv("value", SEED, "--policy", "standard", "--format", "json", "-o", str(out))
     assert proc.returncode == 0 and proc.stdout == ""
     assert json.loads(out.read_text())["total_insured_value"] == "561709.00"
     out.write_text("previous")
-    proc = tiv("value", SEED, "--as-of", "2019-01-01", "-o", str(out))
+    proc = tiv("value", SEED, "--policy", "standard", "--as-of", "2019-01-01", "-o", str(out))
     assert proc.returncode == 2
     assert out.read_text() == "previous"  # a failure leaves the old file untouched
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]  # no temp file left
@@ -147,6 +147,7 @@ def test_rules_list_shows_every_pack_and_country() -> None:
     proc = tiv("rules", "list", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
+    standard = next(row for row in rows if row["kind"] == "policy" and row["id"] == "standard")
     assert {
         "kind": "policy",
         "id": "standard",
@@ -156,7 +157,7 @@ def test_rules_list_shows_every_pack_and_country() -> None:
         "effective_to": None,
     } == {
         k: v
-        for k, v in rows[0].items()
+        for k, v in standard.items()
         if k in ("kind", "id", "version", "status", "effective_from", "effective_to")
     }
     assert any(row["kind"] == "country" and row["id"] == "US" for row in rows)

@@ -539,8 +539,9 @@ def _register_audit(verbs: Any, raw: type[argparse.HelpFormatter]) -> None:
         help="the audit log: verify, show, replay, list",
         formatter_class=raw,
         description="The audit store is one SQLite file; `tiv value --audit PATH` (or "
-        f"${AUDIT_ENV}) records\nevery valuation in it with its facts, result, trace, rule "
-        "files (sha256), engine\nversion and matcher, in a hash chain.",
+        f"${AUDIT_ENV}) records\nevery valuation in it (the library also claims) with its "
+        "facts, result, trace,\nrule files (sha256), engine version and matcher, in a hash "
+        "chain.",
         epilog=f"The store is --audit PATH, else ${AUDIT_ENV}.\n"
         "exit status: verify 1 when the chain is broken; replay 1 when it differs and 3 when\n"
         "the recorded rule files are not available unchanged; show/replay 2 for no such\n"

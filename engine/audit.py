@@ -461,10 +461,15 @@ class AuditLog:
             return int(self._conn().execute("SELECT count(*) FROM records").fetchone()[0])
 
     def get(self, ref: str) -> AuditRecord:
-        """A record by id, by a unique prefix of at least 6 characters, or `last`."""
+        """A record by id, a unique id prefix of 6 characters or more, its seq (up to 5
+        digits, as `tiv audit list` shows it), or `last`."""
         with self._guard("read"):
             conn = self._conn()
-            if ref == "last":
+            if ref.isdigit() and len(ref) < 6:
+                rows = conn.execute(
+                    "SELECT body, hash FROM records WHERE seq = ?", (int(ref),)
+                ).fetchall()
+            elif ref == "last":
                 rows = conn.execute(
                     "SELECT body, hash FROM records ORDER BY seq DESC LIMIT 1"
                 ).fetchall()

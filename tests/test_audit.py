@@ -111,6 +111,7 @@ def test_a_record_holds_facts_result_rules_and_its_place_in_the_chain(
     # A prefix and `last` find records; the model is JSON for the HTTP service.
     assert log.get(first.audit_id[:8]).id == first.audit_id
     assert log.get("last").id == second.audit_id
+    assert log.get("1").id == first.audit_id  # by seq, as `tiv audit list` shows it
     assert json.loads(record.model_dump_json())["seq"] == 2
     with pytest.raises(AuditError) as missing:
         log.get("ffffffff")

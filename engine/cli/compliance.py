@@ -593,7 +593,7 @@ def _register_audit(verbs: Any, raw: type[argparse.HelpFormatter]) -> None:
         help="print a recorded valuation, explained, as it was recorded",
         description="Print a record: the rule files it used (sha256), engine, matcher, masked "
         "fields and the explained valuation. ID is a record id, a unique prefix of at least 6 "
-        "characters, or `last`.",
+        "characters, a seq number (as `tiv audit list` shows), or `last`.",
     )
     q.add_argument("id", metavar="ID")
     store(q)

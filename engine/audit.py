@@ -36,7 +36,6 @@ import json
 import os
 import re
 import sqlite3
-import subprocess
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,6 +47,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import FactsError, TivError, json_path
+from engine.lock import from_git
 from engine.money import plain
 from engine.result import Valuation
 from engine.ruleset import RuleSet
@@ -943,27 +943,7 @@ def _recorded_bytes(root: Path, path: str, sha256: str) -> tuple[bytes | None, s
         if hashlib.sha256(data).hexdigest() == sha256:
             return data, "working tree"
         state = "changed"
-    found = _from_git(root, path, sha256)
+    found = from_git(root, path, sha256)
     if found is not None:
         return found
     return None, state
-
-
-def _from_git(root: Path, path: str, sha256: str) -> tuple[bytes, str] | None:
-    def git(*args: str) -> subprocess.CompletedProcess[bytes] | None:
-        try:
-            return subprocess.run(
-                ["git", "-C", str(root), *args], capture_output=True, timeout=60, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-
-    log = git("log", "--all", "--format=%H", "--", path)
-    if log is None or log.returncode != 0:
-        return None
-    for commit in log.stdout.decode().split():
-        blob = git("cat-file", "blob", f"{commit}:./{path}")
-        ok = blob is not None and blob.returncode == 0
-        if ok and blob is not None and hashlib.sha256(blob.stdout).hexdigest() == sha256:
-            return blob.stdout, f"git {commit[:12]}"
-    return None

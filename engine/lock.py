@@ -17,20 +17,27 @@ newline, so the file is stable and its diffs read line by line.
 
 A published file that changed is reported on every `tiv validate` until its bytes are
 restored: the fix is a new version (copy the file to the next version number), because
-audit records cite the sha256 of the bytes that valued. Reference data may change (ISO
-lists do); `tiv lock` then records it, a deliberate, reviewed step.
+audit records cite the sha256 of the bytes that valued. One change is allowed, because a
+new version could otherwise never follow an open-ended one: adding `effective_to` to a
+published version that had none, with nothing else changed in meaning (checked against
+the locked bytes, found in git history); `tiv lock` records it, and replays of older
+records read the old bytes from git. Reference data may change (ISO lists do); `tiv lock`
+records it too. Both are deliberate, reviewed steps.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import subprocess
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import Location, Problem, RulesError
+from engine.loading.yamlfile import load_yaml
 from engine.ruleset import RuleFile, RuleSet
 
 LOCK_FILE = "rules.lock"
@@ -128,7 +135,7 @@ def check_lock(root: Path, rules: RuleSet) -> list[Problem]:
                 )
             )
         elif file.sha256 != digest:
-            problems.append(_changed(file, digest))
+            problems.append(_changed(file, digest, Path(root)))
     for file in rules.files:
         if lockable(file) and file.path not in locked:
             what = "published version" if file.status == "published" else "reference file"
@@ -142,8 +149,16 @@ def check_lock(root: Path, rules: RuleSet) -> list[Problem]:
     return problems
 
 
-def _changed(file: RuleFile, digest: str) -> Problem:
+def _changed(file: RuleFile, digest: str, root: Path) -> Problem:
     shas = f"sha256 {file.sha256[:12]}…, locked {digest[:12]}…"
+    closed = _window_closed(root, file, digest)
+    if closed is not None:
+        return Problem(
+            "lock.window_closed",
+            f"the only change since it was locked is effective_to: {closed}, which ends an "
+            "open-ended window so a new version can follow; run tiv lock to record it",
+            Location(file.path),
+        )
     if file.path.startswith(REFERENCE_FOLDER) and file.status is None:
         return Problem(
             "lock.reference_changed",
@@ -158,6 +173,51 @@ def _changed(file: RuleFile, digest: str) -> Problem:
         "restore this file from version control",
         Location(file.path),
     )
+
+
+def _window_closed(root: Path, file: RuleFile, digest: str) -> str | None:
+    """The new effective_to, when the locked bytes (from git history) differ from the
+    file's only by an effective_to added to an open-ended published version."""
+    if file.status != "published":
+        return None
+    found = from_git(root, file.path, digest)
+    if found is None:
+        return None
+    try:
+        old = load_yaml(found[0].decode("utf-8"), file.path).data
+        new = load_yaml((root / file.path).read_text(encoding="utf-8"), file.path).data
+    except (RulesError, OSError, UnicodeDecodeError):
+        return None
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return None
+    if old.get("effective_to") is not None or new.get("effective_to") is None:
+        return None
+    rest = {k: v for k, v in new.items() if k != "effective_to"}
+    return str(new["effective_to"]) if rest == old else None
+
+
+def from_git(root: Path, path: str, sha256: str) -> tuple[bytes, str] | None:
+    """The bytes of `path` whose sha256 is `sha256`, from any commit of the repository
+    that holds `root`, and that commit; None without git, a repository or such a version."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[bytes] | None:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    log = git("log", "--all", "--format=%H", "--", path)
+    if log is None or log.returncode != 0:
+        return None
+    for commit in log.stdout.decode().split():
+        blob = git("cat-file", "blob", f"{commit}:./{path}")
+        if blob is None or blob.returncode != 0:
+            continue
+        if hashlib.sha256(blob.stdout).hexdigest() == sha256:
+            return blob.stdout, f"git {commit[:12]}"
+    return None
 
 
 def write_lock(root: Path, rules: RuleSet, *, force: bool = False) -> LockChanges:

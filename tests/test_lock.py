@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -192,3 +193,37 @@ def test_no_lock_and_a_malformed_lock_are_reported_with_their_line(tmp_path: Pat
     assert problems[0].code == "lock.syntax" and problems[0].location.line == 5
     # The file whose line is unreadable is then unlocked: both are said.
     assert problems[1].code == "lock.unlocked"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_closing_an_open_window_is_the_one_change_tiv_lock_records(tmp_path: Path) -> None:
+    root = make_repo(tmp_path, draft=False)
+    write_lock(root, load_rules(root))
+    env = {
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org",
+        "PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
+    }  # fmt: skip
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "published"]):
+        subprocess.run(["git", *args], cwd=root, check=True, env=env, capture_output=True)
+    pack = root / PACK
+    published = pack.read_text()
+    assert "effective_to" not in published
+    # 1.0.0 ends where a published 1.1.0 starts: its window closes, nothing else changes.
+    closed = "effective_from: 2020-01-01\neffective_to: 2027-01-01"
+    pack.write_text(published.replace("effective_from: 2020-01-01", closed))
+    successor = _draft_text().replace("status: draft", "status: published")
+    (root / DRAFT).write_text(
+        successor.replace("effective_from: 2020-01-01", "effective_from: 2027-01-01")
+    )
+    problems = check_lock(root, load_rules(root))
+    assert codes(problems) == [("lock.window_closed", PACK), ("lock.unlocked", DRAFT)]
+    assert "effective_to: 2027-01-01" in problems[0].message
+    changes = write_lock(root, load_rules(root))  # no force needed
+    assert changes.updated == (PACK,) and changes.added == (DRAFT,) and not changes.forced
+    assert check_lock(root, load_rules(root)) == []
+
+    # Closing the window and changing a figure is not allowed.
+    subprocess.run(["git", "commit", "-qam", "closed"], cwd=root, check=True, env=env)
+    pack.write_text(pack.read_text().replace("value: 0.10", "value: 0.11"))
+    assert codes(check_lock(root, load_rules(root))) == [("lock.immutable", PACK)]

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -149,17 +150,43 @@ def test_rules_list_shows_every_pack_and_country() -> None:
     rows = json.loads(proc.stdout)
     standard = next(row for row in rows if row["kind"] == "policy" and row["id"] == "standard")
     assert {
+        k: v
+        for k, v in standard.items()
+        if k in ("kind", "id", "version", "status", "effective_from", "effective_to")
+    } == {
         "kind": "policy",
         "id": "standard",
         "version": "1.0.0",
         "status": "published",
         "effective_from": "2020-01-01",
         "effective_to": None,
-    } == {
-        k: v
-        for k, v in standard.items()
-        if k in ("kind", "id", "version", "status", "effective_from", "effective_to")
     }
     assert any(row["kind"] == "country" and row["id"] == "US" for row in rows)
     text = tiv("rules", "list").stdout
     assert "US" in text and "2024-10-01 to open-ended" in text
+
+
+def test_claim_explains_and_is_recorded_in_the_audit_log(tmp_path: Path) -> None:
+    store = tmp_path / "audit.sqlite"
+    proc = tiv(
+        "claim",
+        SEED,
+        "--policy",
+        "blue-harbour",
+        "--total",
+        "--format",
+        "json",
+        "--audit",
+        str(store),
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    # a total loss pays the sum insured: no sum_insured declared, so the insured value,
+    # less the deductible the pack states; both come from the valuation in the result
+    assert result["audit_id"] and result["loss"]["kind"] == "total"
+    assert Decimal(result["indemnity"]) == Decimal(
+        result["valuation"]["total_insured_value"]
+    ) - Decimal(result["components"]["deductible_applied"])
+    verify = tiv("audit", "verify", str(store))
+    assert verify.returncode == 0 and "1 record(s)" in verify.stdout
+    assert tiv("claim", SEED, "--policy", "blue-harbour").returncode == 64  # no loss given

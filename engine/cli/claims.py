@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from engine.cli.common import UsageError, emit, load, parse_date
 
 def cmd_claim(args: argparse.Namespace) -> int:
     from engine import claim
+    from engine.audit import AuditError
+    from engine.cli.valuing import _audit_log
     from engine.explaining.render import render_claim_text
 
     rules = load(args)
@@ -33,13 +36,27 @@ def cmd_claim(args: argparse.Namespace) -> int:
         raise UsageError(
             "say what was lost: --total, --damage-percent P, or --sound VALUE --damaged VALUE"
         )
-    result = claim(
-        rules, facts, loss, policy=args.policy, as_of=args.as_of, allow_draft=args.allow_draft
-    )
+    audit = _audit_log(args.audit if args.audit is not None else os.environ.get("TIV_AUDIT"))
+    try:
+        result = claim(
+            rules,
+            facts,
+            loss,
+            policy=args.policy,
+            as_of=args.as_of,
+            allow_draft=args.allow_draft,
+            audit=audit,
+        )
+    except AuditError as exc:
+        # Recording was asked for: a settlement that could not be recorded is not given out.
+        print(f"tiv: not recorded, so not settled: {exc}", file=sys.stderr)
+        return exc.exit_code
     if args.format == "json":
         text = json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
     else:
         text = render_claim_text(result)
+        if result.audit_id:
+            text += f"Audit record: {result.audit_id}\n"
     emit(text, args.output)
     return 0
 
@@ -64,4 +81,10 @@ def register(verbs: Any) -> None:
     p.add_argument("--allow-draft", action="store_true")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically), not stdout")
+    p.add_argument(
+        "--audit",
+        metavar="PATH",
+        help="record the claim in this audit store (SQLite; created if absent); "
+        'default $TIV_AUDIT; --audit "" records nothing',
+    )
     p.set_defaults(func=cmd_claim)

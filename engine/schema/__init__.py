@@ -80,8 +80,7 @@ def _problem(error: ValidationError, loaded: LoadedYaml) -> Problem:
     if error.validator in ("anyOf", "oneOf") and error.context:
         # For `X | None` sections the branch that says "not null" is never the useful one:
         # the error deepest in the document is where the actuary's typo is.
-        deepest = max(error.context, key=lambda e: (len(e.absolute_path),
-                                                    e.validator != "type"))
+        deepest = max(error.context, key=lambda e: (len(e.absolute_path), e.validator != "type"))
         if len(deepest.absolute_path) > len(error.absolute_path):
             return _problem(deepest, loaded)
         chosen = best_match(error.context)

@@ -173,7 +173,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         # Worker processes build their own app: settings travel in the environment.
         os.environ["TIV_SERVICE_SETTINGS"] = settings.to_json()
-        uvicorn.run("engine.service.app:from_env", factory=True, workers=args.workers, **common)
+        from engine.service.app import run_workers
+
+        run_workers(args.workers, common)
     return 0
 
 

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import json
 import logging
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from decimal import Decimal
@@ -34,6 +36,7 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
+import uvicorn
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -1115,6 +1118,39 @@ def _install_error_handlers(app: FastAPI, service: Service) -> None:
             "details, please report it",
         }
         return JSONResponse(error_body("internal", [problem], rules_id()), status_code=500)
+
+
+class NoDelayConfig(uvicorn.Config):
+    """uvicorn's Config, whose shared listening socket sets TCP_NODELAY.
+
+    For several workers uvicorn makes the listening socket with protocol 0, so asyncio
+    does not set TCP_NODELAY on the connections it accepts, and each response waits on
+    the client's delayed ACK: ~40 ms a request (measured: 176 requests/s with 2 workers
+    against 516 with 1; 1,343 with this). Accepted connections inherit the option.
+    Module level, because the config is pickled to each worker process.
+    """
+
+    def bind_socket(self) -> socket.socket:
+        sock = super().bind_socket()
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+
+def run_workers(workers: int, options: Mapping[str, Any]) -> None:
+    """Serve with `workers` processes, as uvicorn.run does, on a TCP_NODELAY listener.
+
+    Each worker builds its app with `from_env`; the settings must be in the environment.
+    """
+    from uvicorn.supervisors import Multiprocess
+
+    config = NoDelayConfig("engine.service.app:from_env", factory=True, workers=workers, **options)
+    sock = config.bind_socket()
+    if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
+        supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
+    else:
+        supervisor = Multiprocess(config, sockets=[sock])
+    supervisor.run()
 
 
 def from_env() -> FastAPI:

@@ -255,21 +255,25 @@ def test_batch_each_shipment_its_own_result_or_error(keyed: Server) -> None:
     assert first["valuation"]["trace"] == []  # batches leave traces out unless asked
 
 
-def test_settle_a_claim(open_server: Server, keyed: Server) -> None:
+def test_settle_a_claim(keyed: Server) -> None:
     body = json.dumps({"shipment": shipment(), "loss": {"kind": "partial", "damage_percent": 25}})
-    response = open_server.request(
-        "POST", "/v1/claims", params={"policy": "acme"}, content=body.encode()
+    response = keyed.request(
+        "POST", "/v1/claims", KEY_B, params={"policy": "acme"}, content=body.encode()
     )
     assert response.status_code == 200, response.text
     result = response.json()
     # TIV 1320.18 (see test_a_tenant_sees_only_its_packs); 25% of it = 330.045 -> 330.05
     assert result["valuation"]["total_insured_value"] == "1320.18"
     assert (result["indemnity"], result["components"]) == ("330.05", {"damage": "0.25"})
-    # A tenant settles only under its own packs.
+    # A tenant settles only under its own packs, and reads only its own claim records.
     theirs = keyed.request(
         "POST", "/v1/claims", KEY_A, params={"policy": "acme"}, content=body.encode()
     )
     assert_error(theirs, 404, "no_policy")
+    if _has_audit():
+        record = f"/v1/audit/{result['audit_id']}"
+        assert keyed.request("GET", record, KEY_B).json()["kind"] == "claim"
+        assert_error(keyed.request("GET", record, KEY_A), 404, "not_found")
 
 
 @pytest.mark.parametrize(

@@ -185,6 +185,12 @@ class _Estimate:
 
         relief = self.de_minimis(customs_value)
         duty = self.duties(customs_value, relief.get("duty"))
+        if "duty" not in relief:
+            waiver = self.duty_waiver(duty)
+            if waiver is not None:  # the duty is too small to collect: work it out again
+                relief["duty"] = waiver
+                self.lines = [x for x in self.lines if x.kind not in ("duty", "additional_duty")]
+                duty = self.duties(customs_value, waiver)
         names = {
             "customs_value": customs_value,
             "fob": self.fob,
@@ -195,7 +201,7 @@ class _Estimate:
         }
         fees = self.fees(names, duty_relief="duty" in relief)
         names["fees"] = fees
-        taxes = self.taxes(names, tax_relief="tax" in relief)
+        taxes = self.taxes(names, relief.get("tax"))
         total = duty + fees + taxes
         self.step(
             "duties_total",
@@ -231,6 +237,8 @@ class _Estimate:
         for entry in entries:
             item = entry.item
             kinds = ["duty", "tax"] if item.applies_to == "duty_and_tax" else [item.applies_to]
+            if item.measure != "customs_value":
+                continue  # decided on the duty itself, once it is known (duty_waiver)
             if not self.matches(item) or all(k in self.decided for k in kinds):
                 continue
             threshold = self.to_valuation(
@@ -251,6 +259,32 @@ class _Estimate:
                         chosen[kind] = entry
         return chosen
 
+    def duty_waiver(self, duty: Decimal) -> Located | None:
+        """A threshold on the duty itself: the first such entry in effect, if the duty is under."""
+        if duty <= 0:
+            return None
+        entries = [
+            *(self.customs.de_minimis if self.customs is not self.member else ()),
+            *self.member.de_minimis,
+        ]
+        for entry in entries:
+            item = entry.item
+            if item.measure != "duty" or not self.matches(item):
+                continue
+            threshold = self.to_valuation(
+                item.threshold, item.currency, f"the de minimis threshold {item.id}", entry.where
+            )
+            applies = duty <= threshold
+            self.step(
+                f"de_minimis {item.id}",
+                f"duty ≤ {plain(item.threshold)} {item.currency}",
+                {"duty": duty, "threshold": threshold},
+                Decimal(int(applies)),
+                entry.where,
+            )
+            return entry if applies else None
+        return None
+
     def duties(self, customs_value: Decimal, relief: Located | None) -> Decimal:
         shares = self.shares(customs_value)
         default = self.customs.default_rate
@@ -269,16 +303,30 @@ class _Estimate:
                     default.item.default_source,
                 )
                 note = "default rate" + ("" if hs_code else ": no hs_code")
-                if not hs_code:
-                    self.owner.flags.append(
-                        Flag(
-                            name="hs_code_missing",
-                            rule=f"{self.customs.id}.duty.default_rate",
-                            reason="a goods line has no hs_code, so the default duty rate was used",
-                            source=where.source,
-                            subjects=[subject],
-                        )
-                    )
+                missing = Flag(
+                    name="hs_code_missing",
+                    rule=f"{self.customs.id}.duty.default_rate",
+                    reason="a goods line has no hs_code, so the default duty rate was used",
+                    source=where.source,
+                    subjects=[subject],
+                )
+                if not hs_code and missing not in self.owner.flags:
+                    self.owner.flags.append(missing)
+            if relief is not None and relief.item.duty_rate is not None:
+                rate_instead = relief.item.duty_rate
+                total += self.line(
+                    relief.item.id,
+                    "duty",
+                    "flat-rate duty under de minimis",
+                    subject,
+                    share,
+                    rate_instead,
+                    share * rate_instead,
+                    relief.where,
+                    relief.item.source,
+                    "replaces the duty",
+                )
+                continue
             if relief is not None and flat is not None:
                 amount = self.to_valuation(
                     flat, self.customs.currency, f"the flat duty of {relief.item.id}", relief.where
@@ -434,13 +482,15 @@ class _Estimate:
             )
         return total
 
-    def taxes(self, names: dict[str, Decimal], tax_relief: bool) -> Decimal:
+    def taxes(self, names: dict[str, Decimal], relief: Located | None) -> Decimal:
         total = Decimal(0)
         for charged in self.member.taxes:
             tax = charged.item
             if not tax.in_effect(self.day):
                 continue
             base = charged.base.run(names)
+            only = relief.item.relieves_taxes if relief is not None else None
+            tax_relief = relief is not None and (only is None or tax.id in only)
             amount = Decimal(0) if tax_relief else base * tax.rate
             total += self.line(
                 tax.id,

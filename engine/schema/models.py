@@ -411,8 +411,35 @@ class DeMinimis(_Dated):
     flat_duty_per_line: Decimal | None = Field(
         None, description="instead of full relief, a flat duty per goods line (country currency)"
     )
+    duty_rate: Decimal | None = Field(
+        None,
+        description="instead of full relief, this duty rate on the customs value, in "
+        "place of the tariff and additional duties (a flat-rate scheme for small consignments)",
+    )
+    relieves_taxes: list[Identifier] | None = Field(
+        None,
+        description="with applies_to tax or duty_and_tax: only these taxes (by id) are "
+        "relieved; absent: all",
+    )
+    measure: Literal["customs_value", "duty"] = Field(
+        "customs_value",
+        description="what the threshold compares: the customs value, or the "
+        "duty itself (a duty at or below the threshold is not collected)",
+    )
     source: Source
     notes: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_of_relief(self) -> DeMinimis:
+        if self.flat_duty_per_line is not None and self.duty_rate is not None:
+            raise ValueError("give flat_duty_per_line or duty_rate, not both")
+        if self.measure == "duty" and (
+            self.applies_to != "duty"
+            or self.flat_duty_per_line is not None
+            or self.duty_rate is not None
+        ):
+            raise ValueError("a threshold on the duty itself applies_to duty and waives it")
+        return self
 
 
 class CountryExpectation(_Model):

@@ -10,13 +10,12 @@ rate).
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from engine.compiling.expressions import parse
 from engine.compiling.formulas import BUILTINS, NUMBER, Formula, Symbol, compile_formula
-from engine.compiling.versioned import EffectiveWindow
+from engine.compiling.versioned import EffectiveWindow, ExampleCase
 from engine.errors import Location, Problem
 from engine.loading.yamlfile import LoadedYaml
 from engine.schema.models import (
@@ -47,12 +46,7 @@ class Charged:
     where: Location
 
 
-@dataclass(frozen=True)
-class CountryExampleCase:
-    example: CountryExample
-    where: Location
-    facts: Mapping[str, Any] | str
-    facts_name: str
+CountryExampleCase = ExampleCase[CountryExample]
 
 
 @dataclass(frozen=True)

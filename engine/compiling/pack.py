@@ -40,7 +40,7 @@ from engine.compiling.formulas import (
     Symbol,
     compile_formula,
 )
-from engine.compiling.versioned import EffectiveWindow
+from engine.compiling.versioned import EffectiveWindow, ExampleCase
 from engine.errors import Location, Problem
 from engine.evaluating.matcher import MatchRuleset
 from engine.loading.yamlfile import LoadedYaml
@@ -64,6 +64,9 @@ from engine.schema.models import (
     Rule,
     Table,
 )
+
+CompiledExample = ExampleCase[Example]
+CompiledClaimExample = ExampleCase[ClaimExample]
 
 CHARGE_PHASE, DECISION_PHASE = "charges", "decision"
 ANYTHING = "*"
@@ -124,22 +127,6 @@ def _same(cell: str | Decimal, value: Any) -> bool:
     if isinstance(value, Decimal):
         return isinstance(cell, Decimal) and cell == value
     return str(cell) == str(value)
-
-
-@dataclass(frozen=True)
-class CompiledExample:
-    example: Example
-    where: Location
-    facts: Mapping[str, Any] | str  # inline facts, or the text of the file it names
-    facts_name: str  # where the facts came from, for error messages
-
-
-@dataclass(frozen=True)
-class CompiledClaimExample:
-    example: ClaimExample
-    where: Location
-    facts: Mapping[str, Any] | str
-    facts_name: str
 
 
 @dataclass(frozen=True)

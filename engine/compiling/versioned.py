@@ -1,8 +1,29 @@
-"""What every versioned rule file shares: its reference, and the window it is in effect."""
+"""What every versioned rule file shares: its reference, its window, and its examples."""
 
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from engine.errors import Location
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True)
+class ExampleCase(Generic[E]):
+    """An example kept beside the rules: what it expects, where it is, and its facts.
+
+    `facts` is the inline mapping, or, when the example names a file, that file's text
+    (read once, at load); `facts_name` says where they came from, for messages.
+    """
+
+    example: E
+    where: Location
+    facts: Mapping[str, Any] | str
+    facts_name: str
 
 
 class EffectiveWindow:

@@ -227,31 +227,39 @@ class _Estimate:
             total=plain(total),
         )
 
-    def de_minimis(self, customs_value: Decimal) -> dict[str, Located]:
-        """The relief that applies for "duty" and for "tax" (first matching entry per kind)."""
-        chosen: dict[str, Located] = {}
+    def _reliefs(self, measure: str) -> list[Located]:
+        """De minimis entries measured on `measure` that apply here: union's, then member's."""
         entries = [
             *(self.customs.de_minimis if self.customs is not self.member else ()),
             *self.member.de_minimis,
         ]
-        for entry in entries:
+        return [e for e in entries if e.item.measure == measure and self.matches(e.item)]
+
+    def _under(self, entry: Located, label: str, amount: Decimal) -> bool:
+        """Whether `amount` is at or below the entry's threshold; a traced step either way."""
+        item = entry.item
+        threshold = self.to_valuation(
+            item.threshold, item.currency, f"the de minimis threshold {item.id}", entry.where
+        )
+        applies = amount <= threshold
+        self.step(
+            f"de_minimis {item.id}",
+            f"{label} ≤ {plain(item.threshold)} {item.currency}",
+            {label.replace(" ", "_"): amount, "threshold": threshold},
+            Decimal(int(applies)),
+            entry.where,
+        )
+        return applies
+
+    def de_minimis(self, customs_value: Decimal) -> dict[str, Located]:
+        """The relief that applies for "duty" and for "tax" (first matching entry per kind)."""
+        chosen: dict[str, Located] = {}
+        for entry in self._reliefs("customs_value"):
             item = entry.item
             kinds = ["duty", "tax"] if item.applies_to == "duty_and_tax" else [item.applies_to]
-            if item.measure != "customs_value":
-                continue  # decided on the duty itself, once it is known (duty_waiver)
-            if not self.matches(item) or all(k in self.decided for k in kinds):
+            if all(k in self.decided for k in kinds):
                 continue
-            threshold = self.to_valuation(
-                item.threshold, item.currency, f"the de minimis threshold {item.id}", entry.where
-            )
-            applies = customs_value <= threshold
-            self.step(
-                f"de_minimis {item.id}",
-                f"customs value ≤ {plain(item.threshold)} {item.currency}",
-                {"customs_value": customs_value, "threshold": threshold},
-                Decimal(int(applies)),
-                entry.where,
-            )
+            applies = self._under(entry, "customs value", customs_value)
             for kind in kinds:
                 if kind not in self.decided:
                     self.decided.add(kind)
@@ -260,30 +268,11 @@ class _Estimate:
         return chosen
 
     def duty_waiver(self, duty: Decimal) -> Located | None:
-        """A threshold on the duty itself: the first such entry in effect, if the duty is under."""
-        if duty <= 0:
+        """A threshold on the duty itself: the first such entry, if the duty is under it."""
+        entries = self._reliefs("duty")
+        if duty <= 0 or not entries:
             return None
-        entries = [
-            *(self.customs.de_minimis if self.customs is not self.member else ()),
-            *self.member.de_minimis,
-        ]
-        for entry in entries:
-            item = entry.item
-            if item.measure != "duty" or not self.matches(item):
-                continue
-            threshold = self.to_valuation(
-                item.threshold, item.currency, f"the de minimis threshold {item.id}", entry.where
-            )
-            applies = duty <= threshold
-            self.step(
-                f"de_minimis {item.id}",
-                f"duty ≤ {plain(item.threshold)} {item.currency}",
-                {"duty": duty, "threshold": threshold},
-                Decimal(int(applies)),
-                entry.where,
-            )
-            return entry if applies else None
-        return None
+        return entries[0] if self._under(entries[0], "duty", duty) else None
 
     def duties(self, customs_value: Decimal, relief: Located | None) -> Decimal:
         shares = self.shares(customs_value)

@@ -279,7 +279,6 @@ class _Estimate:
         default = self.customs.default_rate
         assert default is not None
         total = Decimal(0)
-        flat = relief.item.flat_duty_per_line if relief is not None else None
         for subject, hs_code, share in shares:
             entry = self.customs.rate_for(hs_code)
             if entry is not None:
@@ -301,64 +300,48 @@ class _Estimate:
                 )
                 if not hs_code and missing not in self.owner.flags:
                     self.owner.flags.append(missing)
-            if relief is not None and relief.item.duty_rate is not None:
-                rate_instead = relief.item.duty_rate
+            replaced = relief is not None and (
+                relief.item.duty_rate is not None or relief.item.flat_duty_per_line is not None
+            )
+            if replaced:  # a small-consignment scheme: its own duty instead of the tariff's
+                assert relief is not None
+                item = relief.item
+                if item.duty_rate is not None:
+                    kind, scheme_rate, amount = (
+                        "flat-rate duty",
+                        item.duty_rate,
+                        share * item.duty_rate,
+                    )
+                else:
+                    kind, scheme_rate = "flat duty", Decimal(0)
+                    amount = self.to_valuation(
+                        item.flat_duty_per_line,
+                        self.customs.currency,
+                        f"the flat duty of {item.id}",
+                        relief.where,
+                    )
                 total += self.line(
-                    relief.item.id,
+                    item.id,
                     "duty",
-                    "flat-rate duty under de minimis",
+                    f"{kind} under de minimis",
                     subject,
                     share,
-                    rate_instead,
-                    share * rate_instead,
-                    relief.where,
-                    relief.item.source,
-                    "replaces the duty",
-                )
-                continue
-            if relief is not None and flat is not None:
-                amount = self.to_valuation(
-                    flat, self.customs.currency, f"the flat duty of {relief.item.id}", relief.where
-                )
-                total += self.line(
-                    relief.item.id,
-                    "duty",
-                    "flat duty under de minimis",
-                    subject,
-                    share,
-                    Decimal(0),
+                    scheme_rate,
                     amount,
                     relief.where,
-                    relief.item.source,
+                    item.source,
                     "replaces the duty",
                 )
                 continue
             if relief is not None:
-                total += self.line(
-                    "duty",
-                    "duty",
-                    "import duty",
-                    subject,
-                    share,
-                    rate,
-                    Decimal(0),
-                    where,
-                    citation,
-                    f"{note}; relieved by de minimis {relief.item.id}",
-                )
-                continue
+                amount, note = Decimal(0), f"{note}; relieved by de minimis {relief.item.id}"
+            else:
+                amount = share * rate
             total += self.line(
-                "duty",
-                "duty",
-                "import duty",
-                subject,
-                share,
-                rate,
-                share * rate,
-                where,
-                citation,
-                note,
+                "duty", "duty", "import duty", subject, share, rate, amount, where, citation, note
             )
+            if relief is not None:
+                continue  # relief covers the additional duties too
             for extra in self.customs.additional:
                 item = extra.item
                 if not self.matches(item):

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import UsageError, emit, load, parse_date
+from engine.cli.common import UsageError, add_audit_option, audit_log, emit, load, parse_date
 
 
 def cmd_claim(args: argparse.Namespace) -> int:
     from engine import claim
     from engine.audit import AuditError
-    from engine.cli.valuing import _audit_log
     from engine.explaining.render import render_claim_text
 
     rules = load(args)
@@ -36,7 +34,7 @@ def cmd_claim(args: argparse.Namespace) -> int:
         raise UsageError(
             "say what was lost: --total, --damage-percent P, or --sound VALUE --damaged VALUE"
         )
-    audit = _audit_log(args.audit if args.audit is not None else os.environ.get("TIV_AUDIT"))
+    audit = audit_log(args.audit)
     try:
         result = claim(
             rules,
@@ -81,10 +79,5 @@ def register(verbs: Any) -> None:
     p.add_argument("--allow-draft", action="store_true")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically), not stdout")
-    p.add_argument(
-        "--audit",
-        metavar="PATH",
-        help="record the claim in this audit store (SQLite; created if absent); "
-        'default $TIV_AUDIT; --audit "" records nothing',
-    )
+    add_audit_option(p, "claim")
     p.set_defaults(func=cmd_claim)

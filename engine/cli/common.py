@@ -13,6 +13,7 @@ from typing import Any
 EXIT_EXAMPLES_FAILED = 1
 EXIT_USAGE = 64
 EXIT_INTERNAL = 70
+AUDIT_ENV = "TIV_AUDIT"  # the audit store verbs record in when --audit is not given
 
 
 class UsageError(Exception):
@@ -67,3 +68,25 @@ def emit(text: str, output: str | None) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def add_audit_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--audit",
+        metavar="PATH",
+        help=f"record the {what} in this audit store (SQLite; created if absent); default "
+        f'${AUDIT_ENV}; --audit "" records nothing',
+    )
+
+
+def audit_log(given: str | None) -> Any:
+    """The audit store to record in: --audit PATH, else $TIV_AUDIT; `--audit ""` is none."""
+    from engine.audit import AuditError, AuditLog
+
+    path = given if given is not None else os.environ.get(AUDIT_ENV)
+    if not path:
+        return None
+    try:
+        return AuditLog(path)
+    except AuditError as exc:
+        raise UsageError(str(exc)) from None

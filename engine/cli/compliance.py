@@ -21,10 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from engine.cli.common import UsageError, emit, parse_date, rules_root
-
-AUDIT_ENV = "TIV_AUDIT"
-
+from engine.cli.common import AUDIT_ENV, UsageError, emit, parse_date, rules_root
 
 # --- progress -----------------------------------------------------------------------
 
@@ -538,8 +535,8 @@ def _register_audit(verbs: Any, raw: type[argparse.HelpFormatter]) -> None:
         "audit",
         help="the audit log: verify, show, replay, list",
         formatter_class=raw,
-        description="The audit store is one SQLite file; `tiv value --audit PATH` (or "
-        f"${AUDIT_ENV}) records\nevery valuation in it (the library also claims) with its "
+        description="The audit store is one SQLite file; `tiv value` and `tiv claim` with --audit "
+        f"PATH (or ${AUDIT_ENV})\nrecord every valuation and claim in it with its "
         "facts, result, trace,\nrule files (sha256), engine version and matcher, in a hash "
         "chain.",
         epilog=f"The store is --audit PATH, else ${AUDIT_ENV}.\n"

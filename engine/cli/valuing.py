@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import EXIT_EXAMPLES_FAILED, UsageError, emit, load, parse_date, rules_root
+from engine.cli.common import (
+    EXIT_EXAMPLES_FAILED,
+    UsageError,
+    add_audit_option,
+    audit_log,
+    emit,
+    load,
+    parse_date,
+    rules_root,
+)
 from engine.errors import RulesError
 
 
@@ -23,7 +31,7 @@ def cmd_value(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.file}: no such file")
     facts: Any = sys.stdin.read() if args.file == "-" else path
     policy = args.policy or _only_pack(rules)
-    audit = _audit_log(args.audit if args.audit is not None else os.environ.get("TIV_AUDIT"))
+    audit = audit_log(args.audit)
     try:
         result = value(
             rules, facts, policy=policy, as_of=args.as_of, allow_draft=args.allow_draft, audit=audit
@@ -40,18 +48,6 @@ def cmd_value(args: argparse.Namespace) -> int:
             text += f"Audit record: {result.audit_id}\n"
     emit(text, args.output)
     return 0
-
-
-def _audit_log(path: str | None) -> Any:
-    """The audit store to record in; `--audit ""` turns off a TIV_AUDIT default."""
-    from engine.audit import AuditError, AuditLog
-
-    if not path:
-        return None
-    try:
-        return AuditLog(path)
-    except AuditError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def _only_pack(rules: Any) -> str:
@@ -206,12 +202,7 @@ def register(verbs: Any) -> None:
         help="let a draft version value (the result names the version)",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically), not stdout")
-    p.add_argument(
-        "--audit",
-        metavar="PATH",
-        help="record the valuation in this audit store (SQLite; created if absent); "
-        'default $TIV_AUDIT; --audit "" records nothing',
-    )
+    add_audit_option(p, "valuation")
     p.set_defaults(func=cmd_value)
 
     p = verbs.add_parser(

@@ -276,41 +276,33 @@ def test_union_without_rules_is_a_validation_error() -> None:
         rules_with(("DE", DE.replace(*PUBLISHED)))
 
 
-def test_us_de_minimis_ends_on_2025_08_29(shipped) -> None:
-    def toys(day: str):
-        facts = shipment(
-            date=day,
-            mode="courier",
-            origin={"country": "GB"},
-            invoice={"amount": "500.00"},
-            goods=[{"description": "Toys", "hs_code": "950300"}],
-        )
-        del facts["duties"]
-        return value(shipped, facts, policy="standard").duty_estimate
+def us_toys(shipped, day: str, origin: str):
+    """$500 of toys by courier into the US, duties undeclared: the estimate."""
+    facts = shipment(
+        date=day,
+        mode="courier",
+        origin={"country": origin},
+        invoice={"amount": "500.00"},
+        goods=[{"description": "Toys", "hs_code": "950300"}],
+    )
+    del facts["duties"]
+    return value(shipped, facts, policy="standard").duty_estimate
 
+
+def test_us_de_minimis_ends_on_2025_08_29(shipped) -> None:
     # 2025-08-28: 500.00 ≤ 800: relief, MPF waived; 2025-08-29: MPF minimum 32.71 (FY2025)
-    assert toys("2025-08-28").de_minimis_applied == ["section_321"]
-    assert Decimal(toys("2025-08-28").total) == 0
-    assert toys("2025-08-29").de_minimis_applied == []
-    assert Decimal(toys("2025-08-29").total) == Decimal("32.71")
+    before, after = us_toys(shipped, "2025-08-28", "GB"), us_toys(shipped, "2025-08-29", "GB")
+    assert before.de_minimis_applied == ["section_321"]
+    assert Decimal(before.total) == 0
+    assert after.de_minimis_applied == []
+    assert Decimal(after.total) == Decimal("32.71")
 
 
 def test_us_de_minimis_ended_for_china_on_2025_05_02(shipped) -> None:
-    def toys(day: str):
-        facts = shipment(
-            date=day,
-            mode="courier",
-            origin={"country": "CN"},
-            invoice={"amount": "500.00"},
-            goods=[{"description": "Toys", "hs_code": "950300"}],
-        )
-        del facts["duties"]
-        return value(shipped, facts, policy="standard").duty_estimate
-
-    assert toys("2025-05-01").de_minimis_applied == ["section_321_cn_hk"]
+    assert us_toys(shipped, "2025-05-01", "CN").de_minimis_applied == ["section_321_cn_hk"]
     # from 2025-05-02 the CN/HK entry has ended, and the general one excludes CN and HK:
     # no relief; MPF 500 × 0.003464 = 1.732 < 32.71 -> 32.71 (FY2025)
-    later = toys("2025-06-01")
+    later = us_toys(shipped, "2025-06-01", "CN")
     assert later.de_minimis_applied == []
     assert Decimal(later.total) == Decimal("32.71")
 

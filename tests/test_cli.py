@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -181,12 +180,14 @@ def test_claim_explains_and_is_recorded_in_the_audit_log(tmp_path: Path) -> None
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    # a total loss pays the sum insured: no sum_insured declared, so the insured value,
-    # less the deductible the pack states; both come from the valuation in the result
+    # blue-harbour on the seed: TIV = 500,000 + 9,070 freight + 0 insurance + 50,907 margin
+    # + 1,732 duties = 561,709.00; no sum_insured, so the insured amount is the TIV.
+    # deductible = max(561,709 × 0.005 = 2,808.545, 250) -> 2,808.55 (half-up)
+    # total loss: 561,709.00 − 2,808.55 = 558,900.45
     assert result["audit_id"] and result["loss"]["kind"] == "total"
-    assert Decimal(result["indemnity"]) == Decimal(
-        result["valuation"]["total_insured_value"]
-    ) - Decimal(result["components"]["deductible_applied"])
+    assert result["valuation"]["total_insured_value"] == "561709.00"
+    assert result["components"]["deductible_applied"] == "2808.55"
+    assert result["indemnity"] == "558900.45"
     verify = tiv("audit", "verify", str(store))
     assert verify.returncode == 0 and "1 record(s)" in verify.stdout
     assert tiv("claim", SEED, "--policy", "blue-harbour").returncode == 64  # no loss given

@@ -13,8 +13,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SCHEMA_VERSION = 1
-
 Identifier = Annotated[
     str, Field(pattern=r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$", description="lower_snake_case name")
 ]

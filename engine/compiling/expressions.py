@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -310,31 +311,32 @@ def _op_text(node: ast.BinOp) -> str:
     }.get(type(node.op), type(node.op).__name__)
 
 
+def nodes(expr: Expr) -> Iterator[Expr]:
+    """Every node of the tree, in reading order (`a if c else b` reads a, c, b)."""
+    yield expr
+    if isinstance(expr, ListOf):
+        children: tuple[Expr, ...] = expr.items
+    elif isinstance(expr, Unary):
+        children = (expr.operand,)
+    elif isinstance(expr, Binary | Compare):
+        children = (expr.left, expr.right)
+    elif isinstance(expr, Logic):
+        children = expr.values
+    elif isinstance(expr, IfElse):
+        children = (expr.then, expr.test, expr.otherwise)
+    elif isinstance(expr, Call):
+        children = expr.args
+    else:
+        children = ()
+    for child in children:
+        yield from nodes(child)
+
+
 def names_in(expr: Expr) -> list[Name]:
     """Every name the expression refers to, in reading order (functions excluded)."""
-    found: list[Name] = []
+    return [node for node in nodes(expr) if isinstance(node, Name)]
 
-    def walk(node: Expr) -> None:
-        if isinstance(node, Name):
-            found.append(node)
-        elif isinstance(node, ListOf):
-            for item in node.items:
-                walk(item)
-        elif isinstance(node, Unary):
-            walk(node.operand)
-        elif isinstance(node, Binary | Compare):
-            walk(node.left)
-            walk(node.right)
-        elif isinstance(node, Logic):
-            for value in node.values:
-                walk(value)
-        elif isinstance(node, IfElse):  # `a if c else b` reads a, c, b
-            walk(node.then)
-            walk(node.test)
-            walk(node.otherwise)
-        elif isinstance(node, Call):
-            for arg in node.args:
-                walk(arg)
 
-    walk(expr)
-    return found
+def calls_in(expr: Expr) -> list[str]:
+    """Every function the expression calls, in reading order."""
+    return [node.func for node in nodes(expr) if isinstance(node, Call)]

@@ -32,6 +32,7 @@ from engine.compiling.expressions import (
     Num,
     Text,
     Unary,
+    calls_in,
     names_in,
     text_location,
 )
@@ -88,6 +89,14 @@ class MissingValue(Exception):
         self.name = name
 
 
+class MissingRate(Exception):
+    """from_currency() needs an fx rate the shipment does not give."""
+
+    def __init__(self, currency: str) -> None:
+        super().__init__(currency)
+        self.currency = currency
+
+
 class GapValue(Exception):
     """A formula read a value that a rate table could not give (it becomes a gap too)."""
 
@@ -141,6 +150,7 @@ class Formula:
     names: tuple[str, ...]
     run: Callable[[Env], Any]
     where: Location
+    calls: tuple[str, ...] = ()  # the functions it calls, for provenance
 
 
 def compile_formula(
@@ -158,7 +168,7 @@ def compile_formula(
     except _TypeProblem as exc:
         return None, [Problem(exc.code, exc.message, text_location(where, 1, exc.col))]
     names = tuple(dict.fromkeys([*(n.dotted for n in names_in(expr)), *compiler.extra_names]))
-    return Formula(text, kind, names, run, where), []
+    return Formula(text, kind, names, run, where, tuple(dict.fromkeys(calls_in(expr)))), []
 
 
 class _TypeProblem(Exception):
@@ -494,7 +504,7 @@ def _from_currency(env: Env, amount: Decimal, currency: str) -> Decimal:
         return amount
     rate = rates.get(currency)
     if rate is None:
-        raise MissingValue(f"fx.{currency}")
+        raise MissingRate(currency)
     return amount * rate
 
 

@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any
 
 from engine.compiling.conditions import Condition, FieldSpec, compile_condition
-from engine.compiling.expressions import Call, Expr, Name, names_in, parse
+from engine.compiling.expressions import Name, names_in, parse
 from engine.compiling.formulas import (
     ANY,
     BOOL,
@@ -607,27 +607,11 @@ def _custom_functions_used(
 ) -> tuple[tuple[str, str], ...]:
     used: dict[str, str] = {}
     for formula in formulas:
-        expr, _ = parse(formula.text, formula.where)
-        for name in _calls(expr) if expr is not None else []:
+        for name in formula.calls:
             function = functions.get(name)
             if function is not None and function.version:
                 used[name] = function.version
     return tuple(sorted(used.items()))
-
-
-def _calls(expr: Expr) -> list[str]:
-    found = []
-    stack: list[Any] = [expr]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, Call):
-            found.append(node.func)
-        for value in getattr(node, "__dict__", {}).values():
-            if isinstance(value, tuple):
-                stack.extend(v for v in value if hasattr(v, "col"))
-            elif hasattr(value, "col"):
-                stack.append(value)
-    return found
 
 
 def _needs_formulas(name: Name, formulas: Mapping[str, Formula]) -> bool:

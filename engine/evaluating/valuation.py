@@ -31,6 +31,7 @@ from engine.compiling.formulas import (
     SHIPMENT_FX,
     Formula,
     GapValue,
+    MissingRate,
     MissingValue,
     TableGap,
 )
@@ -412,18 +413,18 @@ def _run_formula(
             )
         )
         return GAP
+    except MissingRate as exc:
+        currency = exc.currency
+        raise EvaluationError(
+            Problem(
+                "fx.missing",
+                f"formula `{name}` converts from {currency}; add fx.{currency} "
+                f"(the value of one {currency} in {values['shipment.currency']}) to the "
+                "shipment",
+                formula.where,
+            )
+        ) from None
     except MissingValue as exc:
-        if exc.name.startswith("fx."):
-            currency = exc.name[3:]
-            raise EvaluationError(
-                Problem(
-                    "fx.missing",
-                    f"formula `{name}` converts from {currency}; add fx.{currency} "
-                    f"(the value of one {currency} in {values['shipment.currency']}) to the "
-                    "shipment",
-                    formula.where,
-                )
-            ) from None
         raise EvaluationError(
             Problem(
                 "formula.missing_fact",

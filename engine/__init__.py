@@ -22,12 +22,12 @@ from engine.errors import (
     SelectionError,
     TivError,
 )
-from engine.evaluating.matcher import Matcher, available_matchers, default_matcher
 from engine.examples import ExampleOutcome, run_examples
 from engine.explaining.render import render_text
 from engine.facts import Shipment, read_facts
 from engine.functions import custom_function
 from engine.loading.sources import FileSystemSource, MemorySource, RuleSource
+from engine.matching.registry import Matcher, available_matchers, default_matcher
 from engine.result import Claim, Valuation
 from engine.ruleset import RuleSet
 from engine.schema.models import Loss

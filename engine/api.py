@@ -17,12 +17,12 @@ from typing import Any, Protocol, runtime_checkable
 from engine.compiling.formulas import Function
 from engine.compiling.pack import CompiledPack
 from engine.errors import FactsError, Location, Problem
-from engine.evaluating.matcher import Matcher, default_matcher
 from engine.evaluating.valuation import evaluate, settle
 from engine.explaining.trace import NullTracer, RecordingTracer
 from engine.facts import FactsReference, Shipment, read_facts
 from engine.functions import function_table
 from engine.loading.sources import FileSystemSource, MemorySource, RuleSource
+from engine.matching.registry import Matcher, default_matcher
 from engine.result import Claim, Valuation
 from engine.ruleset import RuleSet, load_ruleset
 from engine.schema.models import Loss

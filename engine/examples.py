@@ -1,7 +1,8 @@
 """Run the examples kept beside the rules: each a shipment and the figures it must give.
 
 In: a `RuleSet` (examples' facts were read when it loaded). Out: one `ExampleOutcome`
-per example, with what differed. `tiv test` prints them and `tiv validate` counts a
+per example, with what differed, from the expectation or between matcher backends.
+`tiv test` prints them and `tiv validate` counts a
 failing example as a meaning error of its pack: an expectation that no longer holds
 means the rules and their documentation disagree.
 """
@@ -16,10 +17,10 @@ from engine.compiling.country import CompiledCountry, CountryExampleCase
 from engine.compiling.pack import CompiledClaimExample, CompiledExample, CompiledPack
 from engine.errors import Location, TivError
 from engine.evaluating.duties import DutyEstimator
-from engine.evaluating.matcher import Matcher, default_matcher
 from engine.evaluating.valuation import evaluate, settle
-from engine.explaining.trace import NullTracer
+from engine.explaining.trace import NullTracer, RecordingTracer
 from engine.facts import FactsReference, read_facts
+from engine.matching.registry import Matcher, available_matchers
 from engine.money import exact, plain
 from engine.result import Valuation
 from engine.ruleset import RuleSet
@@ -40,8 +41,12 @@ class ExampleOutcome:
 def run_examples(
     rules: RuleSet, packs: Iterable[str] | None = None, matcher: Matcher | None = None
 ) -> list[ExampleOutcome]:
-    """Run every example of the named packs and countries (`id` or `id@version`), or all."""
-    matcher = matcher or default_matcher()
+    """Run every example of the named packs and countries (`id` or `id@version`), or all.
+
+    Without a `matcher`, each pack example runs on every available matcher and fails on
+    any difference between their results (the `matcher` field aside).
+    """
+    matchers = [matcher] if matcher is not None else available_matchers()
     wanted = list(packs) if packs else None
     outcomes = []
     for pack_id, versions in rules.packs.items():
@@ -49,9 +54,9 @@ def run_examples(
             if wanted is not None and pack_id not in wanted and pack.ref not in wanted:
                 continue
             for example in pack.examples:
-                outcomes.append(run_example(rules, pack, example, matcher))
+                outcomes.append(_on_every(rules, pack, example, matchers))
             for case in pack.claims.examples if pack.claims else ():
-                outcomes.append(run_claim_example(rules, pack, case, matcher))
+                outcomes.append(run_claim_example(rules, pack, case, matchers[0]))
     for country_id, countries in rules.duty_rules.items():
         for country in countries:
             if wanted is not None and country_id not in wanted and country.ref not in wanted:
@@ -140,21 +145,61 @@ def run_country_example(
     return ExampleOutcome(country.ref, example.name, case.where, tuple(diffs))
 
 
+def _on_every(
+    rules: RuleSet, pack: CompiledPack, example: CompiledExample, matchers: list[Matcher]
+) -> ExampleOutcome:
+    """The example on the first matcher, and what any other matcher gives differently."""
+    first = run_example(rules, pack, example, matchers[0])
+    if len(matchers) == 1:
+        return first
+    seen = _valued(rules, pack, example, matchers[0], trace=True)
+    diffs = list(first.mismatches)
+    for other in matchers[1:]:
+        got = _valued(rules, pack, example, other, trace=True)
+        if got != seen:
+            where = (
+                ", ".join(k for k in seen if got.get(k) != seen.get(k))
+                if isinstance(got, dict) and isinstance(seen, dict)
+                else f"{got} != {seen}"
+            )
+            diffs.append(f"matcher {other.name} differs from {matchers[0].name}: {where}")
+    return _outcome(pack, example, diffs)
+
+
+def _valued(
+    rules: RuleSet, pack: CompiledPack, example: CompiledExample, matcher: Matcher, trace: bool
+) -> dict[str, object] | list[str]:
+    """The result (trace included, matcher left out) or the error's problems, comparable."""
+    try:
+        result = _evaluate_example(rules, pack, example, matcher, trace)
+    except TivError as exc:
+        return [str(p) for p in exc.problems]
+    data = result.model_dump(mode="json")
+    del data["matcher"]
+    return data
+
+
+def _evaluate_example(
+    rules: RuleSet, pack: CompiledPack, example: CompiledExample, matcher: Matcher, trace: bool
+) -> Valuation:
+    reference = rules.facts_reference(pack)
+    shipment = read_facts(example.facts, reference, name=example.facts_name)
+    return evaluate(
+        rules,
+        pack,
+        shipment,
+        as_of=example.example.as_of or shipment.date,
+        matcher=matcher,
+        tracer=RecordingTracer() if trace else NullTracer(),
+    )
+
+
 def run_example(
     rules: RuleSet, pack: CompiledPack, example: CompiledExample, matcher: Matcher
 ) -> ExampleOutcome:
     expect = example.example.expect
     try:
-        reference = rules.facts_reference(pack)
-        shipment = read_facts(example.facts, reference, name=example.facts_name)
-        result = evaluate(
-            rules,
-            pack,
-            shipment,
-            as_of=example.example.as_of or shipment.date,
-            matcher=matcher,
-            tracer=NullTracer(),
-        )
+        result = _evaluate_example(rules, pack, example, matcher, trace=False)
     except TivError as exc:
         codes = {p.code for p in exc.problems}
         if expect.error is not None and expect.error in codes:

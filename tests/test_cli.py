@@ -50,7 +50,7 @@ def test_value_json_contract() -> None:
     assert result["total_insured_value"] == "561709.00"
     assert result["components"]["freight"] == "9070.00"
     assert result["policy"]["source"] == "policies/standard/1.0.0.yaml"
-    assert result["matcher"] in ("durable_rules", "python")
+    assert result["matcher"] == "compiled"  # the default matcher
     assert {"name", "expression", "inputs", "value", "source"} <= set(result["trace"][0])
 
 

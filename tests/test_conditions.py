@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import operator
+import os
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine import RulesError, available_matchers, load_rules, value
 from engine.compiling.conditions import (
     MAX_EXACT,
     compile_condition,
@@ -19,6 +25,7 @@ from engine.compiling.conditions import (
 from engine.compiling.expressions import parse
 from engine.compiling.formulas import BOOL, DATE, LIST, MISSING, NUMBER, TEXT, Symbol
 from engine.errors import Location
+from tests.conftest import line_of, mini, repo
 
 WHERE = Location("p.yaml", 5, 11, "rules[0].when")
 SYMBOLS = {
@@ -146,8 +153,8 @@ def test_text_names_compare_by_reference() -> None:
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("tiv * 2 > 100", "compute anything else in a formula"),
-        ("shipment.sum_insured < tiv", "comparing two numbers is done in a formula"),
+        ("tiv * 2 > shipment.destination.country", "cannot compare number with text"),
+        ("shipment.transit_countries == sanctioned", "lists are compared with `in`"),
         ('tiv == "a"', "cannot compare `tiv` (number) with a text"),
         ("tiv", "is a number, not true/false"),
         ("tvi > 3", "did you mean `tiv`"),
@@ -161,3 +168,140 @@ def test_conditions_outside_the_subset_are_explained(text: str, fragment: str) -
 def test_boolean_formula_by_name() -> None:
     c = compile_ok("under_insured")
     assert c.json["$and"][1] == {"under_insured": True}
+
+
+# --- Whole packs: limits are load errors, arithmetic runs on every matcher ---
+
+COUNTRIES = [f"{a}{b}" for a in "ABCDEFGHIJKLMNOPQ" for b in "X"]  # 17 codes, none real
+SHIPMENT = {
+    "id": "A-1",
+    "date": "2025-03-01",
+    "currency": "USD",
+    "mode": "ocean",
+    "origin": {"country": "CN"},
+    "destination": {"country": "DE"},
+    "payment_method": "prepaid",
+    "invoice": {"amount": "1000.00"},
+    "charges": [
+        {"type": "ocean_freight", "amount": "300.00"},
+        {"type": "origin_charges", "amount": "40.00"},
+    ],
+    "goods": [{"description": "pumps", "value": "1000.00"}],
+    "duties": [],
+}
+
+
+def test_a_when_past_the_alternatives_limit_is_a_load_error_naming_its_line() -> None:
+    # 17 × 17 = 289 alternatives once `and` is distributed over the two `in`s: more than 256.
+    text = mini(
+        f"""\
+        - id: too-wide
+          when: shipment.origin.country in {COUNTRIES} and shipment.destination.country in {
+            COUNTRIES
+        }
+          decide: refer
+          reason: x
+        """
+    )
+    with pytest.raises(RulesError) as info:
+        load_rules(files=repo(text))
+    (problem,) = info.value.problems
+    assert problem.location.line == line_of(text, "when: shipment.origin.country in")
+    assert problem.location.file == "policies/mini/1.0.0.yaml"
+    assert "256 alternatives" in problem.message
+    assert problem.code == "condition.limit"
+
+
+def test_a_when_past_the_conjunction_limit_is_a_load_error_naming_its_line() -> None:
+    # 25 comparisons in one alternative: more than the 24 durable_rules chains reliably.
+    chain = " and ".join(f"shipment.invoice.amount != {n}" for n in range(25))
+    text = mini(f"- id: too-long\n  when: {chain}\n  decide: refer\n  reason: x\n")
+    with pytest.raises(RulesError) as info:
+        load_rules(files=repo(text))
+    (problem,) = info.value.problems
+    assert problem.location.line == line_of(text, "when: shipment.invoice.amount != 0")
+    assert "comparisons" in problem.message
+
+
+def test_the_cli_validate_exits_3_naming_the_line(tmp_path: Path) -> None:
+    text = mini(
+        f"""\
+        - id: too-wide
+          when: shipment.origin.country in {COUNTRIES} and shipment.destination.country in {
+            COUNTRIES
+        }
+          decide: refer
+          reason: x
+        """
+    )
+    for path, body in repo(text).items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(body)
+    result = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "validate"],
+        env={**os.environ, "TIV_RULES": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    line = line_of(text, "when: shipment.origin.country in")
+    assert result.returncode == 3, result.stderr
+    assert f"policies/mini/1.0.0.yaml:{line}:" in result.stdout + result.stderr
+
+
+ARITHMETIC = mini(
+    """\
+    - id: freight-heavy
+      when: charges.main_carriage * 4 > invoice
+      flag: freight_heavy
+      reason: Freight above a quarter of the invoice
+    - id: margin-gap
+      when: tiv - invoice >= 440.50
+      decide: refer
+      reason: Large uplift
+    - id: thin-margin
+      when: margin < freight / 2
+      flag: thin_margin
+      reason: Margin under half the freight
+    - id: dear-line
+      for: charge
+      when: charge.amount * 10 > shipment.invoice.amount * 2
+      flag: dear_charge
+      reason: A charge above a fifth of the invoice
+    - id: never
+      when: tiv * 0 > 1
+      decide: decline
+      reason: Cannot happen
+    """
+)
+
+
+@pytest.mark.parametrize("matcher", available_matchers(), ids=lambda m: m.name)
+def test_arithmetic_in_when_on_every_matcher(matcher: Any) -> None:
+    rules = load_rules(files=repo(ARITHMETIC))
+    result = value(rules, SHIPMENT, policy="mini", matcher=matcher)
+    # freight = 300 + 40 = 340; margin = (1000 + 340) × 0.10 = 134; tiv = 1000 + 340 + 134 = 1474
+    assert result.total_insured_value == "1474.00"
+    # freight-heavy: main carriage 300 × 4 = 1200 > 1000 holds.
+    # margin-gap: 1474 - 1000 = 474 >= 440.50 holds, so the decision is refer.
+    # thin-margin: 134 < 340 / 2 = 170 holds.
+    # dear-line: charges[0] 300 × 10 = 3000 > 1000 × 2 = 2000 holds; charges[1] 400 does not.
+    # never: 1474 × 0 = 0 > 1 never holds.
+    assert result.decision == "refer"
+    assert [r.rule for r in result.reasons] == ["margin-gap"]
+    flags = {f.name: f.subjects for f in result.flags}
+    assert flags == {
+        "freight_heavy": ["shipment"],
+        "thin_margin": ["shipment"],
+        "dear_charge": ["charges[0]"],
+    }
+
+
+def test_arithmetic_near_the_threshold_is_exact() -> None:
+    # invoice 1000.00 and freight 340: tiv - invoice = 474 exactly; 474 >= 474.00 holds,
+    # 474 >= 474.01 does not, on every matcher.
+    for threshold, holds in [("474.00", True), ("474.01", False)]:
+        rules = load_rules(files=repo(ARITHMETIC.replace("440.50", threshold)))
+        for matcher in available_matchers():
+            result = value(rules, SHIPMENT, policy="mini", matcher=matcher)
+            assert ("margin-gap" in [r.rule for r in result.reasons]) == holds, matcher.name

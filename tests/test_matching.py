@@ -17,22 +17,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.evaluating.matcher import (
+from engine.matching.grammar import (
     MAX_ALTERNATIVES,
     MAX_CONJUNCTION,
     MAX_FACT_FIELDS,
     MAX_STRING_CHARS,
     Firing,
-    Matcher,
     MatchRuleset,
-    available_matchers,
-    default_matcher,
     property_hash,
 )
-from engine.evaluating.oracle import PythonMatcher
+from engine.matching.production import PythonMatcher
+from engine.matching.registry import Matcher, available_matchers, default_matcher
 
 REPO = Path(__file__).resolve().parents[1]
-MATCHERS = available_matchers()
+# The JSON backends: the compiled matcher never sees JSON (tests/test_differential.py
+# compares it with these on whole valuations).
+MATCHERS = [m for m in available_matchers() if hasattr(m, "match")]
 _names = itertools.count()
 
 
@@ -57,7 +57,7 @@ def matcher(request: pytest.FixtureRequest) -> Matcher:
 @pytest.fixture
 def durable() -> Matcher:
     pytest.importorskip("durable.engine")
-    from engine.evaluating.durable_backend import DurableMatcher
+    from engine.matching.durable_rules import DurableMatcher
 
     return DurableMatcher()
 
@@ -362,22 +362,26 @@ def test_rule_ids_must_be_unique(matcher: Matcher) -> None:
         matcher.match(ruleset(("r", {"kind": "a"}), ("r", {"kind": "b"})), [fact("a")])
 
 
-def test_a_name_reused_for_other_rules_is_refused(matcher: Matcher) -> None:
+# durable_rules never forgets a ruleset name, so an ad-hoc ruleset's name must change with
+# its content. (Packs keep their registration in their own plan: no name is looked up.)
+
+
+def test_a_name_reused_for_other_rules_is_refused(durable: Matcher) -> None:
     first = ruleset(("r", {"kind": "line"}))
     same = MatchRuleset(first.name, (("r", {"kind": "line"}),))
     other = MatchRuleset(first.name, (("r", {"kind": "header"}),))
-    assert pairs(matcher.match(first, [fact("a")])) == [("r", "a")]
-    assert pairs(matcher.match(same, [fact("a")])) == [("r", "a")]
-    with pytest.raises(ValueError, match="already used"):
-        matcher.match(other, [fact("a")])
+    assert pairs(durable.match(first, [fact("a")])) == [("r", "a")]
+    assert pairs(durable.match(same, [fact("a")])) == [("r", "a")]
+    with pytest.raises(ValueError, match="registered with other rules"):
+        durable.match(other, [fact("a")])
 
 
-def test_a_name_reused_with_true_for_1_is_refused(matcher: Matcher) -> None:
+def test_a_name_reused_with_true_for_1_is_refused(durable: Matcher) -> None:
     # True == 1 in Python: the check compares canonical JSON, where true is not 1.
     first = ruleset(("r", {"flag": True}))
-    assert pairs(matcher.match(first, [fact("a", flag=True)])) == [("r", "a")]
-    with pytest.raises(ValueError, match="already used"):
-        matcher.match(MatchRuleset(first.name, (("r", {"flag": 1}),)), [fact("a", flag=1)])
+    assert pairs(durable.match(first, [fact("a", flag=True)])) == [("r", "a")]
+    with pytest.raises(ValueError, match="registered with other rules"):
+        durable.match(MatchRuleset(first.name, (("r", {"flag": 1}),)), [fact("a", flag=1)])
 
 
 def test_immutable_mappings_and_tuples_are_conditions_too(matcher: Matcher) -> None:
@@ -411,17 +415,17 @@ def test_property_hash_is_durable_rules_hash_and_collisions_are_refused(matcher:
 # --- durable_rules pitfalls, one test each ---
 
 
-def test_import_guard_falls_back_to_the_oracle() -> None:
+def test_import_guard_leaves_the_other_matchers() -> None:
     # As on Python 3.13+, where durable_rules' C extension does not load.
     result = run_python(
         """
         import sys
         sys.modules["durable"] = None  # makes `import durable...` raise ImportError
-        from engine.evaluating import durable_backend
-        from engine.evaluating.matcher import available_matchers, default_matcher
-        assert not durable_backend.AVAILABLE
-        assert default_matcher().name == "python"
-        assert [m.name for m in available_matchers()] == ["python"]
+        from engine.matching import durable_rules
+        from engine.matching.registry import available_matchers, default_matcher
+        assert not durable_rules.AVAILABLE
+        assert default_matcher().name == "compiled"
+        assert [m.name for m in available_matchers()] == ["compiled", "python"]
         print("ok")
         """
     )
@@ -429,14 +433,14 @@ def test_import_guard_falls_back_to_the_oracle() -> None:
     assert result.stdout.strip() == "ok"
 
 
-def test_default_matcher_is_durable_rules_where_it_imports() -> None:
+def test_default_matcher_is_compiled_and_durable_rules_is_available_where_it_imports() -> None:
     pytest.importorskip("durable.engine")
-    assert default_matcher().name == "durable_rules"
-    assert [m.name for m in available_matchers()] == ["durable_rules", "python"]
+    assert default_matcher().name == "compiled"
+    assert [m.name for m in available_matchers()] == ["compiled", "durable_rules", "python"]
 
 
 def test_one_host_per_process_and_a_ruleset_registered_once(durable: Matcher) -> None:
-    from engine.evaluating import durable_backend
+    from engine.matching import durable_rules as durable_backend
 
     rules = ruleset(("r", {"kind": "line"}))
     other = durable_backend.DurableMatcher()
@@ -445,7 +449,7 @@ def test_one_host_per_process_and_a_ruleset_registered_once(durable: Matcher) ->
     host = durable_backend._host()
     assert durable_backend._host() is host
     # durable_rules itself refuses a second registration of a name.
-    engine_name = durable_backend._COMPILED[rules.name].chunks[0].engine_name
+    engine_name = durable_backend._AD_HOC[rules.name].chunks[0].engine_name
     with pytest.raises(Exception, match="already registered"):
         host.set_rulesets({engine_name: {"r": {"all": [{"m": {"kind": "x"}}], "run": "t0"}}})
 
@@ -463,8 +467,8 @@ def test_sessions_where_no_fact_matches_are_deleted_without_crashing() -> None:
     pytest.importorskip("durable.engine")
     result = run_python(
         """
-        from engine.evaluating.durable_backend import DurableMatcher
-        from engine.evaluating.matcher import MatchRuleset
+        from engine.matching.durable_rules import DurableMatcher
+        from engine.matching.grammar import MatchRuleset
         rules = MatchRuleset("nothing-matches", (("r", {"kind": "line"}),))
         matcher = DurableMatcher()
         for n in range(1500):
@@ -477,7 +481,7 @@ def test_sessions_where_no_fact_matches_are_deleted_without_crashing() -> None:
 
 
 def _failing_matcher() -> Matcher:
-    from engine.evaluating.durable_backend import DurableMatcher
+    from engine.matching.durable_rules import DurableMatcher
 
     class FailingMatcher(DurableMatcher):
         """Fails inside durable_rules' action, as a broken action would."""
@@ -515,7 +519,7 @@ def test_sessions_are_deleted_when_every_other_match_fails_inside(durable: Match
 
 def test_no_timer_thread_is_started(durable: Matcher) -> None:
     # durable_rules' Host.__init__ starts two dispatch Timer threads; ours starts none.
-    from engine.evaluating import durable_backend
+    from engine.matching import durable_rules as durable_backend
 
     durable_backend._host()
     durable.match(ruleset(("r", {"kind": "line"})), [fact("a")])
@@ -556,8 +560,8 @@ def test_hundreds_of_siblings_do_not_hang() -> None:
     pytest.importorskip("durable.engine")
     result = run_python(
         """
-        from engine.evaluating.durable_backend import DurableMatcher
-        from engine.evaluating.matcher import MatchRuleset
+        from engine.matching.durable_rules import DurableMatcher
+        from engine.matching.grammar import MatchRuleset
         rules = MatchRuleset("siblings", tuple(
             (f"r{k}", {"$or": [{"n": 200 * k + i} for i in range(200)]}) for k in range(3)
         ))
@@ -679,7 +683,7 @@ def test_durable_rules_agrees_with_the_oracle(
     conditions: list[dict[str, Any]], facts: list[dict[str, Any]]
 ) -> None:
     pytest.importorskip("durable.engine")
-    from engine.evaluating.durable_backend import DurableMatcher
+    from engine.matching.durable_rules import DurableMatcher
 
     rules = ruleset(*((f"r{n}", cond) for n, cond in enumerate(conditions)))
     assert _outcome(DurableMatcher(), rules, facts) == _outcome(PythonMatcher(), rules, facts)

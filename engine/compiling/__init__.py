@@ -1,1 +1,2 @@
-"""Compiling: expressions -> typed closures, conditions -> durable_rules JSON, packs."""
+"""Compiling: expressions -> typed closures; conditions -> closures and durable_rules JSON;
+packs."""

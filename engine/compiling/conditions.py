@@ -1,33 +1,38 @@
-"""Compile a rule's `when` condition into durable_rules' JSON condition format.
+"""Compile a rule's `when` into a closure over the typed environment, and into JSON.
 
-In: an `Expr` (from `expressions.parse`), the rule's scope ("shipment", "charge",
-"goods") and the symbol table. Out: a `Condition`: the JSON for one fact (`m`) and
-the `FieldSpec`s that say how to put each value the condition reads into that fact.
+In: an `Expr` (from `expressions.parse`, the tree formulas compile from too), the rule's
+scope ("shipment", "charge", "goods"), the symbol table and, for arithmetic and function
+calls, the formula compiler's functions and tables. Out: a `Condition` holding
+- `test(shipment_env, line_env) -> bool`: the condition on typed values (Decimal, dates,
+  text, lists), run by the compiled matcher with no encoding at all;
+- `json` and `fields`: the same condition in durable_rules' JSON format and how each value
+  it reads becomes a field of a match fact, run by the durable_rules and production
+  matchers.
+Both come from one walk of the tree, so they cannot drift apart; the differential tests
+check that they agree.
 
-Conditions match facts against constants: comparisons of a name with a literal or a
-parameter, `in` lists, `exists(...)`, and/or/not. Arithmetic belongs in formulas (a
-boolean formula can be tested by name), which keeps conditions matchable by
-durable_rules and every figure in the trace.
-
-Exactness: durable_rules parses fact JSON with a float parser, so a number is never
-handed over as a decimal. A number compared at scale S (the literal's decimal places)
-is encoded as the integer 2*floor(x*10^S) + (1 if x*10^S is not whole), and the
-literal c as 2*c*10^S. Both sides are then integers and every comparison (<, <=, ==,
-!=, >=, >) gives the same answer as on the exact decimals: a non-whole x sits strictly
-between two even numbers. Absent values are left out of the fact; every comparison
-with an absent field is false (durable_rules' own rule, `$neq` included), and
-presence is tested with an explicit `<field>__present` boolean, never `$ex`/`$nex`.
+Semantics (both forms): a comparison involving an absent value (or a table gap) is
+false, `!=` included; `not` is pushed down to the comparisons (De Morgan), so `not (x ==
+1)` is `x != 1`, false when x is absent too. `exists(x)` tests presence. Arithmetic and
+function calls may appear on either side of a comparison: such an operand is compiled as
+a formula and, for the JSON backends, becomes a computed field of the match fact; two
+numbers are compared as their difference against zero. A computed operand that reads an
+absent value is itself absent.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+import hashlib
+import operator
+from collections import ChainMap
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from engine.compiling.expressions import (
+    Binary,
     Bool,
     Call,
     Compare,
@@ -38,115 +43,166 @@ from engine.compiling.expressions import (
     Num,
     Text,
     Unary,
+    names_in,
     text_location,
 )
-from engine.compiling.formulas import BOOL, DATE, LIST, MISSING, NUMBER, TEXT, Symbol
-from engine.errors import Location, Problem
+from engine.compiling.formulas import (
+    BOOL,
+    DATE,
+    GAP,
+    LIST,
+    MISSING,
+    NUMBER,
+    TEXT,
+    Function,
+    GapValue,
+    MissingValue,
+    Symbol,
+    TableGap,
+    TableLike,
+    compile_formula,
+)
+from engine.errors import EvaluationError, Location, Problem
+from engine.matching.plan import (
+    MAX_EXACT,
+    Env,
+    FieldSpec,
+    Test,
+    encode_fact,
+    encode_item,
+    encode_number,
+    scale_of,
+)
 
-# durable_rules compares integers exactly up to this magnitude; past it we refuse.
-MAX_EXACT = 2**53
+__all__ = [
+    "MAX_EXACT",
+    "Condition",
+    "FieldSpec",
+    "compile_condition",
+    "encode_fact",
+    "encode_number",
+    "field_key",
+    "scale_of",
+]
+
+LINE_PREFIXES = ("charge.", "goods.")  # names a line's own environment holds
 
 NEVER: dict[str, Any] = {"kind": "$never"}  # no fact has this kind: `x in []`
+ALWAYS: dict[str, Any] = {}  # folded away by `_all`/`_any`; never reaches the grammar
 
 
-@dataclass(frozen=True)
-class FieldSpec:
-    """How one value of the environment becomes one field of a match fact."""
+def _always(s: Env, line: Env) -> bool:
+    return True
 
-    key: str  # field name in the fact, e.g. "shipment__destination__country"
-    name: str  # dotted name in the environment
-    encoding: str  # "text", "bool", "date", "number", "list", "present"
-    scale: int = 0
+
+def _never(s: Env, line: Env) -> bool:
+    return False
 
 
 @dataclass(frozen=True)
 class Condition:
     json: dict[str, Any]
     fields: tuple[FieldSpec, ...]
+    test: Test = _always
 
+
+@dataclass(frozen=True)
+class _Part:
+    """A compiled piece of a condition: its JSON and its closure."""
+
+    json: dict[str, Any]
+    test: Test
+
+
+_TRUE = _Part(ALWAYS, _always)
+_FALSE = _Part(NEVER, _never)
 
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 _NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
 _OPS = {"<": "$lt", "<=": "$lte", ">": "$gt", ">=": "$gte", "!=": "$neq"}
+_PY: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 
 
 def field_key(name: str) -> str:
     return name.replace(".", "__")
 
 
-def encode_number(value: Decimal, scale: int) -> int:
-    scaled = value.scaleb(scale)
-    whole = int(scaled.to_integral_value(rounding="ROUND_FLOOR"))
-    encoded = 2 * whole + (0 if scaled == whole else 1)
-    if abs(encoded) >= MAX_EXACT:
-        raise OverflowError(f"{value} is too large to compare exactly in a rule condition")
-    return encoded
-
-
-def scale_of(value: Decimal) -> int:
-    exponent = value.as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
-
-
-def encode_fact(env: Mapping[str, Any], fields: tuple[FieldSpec, ...]) -> dict[str, Any]:
-    """The JSON-safe fact a condition is matched against (without `id` and `kind`)."""
-    fact: dict[str, Any] = {}
-    for spec in fields:
-        value = env.get(spec.name, MISSING)
-        if spec.encoding == "present":
-            fact[spec.key] = value is not MISSING
-            continue
-        if value is MISSING:
-            continue
-        if spec.encoding == "number":
-            fact[spec.key] = encode_number(value, spec.scale)
-        elif spec.encoding == "date":
-            fact[spec.key] = value.isoformat()
-        elif spec.encoding == "list":
-            fact[spec.key] = [_encode_item(item) for item in value]
-        else:
-            fact[spec.key] = value
-    return fact
-
-
-def _encode_item(item: Any) -> Any:
-    if isinstance(item, Decimal):
-        # list members are matched for equality only; whole numbers stay numbers
-        return int(item) if item == item.to_integral_value() else str(item)
-    return item
-
-
 class _Reject(Exception):
-    def __init__(self, col: int, message: str) -> None:
+    def __init__(self, col: int, message: str, problems: list[Problem] | None = None) -> None:
         super().__init__(message)
-        self.col, self.message = col, message
+        self.col, self.message, self.problems = col, message, problems
 
 
 def compile_condition(
-    expr: Expr, where: Location, scope: str, symbols: Mapping[str, Symbol]
+    expr: Expr,
+    where: Location,
+    scope: str,
+    symbols: Mapping[str, Symbol],
+    functions: Mapping[str, Function] | None = None,
+    tables: Mapping[str, TableLike] | None = None,
+    rounding_mode: str = "half_up",
+    text: str = "",
 ) -> tuple[Condition | None, list[Problem]]:
-    compiler = _ConditionCompiler(symbols)
+    compiler = _ConditionCompiler(symbols, where, functions or {}, tables or {}, rounding_mode)
     try:
         body = compiler.compile(expr, negate=False)
     except _Reject as exc:
+        if exc.problems:
+            return None, exc.problems
         return None, [
             Problem("condition.unsupported", exc.message, text_location(where, 1, exc.col))
         ]
-    json = {"$and": [{"kind": scope}, body]}
-    return Condition(json, tuple(compiler.fields.values())), []
+    if body.json is ALWAYS:
+        json: dict[str, Any] = {"kind": scope}
+    elif body.json is NEVER:
+        json = {"$and": [{"kind": scope}, dict(NEVER)]}
+    else:
+        json = {"$and": [{"kind": scope}, body.json]}
+    return Condition(json, tuple(compiler.fields.values()), body.test), []
+
+
+@dataclass(frozen=True)
+class _Operand:
+    """One side of a comparison: a constant, a name, or a computed expression."""
+
+    kind: str
+    element: str = ""
+    constant: Any = MISSING  # the value, when known at load
+    name: Name | None = None  # a name of the environment
+    computed: Expr | None = None  # arithmetic or a call, compiled as a formula
 
 
 class _ConditionCompiler:
-    def __init__(self, symbols: Mapping[str, Symbol]) -> None:
+    def __init__(
+        self,
+        symbols: Mapping[str, Symbol],
+        where: Location,
+        functions: Mapping[str, Function],
+        tables: Mapping[str, TableLike],
+        rounding_mode: str,
+    ) -> None:
         self.symbols = symbols
+        self.where = where
+        self.functions = functions
+        self.tables = tables
+        self.rounding_mode = rounding_mode
         self.fields: dict[str, FieldSpec] = {}
 
-    def compile(self, node: Expr, negate: bool) -> dict[str, Any]:
+    # --- logic ---
+
+    def compile(self, node: Expr, negate: bool) -> _Part:
         if isinstance(node, Logic):
             # De Morgan: not (a and b) == (not a) or (not b)
-            op = node.op if not negate else ("or" if node.op == "and" else "and")
+            conjunction = (node.op == "and") != negate
             parts = [self.compile(value, negate) for value in node.values]
-            return {f"${op}": parts}
+            return _all(parts) if conjunction else _any(parts)
         if isinstance(node, Unary) and node.op == "not":
             return self.compile(node.operand, not negate)
         if isinstance(node, Compare):
@@ -155,24 +211,28 @@ class _ConditionCompiler:
             return self._exists(node, negate)
         if isinstance(node, Call) and node.func == "overlaps":
             return self._overlaps(node, negate)
-        if isinstance(node, Name):
-            symbol = self._symbol(node)
-            if symbol.type != BOOL:
-                raise _Reject(
-                    node.col,
-                    f"`{node.dotted}` is a {symbol.type}, not true/false: compare it with a value",
-                )
-            if symbol.constant is not MISSING:
-                return {} if symbol.constant != negate else dict(NEVER)
-            return {self._field(node, "bool"): not negate}
         if isinstance(node, Bool):
-            return {} if node.value != negate else dict(NEVER)
-        raise _Reject(
-            node.col,
-            "a condition compares facts or formulas with constants "
-            "(==, <, in, exists, and, or, not); compute anything else in "
-            "a formula and test that formula here",
-        )
+            return _TRUE if node.value != negate else _FALSE
+        operand = self._operand(node)
+        if operand.kind != BOOL:
+            what = f"`{node.dotted}`" if isinstance(node, Name) else "this expression"
+            raise _Reject(
+                node.col,
+                f"{what} is a {operand.kind}, not true/false: compare it with a value",
+            )
+        if operand.constant is not MISSING:
+            return _TRUE if operand.constant != negate else _FALSE
+        want = not negate
+        key = self._field(operand, "bool")
+        read = self._reader(operand)
+
+        def truth(s: Env, line: Env) -> bool:
+            value = read(s, line)
+            return value is not MISSING and value is not GAP and value == want
+
+        return _Part({key: want}, truth)
+
+    # --- operands ---
 
     def _symbol(self, node: Name) -> Symbol:
         symbol = self.symbols.get(node.dotted)
@@ -184,98 +244,182 @@ class _ConditionCompiler:
             raise _Reject(node.col, f"unknown name `{node.dotted}`{hint}")
         return symbol
 
-    def _field(self, node: Name, encoding: str, scale: int = 0) -> str:
-        key = field_key(node.dotted)
+    def _operand(self, node: Expr) -> _Operand:
+        if isinstance(node, Num):
+            return _Operand(NUMBER, constant=node.value)
+        if isinstance(node, Text):
+            return _Operand(TEXT, constant=node.value)
+        if isinstance(node, Bool):
+            return _Operand(BOOL, constant=node.value)
+        if isinstance(node, Unary) and node.op == "-" and isinstance(node.operand, Num):
+            return _Operand(NUMBER, constant=-node.operand.value)
+        if isinstance(node, ListOf):
+            items = [self._operand(item) for item in node.items]
+            if any(item.constant is MISSING for item in items):
+                raise _Reject(node.col, "a list in a condition must hold constants only")
+            kinds = {item.kind for item in items}
+            if len(kinds) > 1:
+                raise _Reject(node.col, f"a list must hold one type, not {sorted(kinds)}")
+            element = items[0].kind if items else ""
+            return _Operand(LIST, element, constant=tuple(item.constant for item in items))
+        if isinstance(node, Name):
+            symbol = self._symbol(node)
+            if symbol.constant is not MISSING:
+                value = symbol.constant
+                kind = LIST if isinstance(value, tuple) else symbol.type
+                return _Operand(kind, symbol.element, constant=value)
+            return _Operand(symbol.type, symbol.element, name=node)
+        # Arithmetic, a function call, `x if c else y`: compiled as a formula is.
+        formula, problems = compile_formula(
+            node, "", self.where, self.symbols, self.functions, self.rounding_mode, self.tables
+        )
+        if formula is None:
+            raise _Reject(node.col, problems[0].message if problems else "", problems)
+        return _Operand(formula.type, computed=node)
+
+    def _field(self, operand: _Operand, encoding: str, scale: int = 0) -> str:
+        """The match-fact field carrying `operand` in `encoding`; recorded once."""
+        if operand.name is not None:
+            dotted = operand.name.dotted
+            key = field_key(dotted)
+            compute = None
+        else:
+            assert operand.computed is not None
+            digest = hashlib.sha256(
+                f"{self.where.file}:{self.where.line}:{self.where.col}:{operand.computed!r}".encode()
+            ).hexdigest()[:12]
+            key = dotted = f"calc_{digest}"
+            compute = self._compute(operand.computed)
         if encoding == "number":
             key = f"{key}__s{scale}"
         elif encoding == "present":
             key = f"{key}__present"
-        self.fields.setdefault(key, FieldSpec(key, node.dotted, encoding, scale))
+        self.fields.setdefault(key, FieldSpec(key, dotted, encoding, scale, compute))
         return key
 
-    def _exists(self, node: Call, negate: bool) -> dict[str, Any]:
+    def _compute(self, node: Expr) -> Callable[[Env], Any]:
+        """The value of a computed operand in one (merged) environment; MISSING if absent."""
+        formula, _ = compile_formula(
+            node, "", self.where, self.symbols, self.functions, self.rounding_mode, self.tables
+        )
+        assert formula is not None  # `_operand` compiled it already
+        run = formula.run
+        where = self.where
+
+        def compute(env: Env) -> Any:
+            try:
+                return run(env)
+            except (MissingValue, GapValue, TableGap):
+                return MISSING
+            except ArithmeticError as exc:
+                raise EvaluationError(
+                    Problem(
+                        "condition.invalid",
+                        f"a rule condition could not be computed ({type(exc).__name__})",
+                        where,
+                    )
+                ) from None
+
+        return compute
+
+    def _reader(self, operand: _Operand) -> Callable[[Env, Env], Any]:
+        """(shipment env, line env) -> the operand's value, MISSING (or GAP) when absent."""
+        if operand.name is not None:
+            key = operand.name.dotted
+            if key.startswith(LINE_PREFIXES):
+                return lambda s, line: line.get(key, MISSING)
+            return lambda s, line: s.get(key, MISSING)
+        assert operand.computed is not None
+        compute = self._compute(operand.computed)
+        if any(n.dotted.startswith(LINE_PREFIXES) for n in names_in(operand.computed)):
+            return lambda s, line: compute(ChainMap(line, s))  # type: ignore[arg-type]
+        return lambda s, line: compute(s)
+
+    # --- comparisons ---
+
+    def _exists(self, node: Call, negate: bool) -> _Part:
         if len(node.args) != 1 or not isinstance(node.args[0], Name):
             raise _Reject(node.col, "exists() takes one name")
-        self._symbol(node.args[0])
-        return {self._field(node.args[0], "present"): not negate}
+        operand = self._operand(node.args[0])
+        if operand.constant is not MISSING:
+            return _FALSE if negate else _TRUE
+        want = not negate
+        key = self._field(operand, "present")
+        read = self._reader(operand)
+        return _Part({key: want}, lambda s, line: (read(s, line) is not MISSING) == want)
 
-    def _overlaps(self, node: Call, negate: bool) -> dict[str, Any]:
+    def _overlaps(self, node: Call, negate: bool) -> _Part:
         # overlaps(shipment.transit_countries, sanctioned): some element is in the list
-        if len(node.args) != 2 or not isinstance(node.args[0], Name):
-            raise _Reject(node.col, "overlaps() takes a list fact and a list of constants")
-        symbol = self._symbol(node.args[0])
-        constant = self._constant(node.args[1])
-        if symbol.type != LIST or constant is None or constant[0] != LIST:
-            raise _Reject(node.col, "overlaps() takes a list fact and a list of constants")
+        usage = "overlaps() takes a list fact and a list of constants"
+        if len(node.args) != 2:
+            raise _Reject(node.col, usage)
+        listed, constant = self._operand(node.args[0]), self._operand(node.args[1])
+        if listed.kind != LIST or listed.constant is not MISSING or constant.kind != LIST:
+            raise _Reject(node.col, usage)
+        if constant.constant is MISSING:
+            raise _Reject(node.col, usage)
         if negate:
             raise _Reject(
                 node.col,
                 "`not overlaps(...)` is not supported in a condition; "
                 "compute it in a formula and test that",
             )
-        items = [{"$i": _encode_item(item)} for item in constant[1]]
-        if not items:
-            return dict(NEVER)
-        key = self._field(node.args[0], "list")
-        return {"$iany": {key: items[0] if len(items) == 1 else {"$or": items}}}
+        values = tuple(constant.constant)
+        if not values:
+            return _FALSE
+        items = [{"$i": encode_item(item)} for item in values]
+        key = self._field(listed, "list")
+        read = self._reader(listed)
 
-    def _constant(self, node: Expr) -> tuple[str, Any] | None:
-        """(type, value) when the node is known at compile time."""
-        if isinstance(node, Num):
-            return NUMBER, node.value
-        if isinstance(node, Text):
-            return TEXT, node.value
-        if isinstance(node, Bool):
-            return BOOL, node.value
-        if isinstance(node, Unary) and node.op == "-" and isinstance(node.operand, Num):
-            return NUMBER, -node.operand.value
-        if isinstance(node, ListOf):
-            items = [self._constant(item) for item in node.items]
-            if any(item is None for item in items):
-                raise _Reject(node.col, "a list in a condition must hold constants only")
-            return LIST, tuple(value for _, value in items)  # type: ignore[misc]
-        if isinstance(node, Name):
-            symbol = self._symbol(node)
-            if symbol.constant is not MISSING:
-                value = symbol.constant
-                return (LIST if isinstance(value, tuple) else symbol.type), value
-        return None
+        def overlaps(s: Env, line: Env) -> bool:
+            found = read(s, line)
+            if found is MISSING or found is GAP:
+                return False
+            return any(value in found for value in values)
 
-    def _compare(self, node: Compare, negate: bool) -> dict[str, Any]:
+        return _Part({"$iany": {key: items[0] if len(items) == 1 else {"$or": items}}}, overlaps)
+
+    def _compare(self, node: Compare, negate: bool) -> _Part:
         if node.op in ("in", "not in"):
             return self._membership(node, negate != (node.op == "not in"))
         op = _NEGATE[node.op] if negate else node.op
-        left, right = node.left, node.right
-        left_const, right_const = self._constant(left), self._constant(right)
-        if left_const is not None and right_const is None:
+        left, right = self._operand(node.left), self._operand(node.right)
+        if left.constant is not MISSING and right.constant is MISSING:
             left, right, op = right, left, _FLIP[op]
-            left_const, right_const = right_const, left_const
-        if not isinstance(left, Name) or left_const is not None:
-            raise _Reject(
-                node.col,
-                "compare a fact or formula with a constant, e.g. "
-                'shipment.mode == "air"; compute anything else in a '
-                "formula and test that formula here",
-            )
-        symbol = self._symbol(left)
-        if right_const is None:
-            return self._compare_names(node, left, symbol, right, op)
-        kind, value = right_const
-        return self._compare_constant(node, left, symbol, op, kind, value)
+        if left.constant is not MISSING:
+            # both known at load: fold (a parameter compared with a literal, say)
+            if left.kind != right.kind or left.kind == LIST:
+                raise _Reject(node.col, f"cannot compare {left.kind} with {right.kind}")
+            return _TRUE if _PY[op](left.constant, right.constant) else _FALSE
+        if right.constant is MISSING:
+            return self._compare_values(node, left, right, op)
+        _, value = self._literal(node, left.kind, right.kind, right.constant, left)
+        return self._leaf(node, left, op, value)
 
-    def _compare_constant(
-        self, node: Compare, left: Name, symbol: Symbol, op: str, kind: str, value: Any
-    ) -> dict[str, Any]:
-        if symbol.type == DATE and kind == TEXT:
+    def _literal(
+        self, node: Compare, kind: str, literal_kind: str, value: Any, left: _Operand | None = None
+    ) -> tuple[str, Any]:
+        """The literal as a value of the compared name's `kind` (dates from ISO text)."""
+        shown = (
+            f"`{left.name.dotted}` ({kind})" if left is not None and left.name is not None else kind
+        )
+        if kind == DATE and literal_kind == TEXT:
             try:
-                value = datetime.date.fromisoformat(value).isoformat()
+                return DATE, datetime.date.fromisoformat(value)
             except ValueError:
                 raise _Reject(node.col, f"`{value}` is not an ISO date (YYYY-MM-DD)") from None
-            kind = DATE
-        if symbol.type != kind:
-            raise _Reject(node.col, f"cannot compare `{left.dotted}` ({symbol.type}) with a {kind}")
+        if kind != literal_kind:
+            raise _Reject(node.col, f"cannot compare {shown} with a {literal_kind}")
+        if kind == LIST:
+            raise _Reject(node.col, "lists are compared with `in` or overlaps()")
+        return kind, value
+
+    def _leaf(self, node: Expr, left: _Operand, op: str, value: Any) -> _Part:
+        """`left op value` where value is a typed constant."""
+        kind = left.kind
         if kind == BOOL and op not in ("==", "!="):
             raise _Reject(node.col, f"`{op}` does not order true and false")
+        literal: Any
         if kind == NUMBER:
             scale = scale_of(value)
             key = self._field(left, "number", scale)
@@ -283,64 +427,81 @@ class _ConditionCompiler:
                 literal = encode_number(value, scale)
             except OverflowError as exc:
                 raise _Reject(node.col, str(exc)) from None
+        elif kind == DATE:
+            key = self._field(left, "date")
+            literal = value.isoformat()
         else:
-            key = self._field(left, "date" if kind == DATE else kind)
+            key = self._field(left, kind)
             literal = value
-        if op == "==":
-            return {key: literal}
-        return {_OPS[op]: {key: literal}}
+        read = self._reader(left)
+        compare = _PY[op]
 
-    def _compare_names(
-        self, node: Compare, left: Name, symbol: Symbol, right: Expr, op: str
-    ) -> dict[str, Any]:
-        if not isinstance(right, Name):
-            raise _Reject(
-                node.col,
-                "compare a fact or formula with a constant or another "
-                "name; compute anything else in a formula",
-            )
-        other = self._symbol(right)
-        if symbol.type != other.type:
-            raise _Reject(node.col, f"cannot compare {symbol.type} with {other.type}")
-        if symbol.type == NUMBER:
-            raise _Reject(
-                node.col,
-                "comparing two numbers is done in a formula (e.g. "
-                "`under_insured: shipment.sum_insured < tiv`), "
-                "then tested by name here",
-            )
-        if symbol.type == BOOL and op not in ("==", "!="):
+        def leaf(s: Env, line: Env) -> bool:
+            found = read(s, line)
+            return found is not MISSING and found is not GAP and compare(found, value)
+
+        json = {key: literal} if op == "==" else {_OPS[op]: {key: literal}}
+        return _Part(json, leaf)
+
+    def _compare_values(self, node: Compare, left: _Operand, right: _Operand, op: str) -> _Part:
+        """Two values known only per shipment."""
+        if left.kind != right.kind:
+            raise _Reject(node.col, f"cannot compare {left.kind} with {right.kind}")
+        if left.kind == LIST:
+            raise _Reject(node.col, "lists are compared with `in` or overlaps()")
+        if left.kind == BOOL and op not in ("==", "!="):
             raise _Reject(node.col, f"`{op}` does not order true and false")
-        encoding = "date" if symbol.type == DATE else symbol.type
-        key, other_key = self._field(left, encoding), self._field(right, encoding)
-        reference = {"$m": other_key}
-        if op == "==":
-            return {key: reference}
-        return {_OPS[op]: {key: reference}}
+        read_left, read_right = self._reader(left), self._reader(right)
+        compare = _PY[op]
 
-    def _membership(self, node: Compare, negate: bool) -> dict[str, Any]:
-        left, right = node.left, node.right
-        right_const = self._constant(right)
-        left_const = self._constant(left)
-        if isinstance(left, Name) and left_const is None and right_const is not None:
+        def both(s: Env, line: Env) -> bool:
+            a = read_left(s, line)
+            if a is MISSING or a is GAP:
+                return False
+            b = read_right(s, line)
+            return b is not MISSING and b is not GAP and compare(a, b)
+
+        if left.kind == NUMBER:
+            # Two numbers: their exact difference against zero, a computed field.
+            operand = _Operand(NUMBER, computed=Binary(node.col, "-", node.left, node.right))
+            key = self._field(operand, "number", 0)
+            json = {key: 0} if op == "==" else {_OPS[op]: {key: 0}}
+            return _Part(json, both)
+        encoding = left.kind
+        key, other = self._field(left, encoding), self._field(right, encoding)
+        reference = {"$m": other}
+        json = {key: reference} if op == "==" else {_OPS[op]: {key: reference}}
+        return _Part(json, both)
+
+    def _membership(self, node: Compare, negate: bool) -> _Part:
+        left, right = self._operand(node.left), self._operand(node.right)
+        if left.constant is MISSING and right.constant is not MISSING:
             # shipment.destination.country in ["KP", "IR"]
-            if right_const[0] != LIST:
+            if right.kind != LIST:
                 raise _Reject(node.col, "`in` needs a list on its right")
-            symbol = self._symbol(left)
-            parts = [
-                self._compare_constant(
-                    node, left, symbol, "!=" if negate else "==", _kind_of(item), item
-                )
-                for item in right_const[1]
+            values = [
+                self._literal(node, left.kind, _kind_of(item), item, left)[1]
+                for item in right.constant
             ]
-            if not parts:
-                return {} if negate else dict(NEVER)
-            return {"$and": parts} if negate else {"$or": parts}
-        if left_const is not None and isinstance(right, Name) and right_const is None:
+            if not values:
+                return _TRUE if negate else _FALSE
+            parts = [self._leaf(node, left, "!=" if negate else "==", value) for value in values]
+            json = {"$and": [p.json for p in parts]} if negate else {"$or": [p.json for p in parts]}
+            read = self._reader(left)
+            options = tuple(values)
+
+            def member(s: Env, line: Env) -> bool:
+                found = read(s, line)
+                if found is MISSING or found is GAP:
+                    return False
+                return (found in options) != negate
+
+            return _Part(json, member)
+        if left.constant is not MISSING and right.constant is MISSING:
             # "IR" in shipment.transit_countries
-            symbol = self._symbol(right)
-            if symbol.type != LIST:
-                raise _Reject(node.col, f"`{right.dotted}` is not a list")
+            if right.kind != LIST:
+                shown = f"`{right.name.dotted}`" if right.name is not None else "the right side"
+                raise _Reject(node.col, f"{shown} is not a list")
             if negate:
                 raise _Reject(
                     node.col,
@@ -348,11 +509,46 @@ class _ConditionCompiler:
                     "test `not (x in list)` in a formula",
                 )
             key = self._field(right, "list")
-            return {"$iany": {key: {"$i": _encode_item(left_const[1])}}}
+            read = self._reader(right)
+            value = left.constant
+
+            def contains(s: Env, line: Env) -> bool:
+                found = read(s, line)
+                return found is not MISSING and found is not GAP and value in found
+
+            return _Part({"$iany": {key: {"$i": encode_item(value)}}}, contains)
+        if left.constant is not MISSING and right.constant is not MISSING:
+            if right.kind != LIST:
+                raise _Reject(node.col, "`in` needs a list on its right")
+            return _TRUE if (left.constant in right.constant) != negate else _FALSE
         raise _Reject(
             node.col,
-            "`in` tests a name against a list of constants, or a constant against a list fact",
+            "`in` tests a value against a list of constants, or a constant against a list fact",
         )
+
+
+def _all(parts: list[_Part]) -> _Part:
+    if any(part is _FALSE for part in parts):
+        return _FALSE
+    kept = [part for part in parts if part is not _TRUE]
+    if not kept:
+        return _TRUE
+    if len(kept) == 1:
+        return kept[0]
+    tests = tuple(part.test for part in kept)
+    return _Part({"$and": [p.json for p in kept]}, lambda s, line: all(t(s, line) for t in tests))
+
+
+def _any(parts: list[_Part]) -> _Part:
+    if any(part is _TRUE for part in parts):
+        return _TRUE
+    kept = [part for part in parts if part is not _FALSE]
+    if not kept:
+        return _FALSE
+    if len(kept) == 1:
+        return kept[0]
+    tests = tuple(part.test for part in kept)
+    return _Part({"$or": [p.json for p in kept]}, lambda s, line: any(t(s, line) for t in tests))
 
 
 def _kind_of(value: Any) -> str:

@@ -2,10 +2,11 @@
 
 In: the layers of a pack, base first: every file it `extends`, then the file itself,
 each a `PolicyFile` model with its `LoadedYaml` (for line marks) and sha256. Out: a
-`CompiledPack` whose formulas are closures, whose rules' conditions are durable_rules
-JSON, whose rate tables and claim formulas are ready to run, or every meaning problem:
-unknown names, formulas used before they are defined, type errors, rules that look at
-what their phase cannot see yet, tables with unknown keys.
+`CompiledPack` whose formulas are closures, whose rules' conditions are closures over
+the typed environment and checked durable_rules JSON (one `PhasePlan` per phase), whose
+rate tables and claim formulas are ready to run, or every meaning problem: unknown names,
+formulas used before they are defined, type errors, rules that look at what their phase
+cannot see yet, conditions a matcher backend would refuse, tables with unknown keys.
 
 Layers merge section by section: a later file overrides parameters, charge types,
 formulas, tables and rules (by name or id) and adds new ones; rounding, result and
@@ -42,8 +43,9 @@ from engine.compiling.formulas import (
 )
 from engine.compiling.versioned import EffectiveWindow, ExampleCase
 from engine.errors import Location, Problem
-from engine.evaluating.matcher import MatchRuleset
 from engine.loading.yamlfile import LoadedYaml
+from engine.matching.grammar import MatchRuleset, prepare
+from engine.matching.plan import PhasePlan
 from engine.names import (
     DECLARED_DUTIES,
     DUTY_RULES,
@@ -163,8 +165,7 @@ class CompiledPack(EffectiveWindow):
     formulas: tuple[tuple[str, Formula], ...]
     tables: Mapping[str, CompiledTable]
     rules: tuple[CompiledRule, ...]
-    rulesets: Mapping[str, MatchRuleset]  # phase -> ruleset
-    fields: Mapping[str, tuple[FieldSpec, ...]]  # phase -> fields its facts need
+    plans: Mapping[str, PhasePlan]  # phase -> its rules, ready for every matcher
     result: ResultSpec
     claims: CompiledClaims | None
     functions_used: tuple[tuple[str, str], ...]  # custom functions (name, version)
@@ -301,7 +302,7 @@ def compile_policy(
     )
     formula_map = dict(formulas)
     _check_result(result, result_loaded, formula_map, merged.formulas, problems)
-    rules = _compile_rules(merged, symbols, formula_map, problems)
+    rules = _compile_rules(merged, symbols, formula_map, problems, table, tables, rounding_mode)
     claims = _compile_claims(merged, symbols, table, rounding_mode, tables, problems)
     functions_used = _custom_functions_used(
         [f for _, f in formulas] + ([f for _, f in claims.formulas] if claims else []), functions
@@ -314,7 +315,7 @@ def compile_policy(
             "\n".join(f"{layer.loaded.file} {layer.sha256}" for layer in layers).encode()
         ).hexdigest()
     )
-    rulesets, fields = _rulesets(own.model, sha256, rules)
+    plans = _plans(own.model, sha256, rules, own.loaded.locate(""), problems)
     if problems:
         return None, problems
     model = own.model
@@ -341,8 +342,7 @@ def compile_policy(
         formulas=tuple(formulas),
         tables=tables,
         rules=tuple(rules),
-        rulesets=rulesets,
-        fields=fields,
+        plans=plans,
         result=result,
         claims=claims,
         functions_used=functions_used,
@@ -478,6 +478,9 @@ def _compile_rules(
     symbols: Mapping[str, Symbol],
     formulas: Mapping[str, Formula],
     problems: list[Problem],
+    functions: Mapping[str, Function],
+    tables: Mapping[str, CompiledTable],
+    rounding_mode: str,
 ) -> list[CompiledRule]:
     rules: list[CompiledRule] = []
     # Static exclusions from charge_types become rules too, so one mechanism (and one
@@ -526,9 +529,15 @@ def _compile_rules(
                     )
                 )
                 continue
-        condition, errs = compile_condition(expr, where, scope, {**symbols, **SCOPES[scope]})
+        condition, errs = compile_condition(
+            expr, where, scope, {**symbols, **SCOPES[scope]}, functions, tables, rounding_mode
+        )
         if condition is None:
             problems.extend(errs)
+            continue
+        refused = _refused(rule.id, condition)
+        if refused:
+            problems.append(Problem("condition.limit", refused, where))
             continue
         effect = (
             "exclude_charge"
@@ -618,21 +627,51 @@ def _needs_formulas(name: Name, formulas: Mapping[str, Formula]) -> bool:
     return name.dotted in formulas or name.parts[0] == "charges"
 
 
-def _rulesets(
-    model: PolicyFile, sha256: str, rules: list[CompiledRule]
-) -> tuple[dict[str, MatchRuleset], dict[str, tuple[FieldSpec, ...]]]:
-    rulesets: dict[str, MatchRuleset] = {}
-    fields: dict[str, tuple[FieldSpec, ...]] = {}
+def _refused(rule_id: str, condition: Condition) -> str | None:
+    """Why a matcher backend would refuse this condition (grammar, limits), or None."""
+    try:
+        prepare(MatchRuleset(rule_id, ((rule_id, condition.json),)))
+    except (ValueError, TypeError) as exc:
+        reason = str(exc).split(f"rule {rule_id}: ", 1)[-1]
+        return f"the durable_rules matcher cannot run this condition: {reason}"
+    return None
+
+
+def _plans(
+    model: PolicyFile,
+    sha256: str,
+    rules: list[CompiledRule],
+    where: Location,
+    problems: list[Problem],
+) -> dict[str, PhasePlan]:
+    plans: dict[str, PhasePlan] = {}
     for phase in (CHARGE_PHASE, DECISION_PHASE):
         chosen = [r for r in rules if r.phase == phase]
         pairs = tuple((r.id, r.condition.json) for r in chosen)
         # durable_rules can never replace a ruleset, so the name carries the content.
         digest = hashlib.sha256(json.dumps(pairs, sort_keys=True).encode()).hexdigest()[:16]
         name = f"{model.id}@{model.version}#{sha256[:12]}.{digest}.{phase}"
-        rulesets[phase] = MatchRuleset(name, pairs)
+        ruleset = MatchRuleset(name, pairs)
+        try:
+            prepared = prepare(ruleset)
+        except (ValueError, TypeError) as exc:
+            problems.append(Problem("condition.limit", str(exc), where))
+            continue
         specs: dict[str, FieldSpec] = {}
         for rule in chosen:
             for spec in rule.condition.fields:
                 specs.setdefault(spec.key, spec)
-        fields[phase] = tuple(specs.values())
-    return rulesets, fields
+        fields = tuple(specs.values())
+        plans[phase] = PhasePlan(
+            phase=phase,
+            rule_ids=tuple(r.id for r in chosen),
+            scopes=tuple(r.scope for r in chosen),
+            tests=tuple(r.condition.test for r in chosen),
+            ruleset=ruleset,
+            prepared=prepared,
+            fields=fields,
+            ordered_text=frozenset(
+                f.key for f in fields if f.encoding == "text" and f.key in prepared.ordered_fields
+            ),
+        )
+    return plans

@@ -1,2 +1,2 @@
-"""Evaluating: facts -> environment, condition matchers (durable_rules and the pure-Python
-oracle), and the valuation of one shipment against one compiled pack."""
+"""Evaluating: facts -> environment, and the valuation of one shipment against one compiled
+pack (the matchers live in `engine.matching`)."""

@@ -22,7 +22,6 @@ from decimal import Decimal
 from typing import Any
 
 from engine._version import __version__
-from engine.compiling.conditions import encode_fact
 from engine.compiling.formulas import (
     CURRENCY_PLACES,
     DUTIES,
@@ -38,10 +37,11 @@ from engine.compiling.formulas import (
 from engine.compiling.pack import CHARGE_PHASE, DECISION_PHASE, CompiledPack, CompiledRule
 from engine.errors import EvaluationError, FactsError, Location, Problem, SelectionError
 from engine.evaluating.duties import DutyEstimator
-from engine.evaluating.environment import Environment, Line, build_environment
-from engine.evaluating.matcher import Matcher
+from engine.evaluating.environment import Environment, build_environment
 from engine.explaining.trace import NullTracer, RecordingTracer, Tracer, show
 from engine.facts import Shipment
+from engine.matching.plan import ConditionLimit, Subject
+from engine.matching.registry import Matcher
 from engine.money import exact, plain
 from engine.result import (
     Claim,
@@ -265,51 +265,33 @@ def _given(value: Decimal | None) -> Any:
     return MISSING if value is None else value
 
 
-def _facts(
+def _fire(
     pack: CompiledPack,
     phase: str,
-    shipment_env: dict[str, Any],
-    lines: Sequence[tuple[str, Line]],
-    with_shipment: bool,
-) -> list[dict[str, Any]]:
-    fields = pack.fields[phase]
-    facts = []
-    if with_shipment:
-        facts.append({"id": "shipment", "kind": "shipment", **encode_fact(shipment_env, fields)})
-    for scope, line in lines:
-        merged = {**shipment_env, **line.env}
-        facts.append({"id": line.id, "kind": scope, **encode_fact(merged, fields)})
-    return facts
-
-
-def _match(
-    pack: CompiledPack, phase: str, matcher: Matcher, facts: list[dict[str, Any]]
-) -> list[tuple[str, str]]:
-    ruleset = pack.rulesets[phase]
-    if not ruleset.rules or not facts:
+    matcher: Matcher,
+    shipment: dict[str, Any],
+    subjects: Sequence[Subject],
+) -> list[tuple[int, int]]:
+    """(rule index in the phase plan, subject index) of every rule that holds."""
+    plan = pack.plans[phase]
+    if not plan.rule_ids or not subjects:
         return []
-    return [(f.rule_id, f.fact_id) for f in matcher.match(ruleset, facts)]
+    try:
+        return matcher.fire(plan, shipment, subjects)
+    except (OverflowError, ConditionLimit) as exc:
+        raise EvaluationError(Problem("condition.overflow", str(exc))) from None
 
 
 def _charge_rules(
     pack: CompiledPack, env: Environment, matcher: Matcher, rules: dict[str, CompiledRule]
 ) -> dict[int, CompiledRule]:
     """Charges left out (index -> the rule that explains it); rejected charges raise."""
-    try:
-        facts = _facts(
-            pack,
-            CHARGE_PHASE,
-            env.shipment,
-            [("charge", line) for line in env.charges],
-            with_shipment=False,
-        )
-    except OverflowError as exc:
-        raise EvaluationError(Problem("condition.overflow", str(exc))) from None
+    subjects = [("charge", line.id, line.env) for line in env.charges]
+    rule_ids = pack.plans[CHARGE_PHASE].rule_ids
     excluded: dict[int, CompiledRule] = {}
     rejected: list[Problem] = []
-    for rule_id, fact_id in _match(pack, CHARGE_PHASE, matcher, facts):
-        index = int(fact_id.split(":")[1])
-        rule = rules[rule_id]
+    for rule_index, index in _fire(pack, CHARGE_PHASE, matcher, env.shipment, subjects):
+        rule = rules[rule_ids[rule_index]]
         if rule.effect == "reject_charge":
             rejected.append(
                 Problem(
@@ -472,15 +454,19 @@ def _decide(
     rules: dict[str, CompiledRule],
     tracer: Tracer,
 ) -> tuple[list[Reason], list[Flag]]:
-    lines = [("charge", line) for line in env.charges] + [("goods", line) for line in env.goods]
-    paths = {line.id: line.path for _, line in lines} | {"shipment": "shipment"}
-    try:
-        facts = _facts(pack, DECISION_PHASE, env.shipment, lines, with_shipment=True)
-    except OverflowError as exc:
-        raise EvaluationError(Problem("condition.overflow", str(exc))) from None
+    shipment = env.shipment
+    lines: list[Subject] = [("shipment", "shipment", shipment)]
+    paths = ["shipment"]
+    for line in env.charges:
+        lines.append(("charge", line.id, line.env))
+        paths.append(line.path)
+    for line in env.goods:
+        lines.append(("goods", line.id, line.env))
+        paths.append(line.path)
+    rule_ids = pack.plans[DECISION_PHASE].rule_ids
     subjects: dict[str, list[str]] = {}
-    for rule_id, fact_id in _match(pack, DECISION_PHASE, matcher, facts):
-        subjects.setdefault(rule_id, []).append(paths[fact_id])
+    for rule_index, index in _fire(pack, DECISION_PHASE, matcher, shipment, lines):
+        subjects.setdefault(rule_ids[rule_index], []).append(paths[index])
     reasons: list[Reason] = []
     flags: list[Flag] = []
     for rule in pack.rules:  # pack order, whatever order the matcher fired in

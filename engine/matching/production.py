@@ -1,10 +1,12 @@
-"""The pure-Python matcher: the reference semantics of the condition grammar.
+"""The production Python matcher: the JSON condition grammar, interpreted in Python.
 
-In: a `MatchRuleset` and match facts. Out: the `Firing`s, rule order then fact order.
-It evaluates each parsed condition directly on each fact, so it shares no evaluation
-strategy with the durable_rules backend (which splits conditions into alternatives and
-lets the Rete network run them): agreement between the two is evidence, not tautology.
-It is the matcher where durable_rules does not import (Python 3.13+).
+In: a `PhasePlan` (or, through `match`, any `MatchRuleset`) and match facts. Out: the
+firings, rule order then fact order. It evaluates each parsed condition directly on each
+encoded fact, so it shares no evaluation strategy with the durable_rules backend (which
+splits conditions into alternatives and lets the Rete network run them) nor with the
+compiled closures (which never see JSON): agreement among the three is evidence, not
+tautology. It runs the JSON durable_rules would run where durable_rules does not import
+(Python 3.13+).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from engine.evaluating.matcher import (
+from engine.matching.grammar import (
     AllOf,
     AnyEquals,
     AnyOf,
@@ -23,6 +25,7 @@ from engine.evaluating.matcher import (
     check_facts,
     prepare,
 )
+from engine.matching.plan import Env, PhasePlan, Subject, encode_subjects
 
 _OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
@@ -61,7 +64,20 @@ class PythonMatcher:
 
     name = "python"
 
+    def fire(
+        self, plan: PhasePlan, shipment: Env, subjects: Sequence[Subject]
+    ) -> list[tuple[int, int]]:
+        # The compiler's encoder makes facts of the prepared types: no check_facts here.
+        facts = encode_subjects(plan, shipment, subjects)
+        return [
+            (rule, index)
+            for rule, cond in enumerate(plan.prepared.conditions)
+            for index, fact in enumerate(facts)
+            if holds(cond, fact)
+        ]
+
     def match(self, ruleset: MatchRuleset, facts: Sequence[Mapping[str, Any]]) -> list[Firing]:
+        """Any ruleset on any facts, both checked against the grammar's contract first."""
         prepared = prepare(ruleset)
         checked = check_facts(prepared, facts)
         return [

@@ -1,15 +1,18 @@
 """The durable_rules matcher: conditions run in durable_rules' Rete network.
 
-In: a `MatchRuleset` and match facts, checked by `matcher.prepare`/`check_facts`.
-Out: the `Firing`s, rule order then fact order, whatever order durable_rules fired in.
-This is the only module in the project that imports `durable`.
+In: a `PhasePlan` (prepared and checked at load) and the subjects, encoded into match
+facts; or, through `match`, any `MatchRuleset` and facts, checked by
+`grammar.prepare`/`check_facts`. Out: the firings, rule order then fact order, whatever
+order durable_rules fired in. This is the only module in the project that imports
+`durable`.
 
 How it drives durable_rules: each rule's condition is split into its alternatives
 (`matcher.alternatives`: an `$or` of `$and`s of comparisons) and each alternative becomes
 one durable rule; the rules are packed, in order, into as many durable rulesets
-("chunks") as the node budget below requires. Each `match` asserts a sentinel fact and
-then every fact into each chunk in a fresh session, records what the actions report,
-and deletes the session.
+("chunks") as the node budget below requires, and registered once per plan (the
+registration lives in the plan). Each call makes one `assert_facts` per chunk carrying a
+sentinel fact and every fact, in a fresh session, records what the actions report, and
+deletes the session.
 
 durable-rules 2.0.28 on CPython 3.11, as measured here, and what this module does about it:
 - It does not import on Python 3.13+ (`PyEval_CallObject` was removed): the import is
@@ -66,12 +69,13 @@ durable-rules 2.0.28 on CPython 3.11, as measured here, and what this module doe
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.evaluating.matcher import (
+from engine.matching.grammar import (
     MAX_CONJUNCTION,
     AnyEquals,
     Compare,
@@ -82,11 +86,16 @@ from engine.evaluating.matcher import (
     check_facts,
     prepare,
 )
+from engine.matching.plan import Env, PhasePlan, Subject, encode_subjects
 
 try:
+    import durable_rules_engine as _rules_engine  # the C engine under `durable.engine`
     from durable import engine as _durable
 except ImportError:  # Python 3.13+: the C extension calls the removed PyEval_CallObject
     _durable = None  # type: ignore[assignment]
+    _rules_engine = None
+
+_NOT_HANDLED, _OBSERVED = 1, 2  # the engine's result codes: no rule matched; seen before
 
 AVAILABLE = _durable is not None
 
@@ -103,7 +112,9 @@ _OPERATORS = {"neq": "$neq", "lt": "$lt", "lte": "$lte", "gt": "$gt", "gte": "$g
 
 _LOCK = threading.Lock()  # every call into durable_rules, and the state below
 _HOST: Any = None
-_COMPILED: dict[str, _Compiled] = {}
+# Rulesets given to `match` directly have no plan to keep their registration in; durable
+# never forgets a ruleset name, so these are remembered here (tests, ad-hoc use only).
+_AD_HOC: dict[str, _Compiled] = {}
 _ACTIVE: _Call | None = None  # the chunk being matched, for the actions to report to
 _ENGINE_NAMES = itertools.count()
 _SESSIONS = itertools.count()
@@ -228,13 +239,8 @@ def _plan(prepared: PreparedRuleset) -> list[list[tuple[int, list[dict[str, Any]
     return chunks
 
 
-def _compile(prepared: PreparedRuleset) -> _Compiled:
-    """Register `prepared` with the host once; later calls reuse the registration."""
-    known = _COMPILED.get(prepared.name)
-    if known is not None:
-        if known.fingerprint != prepared.fingerprint:
-            raise ValueError(f"ruleset name {prepared.name!r} is registered with other rules")
-        return known
+def _register(prepared: PreparedRuleset) -> _Compiled:
+    """Register `prepared`'s chunks with the host; call with `_LOCK` held."""
     chunks: list[_Chunk] = []
     for part in _plan(prepared):
         engine_name = f"tiv{next(_ENGINE_NAMES)}"
@@ -254,8 +260,18 @@ def _compile(prepared: PreparedRuleset) -> _Compiled:
                 f"ruleset {prepared.name}: durable_rules refused it: {error}"
             ) from error
         chunks.append(_Chunk(engine_name, rule_of))
-    compiled = _Compiled(prepared.fingerprint, tuple(chunks))
-    _COMPILED[prepared.name] = compiled
+    return _Compiled(prepared.fingerprint, tuple(chunks))
+
+
+def _ad_hoc(prepared: PreparedRuleset) -> _Compiled:
+    """The registration of a ruleset given to `match`; call with `_LOCK` held."""
+    known = _AD_HOC.get(prepared.name)
+    if known is not None:
+        if known.fingerprint != prepared.fingerprint:
+            raise ValueError(f"ruleset name {prepared.name!r} is registered with other rules")
+        return known
+    compiled = _register(prepared)
+    _AD_HOC[prepared.name] = compiled
     return compiled
 
 
@@ -266,46 +282,94 @@ class DurableMatcher:
 
     def __init__(self) -> None:
         if not AVAILABLE:
-            raise RuntimeError("durable_rules does not import in this Python; use the oracle")
+            raise RuntimeError("durable_rules does not import in this Python; use another matcher")
+
+    def fire(
+        self, plan: PhasePlan, shipment: Env, subjects: Sequence[Subject]
+    ) -> list[tuple[int, int]]:
+        # The plan was prepared at load and the encoder makes facts of the prepared types:
+        # no per-call prepare or check_facts.
+        prepared = plan.prepared
+        if not subjects or not prepared.rule_ids:
+            return []
+        facts = encode_subjects(plan, shipment, subjects)
+        with _LOCK:
+            compiled = plan.prepared_by_backend.get(self.name)
+            if compiled is None:
+                compiled = plan.prepared_by_backend[self.name] = _register(prepared)
+            return sorted(self._hits(prepared, compiled, facts))
 
     def match(self, ruleset: MatchRuleset, facts: Sequence[Mapping[str, Any]]) -> list[Firing]:
+        """Any ruleset on any facts, both checked against the grammar's contract first."""
         prepared = prepare(ruleset)
         checked = check_facts(prepared, facts)
         if not checked or not prepared.rule_ids:
             return []
-        index_of = {fact["id"]: position for position, fact in enumerate(checked)}
+        with _LOCK:
+            hits = self._hits(prepared, _ad_hoc(prepared), checked)
+        return [Firing(prepared.rule_ids[rule], checked[fact]["id"]) for rule, fact in sorted(hits)]
+
+    def _hits(
+        self, prepared: PreparedRuleset, compiled: _Compiled, facts: Sequence[Mapping[str, Any]]
+    ) -> set[tuple[int, int]]:
+        """(rule, fact) positions that fire; call with `_LOCK` held."""
+        index_of = {fact["id"]: position for position, fact in enumerate(facts)}
         sentinel_id = "~sentinel"
         while sentinel_id in index_of:
             sentinel_id += "~"
         hits: set[tuple[int, int]] = set()
-        with _LOCK:
-            for chunk in _compile(prepared).chunks:
-                call = _Call(self, prepared, chunk, index_of, sentinel_id, hits)
-                self._run(call, checked)
-        return [Firing(prepared.rule_ids[rule], checked[fact]["id"]) for rule, fact in sorted(hits)]
+        for chunk in compiled.chunks:
+            call = _Call(self, prepared, chunk, index_of, sentinel_id, hits)
+            self._run(call, facts)
+        return hits
 
     def _on_firing(self, call: _Call, rule: int, fact: int) -> None:
         """Record that rule `rule` holds for fact `fact` (positions); runs inside an action."""
         call.hits.add((rule, fact))
 
     def _run(self, call: _Call, facts: Sequence[Mapping[str, Any]]) -> None:
+        """One session: each fact asserted, the actions it queued run, then the deletion.
+
+        Straight to the engine's own `assert_fact`: `Host.assert_fact` raises (and
+        formats) MessageNotHandledException for every fact no rule matches, the usual
+        case. A batched `assert_facts` would be one call, but past a few facts of many
+        fields it crashed the process here (segmentation fault in the C engine), so the
+        envelope in which durable_rules was measured stays one fact per assert.
+        """
         global _ACTIVE
         host = _host()
         name = call.chunk.engine_name
         sid = f"s{next(_SESSIONS)}"
-        stored = False
+        ruleset = host.get_ruleset(name)
+        handle_fact = _rules_engine.assert_fact
+        engine_handle = ruleset._handle
+        outcome: list[Any] = [None, None]
+
+        def complete(error: Any, state: Any) -> None:
+            outcome[0], outcome[1] = error, state
+
         _ACTIVE = call
+        stored = False
         try:
-            sentinel = {"id": call.sentinel_id, SENTINEL_FIELD: True, "sid": sid}
-            state = host.assert_fact(name, sentinel)
-            stored = True
-            call.check(state)
-            for fact in facts:
-                try:
-                    state = host.assert_fact(name, {**fact, "sid": sid})
-                except _durable.MessageNotHandledException:
+            # The sentinel matches its own rule, so the session exists before any fact
+            # that matches nothing is asserted: deleting a session made only of such
+            # facts aborted the process.
+            sentinel = {"id": call.sentinel_id, SENTINEL_FIELD: True}
+            for fact in (sentinel, *facts):
+                code, handle = handle_fact(
+                    engine_handle, json.dumps({**fact, "sid": sid}, ensure_ascii=False)
+                )
+                if code == _NOT_HANDLED:
                     continue  # no rule of this chunk matches the fact
-                call.check(state)
+                if code == _OBSERVED:
+                    raise RuntimeError(
+                        f"ruleset {call.prepared.name}: durable_rules saw a fact twice"
+                    )
+                stored = True
+                ruleset.do_actions(handle, complete)
+                if outcome[0] is not None:
+                    raise outcome[0]
+                call.check(outcome[1])
         except RuntimeError:
             raise
         except Exception as error:

@@ -8,7 +8,7 @@ parse a binary float to read a figure.
 from __future__ import annotations
 
 import datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,6 +18,25 @@ DecimalText = str
 
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+Model = TypeVar("Model", bound=_Out)
+
+
+def built(cls: type[Model], **values: Any) -> Model:
+    """A result model from values the engine itself computed, typed and complete.
+
+    Every field is given, in declaration order, with the type validation would produce:
+    validating it again would only cost time (pydantic's `model_construct` costs more
+    still). Input from outside the engine is always validated.
+    """
+    model = cls.__new__(cls)
+    setattr_ = object.__setattr__
+    setattr_(model, "__dict__", values)
+    setattr_(model, "__pydantic_fields_set__", set(values))
+    setattr_(model, "__pydantic_extra__", None)
+    setattr_(model, "__pydantic_private__", None)
+    return model
 
 
 class FileRef(_Out):

@@ -55,6 +55,8 @@ from engine.names import (
     SHIPMENT,
     charge_symbols,
 )
+from engine.result import FileRef as PolicyFileRef
+from engine.result import FunctionRef, PolicyRef
 from engine.schema.models import (
     ChargeType,
     ClaimExample,
@@ -104,9 +106,21 @@ class CompiledTable:
     table: Table
     keys: tuple[tuple[str, str], ...]  # (column, the name whose value is looked up)
     where: Location
+    # For a table of text cells without wildcards, row lookup by the key values' text,
+    # built at load: the first row wins, as the row scan would pick it.
+    index: Mapping[tuple[str, ...], Decimal] | None = field(default=None, compare=False)
 
     def lookup(self, values: Mapping[str, Any]) -> Decimal | None:
         """The value of the row the table's match rule picks, or None for a gap."""
+        index = self.index
+        if index is not None:
+            found = []
+            for column, _ in self.keys:
+                value = values[column]
+                if isinstance(value, Decimal):
+                    return None  # a number never equals a text cell
+                found.append(str(value))
+            return index.get(tuple(found))
         best: tuple[int, Decimal] | None = None
         columns = [column for column, _ in self.keys]
         for row in self.table.rows:
@@ -123,6 +137,23 @@ class CompiledTable:
                 if best is None or wildcards < best[0]:
                     best = (wildcards, value)
         return best[1] if best else None
+
+
+def _row_index(table: Table) -> dict[tuple[str, ...], Decimal] | None:
+    """The rows by their key cells, when every key cell is text and none is a wildcard.
+
+    Without wildcards every matching row has none, so "first" and "most specific" both
+    pick the first matching row.
+    """
+    index: dict[tuple[str, ...], Decimal] = {}
+    for row in table.rows:
+        cells, value = row[:-1], row[-1]
+        if not isinstance(value, Decimal):
+            return None
+        if any(not isinstance(cell, str) or cell == ANYTHING for cell in cells):
+            return None
+        index.setdefault(tuple(cells), value)
+    return index
 
 
 def _same(cell: str | Decimal, value: Any) -> bool:
@@ -171,6 +202,7 @@ class CompiledPack(EffectiveWindow):
     functions_used: tuple[tuple[str, str], ...]  # custom functions (name, version)
     examples: tuple[CompiledExample, ...]
     where: Location
+    policy: PolicyRef  # what every result of this pack says about it, built once
 
 
 @dataclass
@@ -356,6 +388,24 @@ def compile_policy(
             for i, ex in enumerate(model.examples)
         ),
         where=own.loaded.locate(""),
+        policy=PolicyRef(
+            id=model.id,
+            version=model.version,
+            status=model.status,
+            title=model.title,
+            sha256=sha256,
+            source=own.loaded.file,
+            files=[
+                PolicyFileRef(
+                    id=layer.model.id,
+                    version=layer.model.version,
+                    sha256=layer.sha256,
+                    source=layer.loaded.file,
+                )
+                for layer in layers
+            ],
+            functions=[FunctionRef(name=n, version=v) for n, v in functions_used],
+        ),
     )
     return pack, []
 
@@ -380,7 +430,7 @@ def _compile_tables(merged: _Merged, problems: list[Problem]) -> dict[str, Compi
                 )
                 continue
             keys.append((column, expr.dotted))
-        tables[name] = CompiledTable(name, spec, tuple(keys), where)
+        tables[name] = CompiledTable(name, spec, tuple(keys), where, _row_index(spec))
     return tables
 
 

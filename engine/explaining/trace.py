@@ -17,10 +17,13 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from engine.money import plain
+from engine.result import TraceStep, built
 
 
 def show(value: Any) -> str:
     """A value as the trace writes it: exact decimals, ISO dates, lower-case booleans."""
+    if type(value) is str:
+        return value
     if isinstance(value, Decimal):
         return plain(value)
     if isinstance(value, bool):
@@ -83,8 +86,15 @@ class NullTracer:
 
 @dataclass
 class RecordingTracer:
+    """Records each step's values as given; `steps`/`rendered` turn them into text on demand.
+
+    The expression, the inputs' names and the source of a step are the plan's own
+    (static) strings: recording a step costs a tuple, and nothing is formatted until the
+    result is built.
+    """
+
     enabled: bool = True
-    steps: list[Step] = field(default_factory=list)
+    recorded: list[tuple[str, str, str, Mapping[str, Any], Any, str]] = field(default_factory=list)
 
     def step(
         self,
@@ -95,8 +105,26 @@ class RecordingTracer:
         value: Any,
         source: str,
     ) -> None:
-        self.steps.append(
-            Step(
-                kind, name, expression, {k: show(v) for k, v in inputs.items()}, show(value), source
+        self.recorded.append((kind, name, expression, inputs, value, source))
+
+    @property
+    def steps(self) -> list[Step]:
+        return [
+            Step(kind, name, expression, {k: show(v) for k, v in inputs.items()}, show(value), src)
+            for kind, name, expression, inputs, value, src in self.recorded
+        ]
+
+    def rendered(self) -> list[TraceStep]:
+        """The steps as the result's `TraceStep`s (built from our own strings: not re-validated)."""
+        return [
+            built(
+                TraceStep,
+                kind=kind,
+                name=name,
+                expression=expression,
+                inputs={k: show(v) for k, v in inputs.items()},
+                value=show(value),
+                source=source,
             )
-        )
+            for kind, name, expression, inputs, value, source in self.recorded
+        ]

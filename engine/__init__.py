@@ -11,7 +11,7 @@ The pipeline, one package per stage: `loading` (YAML with line marks, rule sourc
 """
 
 from engine._version import __version__
-from engine.api import AuditSink, claim, load_rules, value
+from engine.api import AuditSink, claim, load_rules, value, value_many
 from engine.compiling.formulas import Function
 from engine.errors import (
     EvaluationError,
@@ -62,4 +62,5 @@ __all__ = [
     "render_text",
     "run_examples",
     "value",
+    "value_many",
 ]

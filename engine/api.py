@@ -2,6 +2,8 @@
 
     rules = load_rules("path/to/repo")              # or load_rules(files={...})
     result = value(rules, facts, policy="standard")  # a Valuation, with its trace
+    for item in value_many(rules, stream, policy="standard"):  # Valuation or TivError
+        ...
 
 Loading validates and compiles everything; `value` never rereads or recompiles.
 """
@@ -10,13 +12,13 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from engine.compiling.formulas import Function
 from engine.compiling.pack import CompiledPack
-from engine.errors import FactsError, Location, Problem
+from engine.errors import FactsError, Location, Problem, TivError
 from engine.evaluating.valuation import evaluate, settle
 from engine.explaining.trace import NullTracer, RecordingTracer
 from engine.facts import FactsReference, Shipment, read_facts
@@ -108,6 +110,40 @@ def value(
     return result
 
 
+def value_many(
+    rules: RuleSet,
+    facts: Iterable[FactsInput],
+    *,
+    policy: str,
+    as_of: datetime.date | None = None,
+    allow_draft: bool = False,
+    matcher: Matcher | None = None,
+    trace: bool = True,
+) -> Iterator[Valuation | TivError]:
+    """Value a stream of shipments under `policy`, one result per item, in order.
+
+    Each item is a mapping, JSON bytes or text, a path or a `Shipment`. What `value`
+    raises for one item (FactsError, SelectionError, EvaluationError) is yielded in its
+    place, so one bad shipment does not end the stream; anything else propagates. Items
+    are read lazily: the stream may be longer than memory. Everything compiled (packs,
+    condition plans, the matcher, facts references) is shared by all items.
+    """
+    chosen = matcher or default_matcher()
+    for item in facts:
+        try:
+            yield value(
+                rules,
+                item,
+                policy=policy,
+                as_of=as_of,
+                allow_draft=allow_draft,
+                matcher=chosen,
+                trace=trace,
+            )
+        except TivError as error:
+            yield error
+
+
 def claim(
     rules: RuleSet,
     facts: FactsInput,
@@ -149,10 +185,9 @@ def _prepare(
 ) -> tuple[Shipment, CompiledPack, datetime.date]:
     """Read the facts and select the pack version for their date (or `as_of`)."""
     pack_id = policy.partition("@")[0]
-    versions = rules.pack_versions(pack_id)
     # The date picks the version, so facts are read before it is known: against every
     # charge type of the pack, then checked against the selected version's own.
-    shipment = _read(facts, rules, frozenset(t for p in versions for t in p.charge_types))
+    shipment = _read(facts, rules.pack_facts_reference(pack_id))
     day = as_of or shipment.date
     pack = rules.select(policy, day, allow_draft=allow_draft)
     unknown = [
@@ -193,8 +228,7 @@ def _read_loss(data: Mapping[str, Any]) -> Loss:
         ) from None
 
 
-def _read(facts: FactsInput, rules: RuleSet, charge_types: frozenset[str]) -> Shipment:
-    reference = FactsReference(rules.currencies, rules.countries, charge_types)
+def _read(facts: FactsInput, reference: FactsReference) -> Shipment:
     if isinstance(facts, Shipment):
         # A model built by the caller has not met this rule set's reference data.
         facts = facts.canonical()

@@ -63,6 +63,9 @@ class RuleSet:
     functions: Mapping[str, Function] = field(default_factory=dict)
     duty_rules: Mapping[str, tuple[CompiledCountry, ...]] = field(default_factory=dict)
     incoterms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # What valuations reuse, built on first use: pack id -> the facts reference with every
+    # charge type of its versions (facts are read before the date picks a version).
+    _references: dict[str, FactsReference] = field(default_factory=dict, compare=False, repr=False)
 
     def duty_rules_for(
         self, country: str, day: datetime.date
@@ -128,6 +131,16 @@ class RuleSet:
                 "--as-of with a date inside a window",
             )
         )
+
+    def pack_facts_reference(self, pack_id: str) -> FactsReference:
+        """Facts checked against every charge type of any version of `pack_id`."""
+        found = self._references.get(pack_id)
+        if found is None:
+            versions = self.pack_versions(pack_id)
+            charge_types = frozenset(t for p in versions for t in p.charge_types)
+            found = FactsReference(self.currencies, self.countries, charge_types)
+            self._references[pack_id] = found
+        return found
 
     def facts_reference(self, pack: CompiledPack) -> FactsReference:
         return FactsReference(self.currencies, self.countries, frozenset(pack.charge_types))

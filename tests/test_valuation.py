@@ -241,3 +241,46 @@ def test_no_version_in_effect_names_date_and_versions() -> None:
 def test_unknown_pack() -> None:
     with pytest.raises(SelectionError, match="no policy pack `nope`"):
         value(_RULES, shipment(), policy="nope")
+
+
+def test_value_many_streams_results_and_errors_in_order(shipped) -> None:
+    import json
+
+    from engine import TivError, Valuation, read_facts, value_many
+    from engine.facts import FactsReference
+
+    seed = read_facts(SEED, FactsReference(shipped.currencies, shipped.countries)).canonical()
+    bad = {**seed, "currency": "XXX"}
+    items = iter(
+        [
+            seed,  # a mapping
+            json.dumps(seed).encode(),  # JSON bytes
+            bad,  # refused: its error takes its place in the stream
+            read_facts(SEED, FactsReference(shipped.currencies, shipped.countries)),  # Shipment
+        ]
+    )
+    results = list(value_many(shipped, items, policy="standard"))
+    assert [type(r).__name__ for r in results] == [
+        "Valuation",
+        "Valuation",
+        "FactsError",
+        "Valuation",
+    ]
+    assert isinstance(results[2], TivError)
+    assert any(p.location.path == "currency" for p in results[2].problems)
+    # The seed by hand (test_seed_example_by_hand): 561,709.00 for every valid form.
+    assert all(r.total_insured_value == "561709.00" for r in results if isinstance(r, Valuation))
+    one = value(shipped, seed, policy="standard")
+    assert results[0] == one and results[0].model_dump_json() == one.model_dump_json()
+
+
+def test_results_are_the_models_validation_would_build(shipped) -> None:
+    # Results are built without re-validation (result.built): validating their JSON again
+    # must give an equal model and the same JSON, trace included.
+    from engine import Valuation
+
+    result = value(shipped, SEED, policy="standard")
+    again = Valuation.model_validate_json(result.model_dump_json())
+    assert again == result
+    assert again.model_dump_json() == result.model_dump_json()
+    assert len(result.trace) > 10

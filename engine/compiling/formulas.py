@@ -152,6 +152,15 @@ class Formula:
     where: Location
     calls: tuple[str, ...] = ()  # the functions it calls, for provenance
 
+    @property
+    def source(self) -> str:
+        """`path:line` of the formula, as traces cite it (computed once, not per step)."""
+        cached: str | None = self.__dict__.get("_source")
+        if cached is None:
+            cached = self.where.source
+            object.__setattr__(self, "_source", cached)
+        return cached
+
 
 def compile_formula(
     expr: Expr,

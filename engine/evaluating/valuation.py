@@ -355,10 +355,12 @@ def _run_formulas(
     for name, formula in formulas:
         values[name] = _run_formula(name, formula, values, pack, gaps)
         if tracer.enabled:
-            inputs = {
-                n: values[n] for n in formula.names if values.get(n, MISSING) not in (MISSING, GAP)
-            }
-            tracer.step(kind, name, formula.text, inputs, values[name], formula.where.source)
+            inputs = {}
+            for n in formula.names:
+                found = values.get(n, MISSING)
+                if found is not MISSING and found is not GAP:
+                    inputs[n] = found
+            tracer.step(kind, name, formula.text, inputs, values[name], formula.source)
     return gaps
 
 

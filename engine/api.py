@@ -41,7 +41,7 @@ class AuditSink(Protocol):
     """
 
     def record(
-        self, kind: str, facts: Mapping[str, Any], result: Valuation, rules: RuleSet
+        self, kind: str, facts: Mapping[str, Any], result: Valuation | Claim, rules: RuleSet
     ) -> str: ...
 
 

@@ -9,6 +9,7 @@ means the rules and their documentation disagree.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -55,8 +56,13 @@ def run_examples(
                 continue
             for example in pack.examples:
                 outcomes.append(_on_every(rules, pack, example, matchers))
-            for case in pack.claims.examples if pack.claims else ():
-                outcomes.append(run_claim_example(rules, pack, case, matchers[0]))
+            for claim_case in pack.claims.examples if pack.claims else ():
+                each = [run_claim_example(rules, pack, claim_case, m) for m in matchers]
+                diffs = list(each[0].mismatches)
+                for other, got in zip(matchers[1:], each[1:], strict=True):
+                    if got.mismatches != each[0].mismatches:
+                        diffs.append(f"matcher {other.name} differs: {'; '.join(got.mismatches)}")
+                outcomes.append(dataclasses.replace(each[0], mismatches=tuple(diffs)))
     for country_id, countries in rules.duty_rules.items():
         for country in countries:
             if wanted is not None and country_id not in wanted and country.ref not in wanted:

@@ -241,8 +241,10 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
         cid: tuple(sorted(vs, key=lambda c: _semver(c.version)))
         for cid, vs in sorted(duty_rules.items())
     }
-    for versions in [*ordered.values(), *by_country.values()]:
-        problems.extend(_overlaps(versions))
+    for pack_versions in ordered.values():
+        problems.extend(_overlaps(pack_versions))
+    for country_versions in by_country.values():
+        problems.extend(_overlaps(country_versions))
     for versions in by_country.values():
         for country in versions:
             if country.customs_union and country.customs_union not in by_country:
@@ -292,6 +294,7 @@ def _resolve(layer: Layer, every: list[Layer]) -> tuple[list[Layer] | None, list
     while chain[0].model.extends is not None:
         child = chain[0]
         spec = child.model.extends
+        assert spec is not None  # the loop's condition
         base_id, _, wanted = spec.partition("@")
         where = child.loaded.locate("extends")
         candidates = [
@@ -345,10 +348,9 @@ def _read_examples(pack: Versioned, source: RuleSource) -> tuple[Versioned, list
     """Read the facts files examples name, relative to the file that holds the example."""
     problems: list[Problem] = []
     pack = dataclasses.replace(pack, examples=_read_cases(pack.examples, source, problems))
-    claims = getattr(pack, "claims", None)
-    if claims is not None:
-        cases = _read_cases(claims.examples, source, problems)
-        pack = dataclasses.replace(pack, claims=dataclasses.replace(claims, examples=cases))
+    if isinstance(pack, CompiledPack) and pack.claims is not None:  # countries have none
+        cases = _read_cases(pack.claims.examples, source, problems)
+        pack = dataclasses.replace(pack, claims=dataclasses.replace(pack.claims, examples=cases))
     return pack, problems
 
 

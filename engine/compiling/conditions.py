@@ -465,7 +465,7 @@ class _ConditionCompiler:
             # Two numbers: their exact difference against zero, a computed field.
             operand = _Operand(NUMBER, computed=Binary(node.col, "-", node.left, node.right))
             key = self._field(operand, "number", 0)
-            json = {key: 0} if op == "==" else {_OPS[op]: {key: 0}}
+            json: dict[str, Any] = {key: 0} if op == "==" else {_OPS[op]: {key: 0}}
             return _Part(json, both)
         encoding = left.kind
         key, other = self._field(left, encoding), self._field(right, encoding)

@@ -10,6 +10,7 @@ rate).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,7 +160,7 @@ def compile_country(
 
 
 def _charged(
-    items: list[Tax] | list[Fee],
+    items: Sequence[Tax | Fee],
     section: str,
     loaded: LoadedYaml,
     problems: list[Problem],

@@ -187,7 +187,8 @@ class _Builder:
         if method is None:
             what = _WHAT.get(type(node), type(node).__name__)
             raise _Reject(node, f"{what} are not allowed in rule expressions")
-        return method(node)
+        built: Expr = method(node)
+        return built
 
     def _Constant(self, node: ast.Constant) -> Expr:
         value = node.value

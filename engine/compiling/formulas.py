@@ -112,8 +112,11 @@ class TableGap(Exception):
 class TableLike(Protocol):
     """What the formula compiler needs of a rate table (engine.compiling.pack.CompiledTable)."""
 
-    name: str
-    keys: tuple[tuple[str, str], ...]  # (column, name read)
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def keys(self) -> tuple[tuple[str, str], ...]: ...  # (column, name read)
 
     def lookup(self, values: Mapping[str, Any]) -> Decimal | None: ...
 
@@ -211,7 +214,8 @@ class _Compiler:
 
     def compile(self, node: Expr) -> tuple[str, Callable[[Env], Any]]:
         method = getattr(self, f"_{type(node).__name__}")
-        return method(node)
+        compiled: tuple[str, Callable[[Env], Any]] = method(node)
+        return compiled
 
     def _Num(self, node: Num) -> tuple[str, Callable[[Env], Any]]:
         value = node.value
@@ -514,11 +518,13 @@ def _from_currency(env: Env, amount: Decimal, currency: str) -> Decimal:
     rate = rates.get(currency)
     if rate is None:
         raise MissingRate(currency)
-    return amount * rate
+    converted: Decimal = amount * rate
+    return converted
 
 
 def _estimate_duties(env: Env, fob: Decimal, freight: Decimal) -> Decimal:
-    return env[DUTIES].estimate(fob, freight)
+    estimate: Decimal = env[DUTIES].estimate(fob, freight)
+    return estimate
 
 
 BUILTINS: dict[str, Function] = {

@@ -152,7 +152,7 @@ def _row_index(table: Table) -> dict[tuple[str, ...], Decimal] | None:
             return None
         if any(not isinstance(cell, str) or cell == ANYTHING for cell in cells):
             return None
-        index.setdefault(tuple(cells), value)
+        index.setdefault(tuple(str(cell) for cell in cells), value)
     return index
 
 

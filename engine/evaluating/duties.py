@@ -116,10 +116,10 @@ class _Estimate:
         self.lines.append(
             DutyLine(
                 id=item_id,
-                kind=kind,
+                kind=kind,  # type: ignore[arg-type]
                 name=name,
                 subject=subject,
-                base=plain(base),  # type: ignore[arg-type]
+                base=plain(base),
                 rate=plain(rate),
                 amount=plain(amount),
                 note=note,
@@ -428,18 +428,20 @@ class _Estimate:
                 )
                 continue
             amount, note = base * fee.rate, ""
-            if fee.minimum is not None:
+            minimum: Decimal | None = getattr(fee, "minimum", None)  # sources are fees
+            maximum: Decimal | None = getattr(fee, "maximum", None)
+            if minimum is not None:
                 low = self.to_valuation(
-                    fee.minimum, self.member.currency, f"the minimum of {fee.id}", charged.where
+                    minimum, self.member.currency, f"the minimum of {fee.id}", charged.where
                 )
                 if amount < low:
-                    amount, note = low, f"minimum {plain(fee.minimum)} {self.member.currency}"
-            if fee.maximum is not None:
+                    amount, note = low, f"minimum {plain(minimum)} {self.member.currency}"
+            if maximum is not None:
                 high = self.to_valuation(
-                    fee.maximum, self.member.currency, f"the maximum of {fee.id}", charged.where
+                    maximum, self.member.currency, f"the maximum of {fee.id}", charged.where
                 )
                 if amount > high:
-                    amount, note = high, f"maximum {plain(fee.maximum)} {self.member.currency}"
+                    amount, note = high, f"maximum {plain(maximum)} {self.member.currency}"
             total += self.line(
                 fee.id,
                 "fee",

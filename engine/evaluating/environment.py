@@ -173,5 +173,5 @@ def _main_category(shipment: Shipment) -> Any:
         return MISSING
     currencies = {item.currency for item in lines}
     if len(currencies) == 1 and all(item.value is not None for item in lines):
-        return max(lines, key=lambda item: item.value).category
+        return max(lines, key=lambda item: item.value or Decimal(0)).category
     return lines[0].category

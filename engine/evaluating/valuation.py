@@ -498,7 +498,7 @@ def _decide(
                 built(
                     Reason,
                     decision=rule.effect,
-                    rule=rule.id,  # type: ignore[arg-type]
+                    rule=rule.id,
                     reason=rule.reason,
                     source=rule.where.source,
                     citation=rule.citation,

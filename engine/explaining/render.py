@@ -127,7 +127,7 @@ def render_claim_text(result: Claim) -> str:
         f"{loss.kind} loss" + (f" ({detail})" if detail else ""),
         f"  insured value {_money(valuation.total_insured_value, valuation)}"
         + (
-            f", sum insured declared {_money(valuation.figures['sum_insured'], valuation)}"
+            f", sum insured declared {_money(valuation.figures['sum_insured'] or '', valuation)}"
             if valuation.figures.get("sum_insured")
             else ""
         ),

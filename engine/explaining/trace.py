@@ -24,7 +24,7 @@ def show(value: Any) -> str:
     """A value as the trace writes it: exact decimals, ISO dates, lower-case booleans."""
     kind = type(value)
     if kind is str:
-        return value
+        return str(value)
     if kind is Decimal:
         text = format(value, "f")
         return text[1:] if text[0] == "-" and value.is_zero() else text  # no "-0.00"
@@ -35,7 +35,7 @@ def show(value: Any) -> str:
     if isinstance(value, tuple | list):
         return "[" + ", ".join(show(v) for v in value) + "]"
     if hasattr(value, "isoformat"):
-        return value.isoformat()
+        return str(value.isoformat())
     return str(value)
 
 

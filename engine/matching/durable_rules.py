@@ -68,6 +68,7 @@ durable-rules 2.0.28 on CPython 3.11, as measured here, and what this module doe
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import threading
@@ -88,11 +89,13 @@ from engine.matching.grammar import (
 )
 from engine.matching.plan import Env, PhasePlan, Subject, encode_subjects
 
+_durable: Any  # durable_rules ships no type information
+_rules_engine: Any
 try:
-    import durable_rules_engine as _rules_engine  # the C engine under `durable.engine`
-    from durable import engine as _durable
+    _durable = importlib.import_module("durable.engine")
+    _rules_engine = importlib.import_module("durable_rules_engine")  # the C engine under it
 except ImportError:  # Python 3.13+: the C extension calls the removed PyEval_CallObject
-    _durable = None  # type: ignore[assignment]
+    _durable = None
     _rules_engine = None
 
 _NOT_HANDLED, _OBSERVED = 1, 2  # the engine's result codes: no rule matched; seen before
@@ -176,7 +179,7 @@ def _ignore(closure: Any) -> None:
 
 if _durable is not None:
 
-    class _Host(_durable.Host):
+    class _Host(_durable.Host):  # type: ignore[misc]
         def _run(self) -> None:
             # The base class starts dispatch timer threads here; we never use timers.
             return None

@@ -194,6 +194,7 @@ def parse_condition(raw: Any, where: str = "condition") -> Condition:
         field, operand = _single(value, f"{where}.$iany")
         field = _check_field(field, f"{where}.$iany")
         inner, inner_value = _single(operand, f"{where}.$iany.{field}")
+        options: Sequence[Any]
         if inner == "$i":
             options = [operand]
         elif inner == "$or" and isinstance(inner_value, list | tuple) and inner_value:

@@ -723,5 +723,14 @@ def _plans(
             ordered_text=frozenset(
                 f.key for f in fields if f.encoding == "text" and f.key in prepared.ordered_fields
             ),
+            text_keys=tuple(f.key for f in fields if f.encoding == "text"),
+            scope_fields={
+                scope: tuple(
+                    dict.fromkeys(
+                        spec for r in chosen if r.scope == scope for spec in r.condition.fields
+                    )
+                )
+                for scope in dict.fromkeys(r.scope for r in chosen)
+            },
         )
     return plans

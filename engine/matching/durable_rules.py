@@ -98,6 +98,8 @@ except ImportError:  # Python 3.13+: the C extension calls the removed PyEval_Ca
     _durable = None
     _rules_engine = None
 
+# One encoder for every fact: json.dumps with an option builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False).encode
 _NOT_HANDLED, _OBSERVED = 1, 2  # the engine's result codes: no rule matched; seen before
 
 AVAILABLE = _durable is not None
@@ -146,6 +148,7 @@ class _Call:
     sentinel_id: str
     hits: set[tuple[int, int]]
     failed_rule: str | None = None
+    stored: bool = False  # some fact of the session matched: it may (and must) be deleted
 
     def fired(self, term: str, fact_id: str) -> None:
         rule = self.chunk.rule_of[term]
@@ -295,12 +298,15 @@ class DurableMatcher:
         prepared = plan.prepared
         if not subjects or not prepared.rule_ids:
             return []
-        facts = encode_subjects(plan, shipment, subjects)
+        facts, positions = encode_subjects(plan, shipment, subjects)
+        if not facts:
+            return []
         with _LOCK:
             compiled = plan.prepared_by_backend.get(self.name)
             if compiled is None:
                 compiled = plan.prepared_by_backend[self.name] = _register(prepared)
-            return sorted(self._hits(prepared, compiled, facts))
+            hits = self._hits(prepared, compiled, facts)
+        return sorted((rule, positions[fact]) for rule, fact in hits)
 
     def match(self, ruleset: MatchRuleset, facts: Sequence[Mapping[str, Any]]) -> list[Firing]:
         """Any ruleset on any facts, both checked against the grammar's contract first."""
@@ -330,49 +336,58 @@ class DurableMatcher:
         """Record that rule `rule` holds for fact `fact` (positions); runs inside an action."""
         call.hits.add((rule, fact))
 
+    def _assert(
+        self,
+        call: _Call,
+        ruleset: Any,
+        sid: str,
+        fact: Mapping[str, Any],
+        complete: Any,
+        outcome: list[Any],
+    ) -> None:
+        """Assert one fact and run the actions it queued."""
+        code, handle = _rules_engine.assert_fact(ruleset._handle, _encode({**fact, "sid": sid}))
+        if code == _NOT_HANDLED:
+            return  # no rule of this chunk matches the fact
+        if code == _OBSERVED:
+            raise RuntimeError(f"ruleset {call.prepared.name}: durable_rules saw a fact twice")
+        call.stored = True
+        ruleset.do_actions(handle, complete)
+        if outcome[0] is not None:
+            raise outcome[0]
+        call.check(outcome[1])
+
     def _run(self, call: _Call, facts: Sequence[Mapping[str, Any]]) -> None:
         """One session: each fact asserted, the actions it queued run, then the deletion.
 
         Straight to the engine's own `assert_fact`: `Host.assert_fact` raises (and
         formats) MessageNotHandledException for every fact no rule matches, the usual
-        case. A batched `assert_facts` would be one call, but past a few facts of many
-        fields it crashed the process here (segmentation fault in the C engine), so the
-        envelope in which durable_rules was measured stays one fact per assert.
+        case. The sentinel is asserted only when no fact matched. A batched
+        `assert_facts` would be one call, but past a few facts of many fields it crashed
+        the process here (in the C engine), so the envelope in which durable_rules was
+        measured stays one fact per assert.
         """
         global _ACTIVE
         host = _host()
         name = call.chunk.engine_name
         sid = f"s{next(_SESSIONS)}"
         ruleset = host.get_ruleset(name)
-        handle_fact = _rules_engine.assert_fact
-        engine_handle = ruleset._handle
         outcome: list[Any] = [None, None]
 
         def complete(error: Any, state: Any) -> None:
             outcome[0], outcome[1] = error, state
 
         _ACTIVE = call
-        stored = False
         try:
-            # The sentinel matches its own rule, so the session exists before any fact
-            # that matches nothing is asserted: deleting a session made only of such
-            # facts aborted the process.
-            sentinel = {"id": call.sentinel_id, SENTINEL_FIELD: True}
-            for fact in (sentinel, *facts):
-                code, handle = handle_fact(
-                    engine_handle, json.dumps({**fact, "sid": sid}, ensure_ascii=False)
-                )
-                if code == _NOT_HANDLED:
-                    continue  # no rule of this chunk matches the fact
-                if code == _OBSERVED:
-                    raise RuntimeError(
-                        f"ruleset {call.prepared.name}: durable_rules saw a fact twice"
-                    )
-                stored = True
-                ruleset.do_actions(handle, complete)
-                if outcome[0] is not None:
-                    raise outcome[0]
-                call.check(outcome[1])
+            for fact in facts:
+                self._assert(call, ruleset, sid, fact, complete, outcome)
+            if not call.stored:
+                # A session of facts that matched nothing can be neither kept (1,024 live
+                # sessions at most) nor deleted (that aborts the process): the sentinel
+                # matches its own rule, so the session can be deleted. Only then: a
+                # sentinel is one more action to run.
+                sentinel = {"id": call.sentinel_id, SENTINEL_FIELD: True}
+                self._assert(call, ruleset, sid, sentinel, complete, outcome)
         except RuntimeError:
             raise
         except Exception as error:
@@ -381,5 +396,5 @@ class DurableMatcher:
             ) from error
         finally:
             _ACTIVE = None
-            if stored:
+            if call.stored:
                 host.delete_state(name, sid)

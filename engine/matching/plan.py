@@ -70,6 +70,9 @@ class PhasePlan:
     prepared: PreparedRuleset  # checked at load: grammar, limits, types, hashes
     fields: tuple[FieldSpec, ...]  # every field the JSON conditions read
     ordered_text: frozenset[str]  # text fields compared by order (durable must order them)
+    text_keys: tuple[str, ...] = ()  # fields holding text: their length is checked per fact
+    # scope -> the fields its rules read; a subject of a scope no rule has is not encoded
+    scope_fields: Mapping[str, tuple[FieldSpec, ...]] = field(default_factory=dict)
     # What a backend prepares once per plan (durable_rules' registration): lives with the
     # plan, not in a global cache. Written under the backend's own lock.
     prepared_by_backend: dict[str, Any] = field(
@@ -125,28 +128,42 @@ def encode_fact(env: Env, fields: tuple[FieldSpec, ...]) -> dict[str, Any]:
 
 def encode_subjects(
     plan: PhasePlan, shipment: Env, subjects: Sequence[Subject]
-) -> list[dict[str, Any]]:
-    """The match facts of `subjects`, checked only for what the compiler cannot know.
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The match facts of `subjects`, and the subject index of each.
 
-    Field names, types and hashes are fixed by the compiler; what depends on the facts'
-    values is checked here: numbers within ±2**53 (in `encode_number`), text length, and
-    text compared by order that durable_rules can order.
+    Only subjects of a scope some rule has become facts, each with the fields the rules
+    of its scope read (a fact of another kind can match no rule: every condition tests
+    `kind`). Field names, types and hashes are fixed by the compiler; what depends on
+    the facts' values is checked here: numbers within ±2**53 (in `encode_number`), text
+    length, and text compared by order that durable_rules can order.
     """
-    fields = plan.fields
+    scope_fields = plan.scope_fields
+    text_keys = plan.text_keys
+    ordered = plan.ordered_text
     facts: list[dict[str, Any]] = []
-    for scope, fact_id, env in subjects:
+    positions: list[int] = []
+    for position, (scope, fact_id, env) in enumerate(subjects):
+        fields = scope_fields.get(scope)
+        if fields is None:
+            continue
         merged = env if env is shipment else {**shipment, **env}
         fact = {"id": fact_id, "kind": scope, **encode_fact(merged, fields)}
-        for key, value in fact.items():
-            if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+        if len(fact_id) > MAX_STRING_CHARS:
+            raise ConditionLimit(f"a fact id of {len(fact_id)} characters is too long")
+        for key in text_keys:
+            value = fact.get(key)
+            if value is None:
+                continue
+            if len(value) > MAX_STRING_CHARS:
                 raise ConditionLimit(
                     f"a text of {len(value)} characters is too long to compare in a rule "
                     f"condition (at most {MAX_STRING_CHARS})"
                 )
-            if key in plan.ordered_text and not orderable(value):
+            if key in ordered and not orderable(value):
                 raise ConditionLimit(
                     f"{value!r} is compared by order in a rule condition but cannot be "
                     "ordered reliably (spaces, '!', quotes, backslashes, control characters)"
                 )
         facts.append(fact)
-    return facts
+        positions.append(position)
+    return facts, positions

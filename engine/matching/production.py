@@ -68,9 +68,9 @@ class PythonMatcher:
         self, plan: PhasePlan, shipment: Env, subjects: Sequence[Subject]
     ) -> list[tuple[int, int]]:
         # The compiler's encoder makes facts of the prepared types: no check_facts here.
-        facts = encode_subjects(plan, shipment, subjects)
+        facts, positions = encode_subjects(plan, shipment, subjects)
         return [
-            (rule, index)
+            (rule, positions[index])
             for rule, cond in enumerate(plan.prepared.conditions)
             for index, fact in enumerate(facts)
             if holds(cond, fact)

@@ -12,9 +12,8 @@ pack's formula says so.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.compiling.formulas import CURRENCY_PLACES, MISSING
 from engine.errors import EvaluationError, Problem
@@ -23,8 +22,7 @@ from engine.explaining.trace import Tracer
 from engine.facts import Shipment
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     """One charge or goods line: its own names (`charge.*`) and where it came from."""
 
     id: str
@@ -32,8 +30,7 @@ class Line:
     env: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Environment:
+class Environment(NamedTuple):
     shipment: dict[str, Any]
     charges: tuple[Line, ...]
     goods: tuple[Line, ...]
@@ -42,8 +39,7 @@ class Environment:
 def convert(
     shipment: Shipment, amount: Decimal, currency: str | None, path: str, tracer: Tracer
 ) -> Decimal:
-    currency = currency or shipment.currency
-    if currency == shipment.currency:
+    if currency is None or currency == shipment.currency:
         return amount
     rate = shipment.fx.get(currency)
     if rate is None:  # facts validation catches this; keep evaluation honest anyway
@@ -119,19 +115,25 @@ def build_environment(
     env["shipment.goods.main_category"] = _main_category(shipment)
 
     charges = []
+    valuation_currency = shipment.currency
     for index, charge in enumerate(shipment.charges):
-        path = f"charges[{index}]"
-        amount = convert(shipment, charge.amount, charge.currency, f"{path}.amount", tracer)
+        path = _CHARGE_PATHS[index] if index < len(_CHARGE_PATHS) else f"charges[{index}]"
+        currency = charge.currency
+        amount = (
+            charge.amount
+            if currency is None or currency == valuation_currency
+            else convert(shipment, charge.amount, currency, f"{path}.amount", tracer)
+        )
         group = charge_groups.get(charge.type)
         charges.append(
             Line(
-                f"charge:{index}",
+                _CHARGE_IDS[index] if index < len(_CHARGE_IDS) else f"charge:{index}",
                 path,
                 {
                     "charge.type": charge.type,
                     "charge.group": group if group else MISSING,
                     "charge.amount": amount,
-                    "charge.currency": charge.currency or shipment.currency,
+                    "charge.currency": currency or valuation_currency,
                 },
             )
         )
@@ -159,6 +161,11 @@ def build_environment(
             )
         )
     return Environment(env, tuple(charges), tuple(goods))
+
+
+# The usual line ids and paths, made once rather than per valuation.
+_CHARGE_PATHS = tuple(f"charges[{index}]" for index in range(64))
+_CHARGE_IDS = tuple(f"charge:{index}" for index in range(64))
 
 
 def _main_category(shipment: Shipment) -> Any:

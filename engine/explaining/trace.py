@@ -119,31 +119,44 @@ class RecordingTracer:
         ]
 
     def rendered(self) -> list[TraceStep]:
-        """The steps as the result's `TraceStep`s (built from our own strings: not re-validated)."""
-        return [
-            _trace_step(
+        """The steps as the result's `TraceStep`s (built from our own strings: not re-validated).
+
+        A value met again (a formula's result read by later formulas) is written once:
+        the recorded steps keep every value alive, so its id is its identity here.
+        """
+        texts: dict[int, str] = {}
+
+        def text(value: Any) -> str:
+            if type(value) is str:
+                return str(value)
+            found = texts.get(id(value))
+            if found is None:
+                found = texts[id(value)] = show(value)
+            return found
+
+        new = TraceStep.__new__
+        setattr_ = object.__setattr__
+        steps: list[TraceStep] = []
+        for kind, name, expression, inputs, value, source in self.recorded:
+            step = new(TraceStep)
+            setattr_(
+                step,
+                "__dict__",
                 {
                     "kind": kind,
                     "name": name,
                     "expression": expression,
-                    "inputs": {k: show(v) for k, v in inputs.items()},
-                    "value": show(value),
+                    "inputs": {k: text(v) for k, v in inputs.items()},
+                    "value": text(value),
                     "source": source,
-                }
+                },
             )
-            for kind, name, expression, inputs, value, source in self.recorded
-        ]
+            # Shared: a frozen model's fields set is only ever copied, never changed.
+            setattr_(step, "__pydantic_fields_set__", _FIELDS_SET)
+            setattr_(step, "__pydantic_extra__", None)
+            setattr_(step, "__pydantic_private__", None)
+            steps.append(step)
+        return steps
 
 
-_FIELDS_SET = frozenset(TraceStep.model_fields)
-
-
-def _trace_step(values: dict[str, Any]) -> TraceStep:
-    """`result.built` for the most frequent model of a result, without its keyword call."""
-    step = TraceStep.__new__(TraceStep)
-    setattr_ = object.__setattr__
-    setattr_(step, "__dict__", values)
-    setattr_(step, "__pydantic_fields_set__", set(_FIELDS_SET))
-    setattr_(step, "__pydantic_extra__", None)
-    setattr_(step, "__pydantic_private__", None)
-    return step
+_FIELDS_SET = set(TraceStep.model_fields)

@@ -495,7 +495,7 @@ def register(verbs: Any) -> None:
         "--details", metavar="FILE", help="write each changed shipment here (.csv or .json)"
     )
     p.add_argument("--workers", type=int, metavar="N", help="processes (default: every core)")
-    p.add_argument("--matcher", metavar="NAME", help="durable_rules or python (default: the first)")
+    p.add_argument("--matcher", metavar="NAME", help="compiled (default), durable_rules or python")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here, not stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")

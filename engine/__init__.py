@@ -1,8 +1,9 @@
 """tiv: the Total Insured Value of cross-border cargo, from versioned YAML rule packs.
 
 The pipeline, one package per stage: `loading` (YAML with line marks, rule sources)
--> `schema` (structure) -> `compiling` (formulas, conditions, packs) -> `evaluating`
-(environment, matchers, valuation) -> `explaining` (traces, text).
+-> `schema` (structure) -> `compiling` (formulas, conditions, packs) -> `matching`
+(which rules hold: compiled, durable_rules, python) -> `evaluating` (environment,
+valuation) -> `explaining` (traces, text).
 
     from engine import load_rules, value
     rules = load_rules("path/to/rules")

@@ -99,6 +99,15 @@ class CompiledRule:
     where: Location
     citation: str | None = None  # the rule's `source:`, the regulation it applies
 
+    @property
+    def source(self) -> str:
+        """`path:line` of the rule, as results cite it (computed once, not per valuation)."""
+        cached: str | None = self.__dict__.get("_source")
+        if cached is None:
+            cached = self.where.source
+            object.__setattr__(self, "_source", cached)
+        return cached
+
 
 @dataclass(frozen=True)
 class CompiledTable:
@@ -203,6 +212,7 @@ class CompiledPack(EffectiveWindow):
     examples: tuple[CompiledExample, ...]
     where: Location
     policy: PolicyRef  # what every result of this pack says about it, built once
+    charge_source_texts: Mapping[str, str]  # type -> `path:line` of its charge_types entry
 
 
 @dataclass
@@ -388,6 +398,10 @@ def compile_policy(
             for i, ex in enumerate(model.examples)
         ),
         where=own.loaded.locate(""),
+        charge_source_texts={
+            name: loaded.locate(f"charge_types.{name}", key=True).source
+            for name, (_, loaded) in merged.charge_types.items()
+        },
         policy=PolicyRef(
             id=model.id,
             version=model.version,

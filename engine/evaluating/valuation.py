@@ -168,7 +168,7 @@ def _evaluate(
                     amount=money_text(env.charges[index].env["charge.amount"], places),
                     reason=rule.reason,
                     rule=rule.id,
-                    source=rule.where.source,
+                    source=rule.source,
                 )
                 for index, rule in sorted(excluded.items())
             ],
@@ -291,7 +291,7 @@ def _charge_rules(
             rejected.append(
                 Problem(
                     "facts.rejected_charge",
-                    f"{rule.reason} (rule {rule.id}, {rule.where.source})",
+                    f"{rule.reason} (rule {rule.id}, {rule.source})",
                     Location(path=f"charges[{index}]"),
                 )
             )
@@ -323,7 +323,7 @@ def _count_charges(
                     f"excluded: {rule.reason}",
                     {"type": kind, "amount": amount},
                     Decimal(0),
-                    rule.where.source,
+                    rule.source,
                 )
             continue
         group = line.env["charge.group"]
@@ -338,7 +338,7 @@ def _count_charges(
                 f"counted in charges.{group}",
                 {"type": kind, "amount": amount},
                 amount,
-                pack.charge_sources[kind].source,
+                pack.charge_source_texts[kind],
             )
     env.shipment.update(sums)
 
@@ -479,7 +479,7 @@ def _decide(
                 rule.when,
                 {"matched": ", ".join(matched)},
                 rule.flag or rule.effect,
-                rule.where.source,
+                rule.source,
             )
         if rule.effect == "flag":
             flags.append(
@@ -488,7 +488,7 @@ def _decide(
                     name=rule.flag or rule.id,
                     rule=rule.id,
                     reason=rule.reason,
-                    source=rule.where.source,
+                    source=rule.source,
                     citation=rule.citation,
                     subjects=matched,
                 )
@@ -500,7 +500,7 @@ def _decide(
                     decision=rule.effect,
                     rule=rule.id,
                     reason=rule.reason,
-                    source=rule.where.source,
+                    source=rule.source,
                     citation=rule.citation,
                     subjects=matched,
                 )

@@ -833,13 +833,19 @@ def _check_json(value: Any, parts: tuple[str | int, ...], file: str, out: list[P
 def _validate(
     data: Any, reference: FactsReference, marks: LoadedYaml | None, file: str
 ) -> Shipment:
+    fast = _fast_from_mapping(data, reference)
+    return fast if fast is not None else _validate_by_models(data, reference, marks, file)
+
+
+def _validate_by_models(
+    data: Any, reference: FactsReference, marks: LoadedYaml | None, file: str
+) -> Shipment:
+    """The models' road: slower, and the one that finds and words every problem."""
+
     def where(parts: tuple[str | int, ...], *, key: bool = False) -> Location:
         path = json_path(parts)
         return marks.locate(path, key=key) if marks else Location(file, path=path)
 
-    fast = _fast_from_mapping(data, reference)
-    if fast is not None:
-        return fast
     if data is None:
         raise FactsError(
             Problem(

@@ -120,22 +120,24 @@ def _tag_name(tag: str) -> str:
     return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe parser and composer, with plain scalars left for us to resolve.
+class _Resolver(yaml.resolver.BaseResolver):
+    """Plain scalars are left for us to resolve (as _PLAIN); the rest get the tag any
+    YAML parser gives them. Shared by both composers below, so they tag alike."""
 
-    It also records where each alias (`*name`) was written: the composed tree shares
-    the anchored node, whose own mark is the anchor's, not the alias's.
-    """
+    def resolve(self, kind: type[Node], value: str | None, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode:
+            return _PLAIN if implicit[0] else _STR
+        return _SEQ if kind is SequenceNode else _MAP
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
+
+class _Composer(yaml.composer.Composer):
+    """PyYAML's Python composer, recording where each alias (`*name`) was written: the
+    composed tree shares the anchored node, whose own mark is the anchor's."""
+
+    def __init__(self) -> None:
+        super().__init__()
         # (id(parent node), "k" for a key or "v" for a value/item, position) -> mark
         self.alias_marks: dict[tuple[int, str, int], yaml.Mark] = {}
-
-    def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
-        if kind is ScalarNode and implicit[0]:
-            return _PLAIN
-        return str(super().resolve(kind, value, implicit))
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
         if parent is not None and self.check_event(AliasEvent):
@@ -145,16 +147,64 @@ class _Loader(yaml.SafeLoader):
         return super().compose_node(parent, index)  # type: ignore[no-any-return]
 
 
+class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, _Composer, _Resolver):
+    """PyYAML's pure-Python reader, parser and composer: the one used when libyaml is
+    not installed or refuses a document, so errors are worded and placed as always."""
+
+    def __init__(self, text: str) -> None:
+        yaml.reader.Reader.__init__(self, text)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        _Composer.__init__(self)
+
+
 class _TooManyAliases(Exception):
     pass
+
+
+class _Aliased(Exception):
+    """An alias met in a tree whose alias marks are unknown (composed by libyaml)."""
+
+
+try:
+    from yaml.cyaml import CParser
+except ImportError:  # PyYAML built without libyaml; PyPI's Linux, macOS and Windows wheels
+    CParser = None  # bundle it (pyyaml 6.0.4 wheels: libyaml 0.2.6), a source build may not
+
+# Whether the fast composer is in use; bench/load_time.py reports it.
+WITH_LIBYAML = CParser is not None
+_CLoader: type[Any] | None = None
+if CParser is not None:
+
+    class _CLoaderType(CParser, _Resolver):  # type: ignore[misc, valid-type]
+        """libyaml's parser and composer, in C: about ten times the Python one's speed."""
+
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            _Resolver.__init__(self)
+
+    class _CEventsLoader(_Composer, CParser, _Resolver):  # type: ignore[misc, valid-type]
+        """libyaml's parser with the Python composer, which records alias marks: for
+        documents that use aliases, which libyaml's own composer does not place."""
+
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            _Composer.__init__(self)
+
+    _CLoader = _CLoaderType
 
 
 class _Builder:
     """Walks the composed node tree, building values and marks, collecting problems."""
 
-    def __init__(self, file: str, alias_marks: Mapping[tuple[int, str, int], yaml.Mark]) -> None:
+    def __init__(
+        self, file: str, alias_marks: Mapping[tuple[int, str, int], yaml.Mark] | None
+    ) -> None:
+        """`alias_marks` None: the tree's aliases were not recorded, so meeting one
+        raises _Aliased (the caller composes the document again, recording them)."""
         self.file = file
-        self.alias_marks = alias_marks
+        self.alias_marks: Mapping[tuple[int, str, int], yaml.Mark] = alias_marks or {}
+        self._aliases_known = alias_marks is not None
         self.marks: dict[str, Location] = {}
         self.key_marks: dict[str, Location] = {}
         self.problems: list[Problem] = []
@@ -177,6 +227,8 @@ class _Builder:
         return self.alias_marks.get((id(parent), role, position), child.start_mark)
 
     def value(self, node: Node, parts: tuple[str | int, ...], mark: yaml.Mark) -> Any:
+        if not self._aliases_known and id(node) in self._built:
+            raise _Aliased
         path = json_path(parts)
         self.marks.setdefault(path, self.location(mark, path))
         if id(node) in self._open:
@@ -402,9 +454,50 @@ def _too_deep(file: str) -> Problem:
 
 
 def _load(text: str, file: str, error_class: type[TivError]) -> LoadedYaml:
-    loader: _Loader | None = None
+    loaded = _load_with_libyaml(text, file, error_class) if _CLoader is not None else None
+    return loaded if loaded is not None else _load_with_python(text, file, error_class)
+
+
+def _load_with_libyaml(text: str, file: str, error_class: type[TivError]) -> LoadedYaml | None:
+    """The document composed by libyaml, or None to let the Python composer decide.
+
+    libyaml gives the same nodes with the same line and column marks (a test checks
+    every shipped file), but it words syntax errors its own way and does not say
+    where an alias was written. So a document it refuses, or one that uses an alias,
+    is composed again by the Python composer, which reports exactly as before.
+    """
+    assert _CLoader is not None
+    loader = _CLoader(text)
     try:
-        loader = _Loader(text)  # reading starts here: it rejects control characters
+        root = loader.get_single_node()  # a second document is an error here
+    except Exception:  # any doubt (syntax, depth, encoding): the Python composer decides
+        return None
+    finally:
+        loader.dispose()
+    builder = _Builder(file, None)
+    data = None
+    if root is not None:
+        try:
+            data = builder.value(root, (), root.start_mark)
+        except _Aliased:
+            return _load_with_python(text, file, error_class, _CEventsLoader)
+        except RecursionError:
+            return None
+    if builder.problems:
+        raise error_class(builder.problems)
+    return LoadedYaml(
+        data, file, MappingProxyType(builder.marks), MappingProxyType(builder.key_marks)
+    )
+
+
+def _load_with_python(
+    text: str, file: str, error_class: type[TivError], composer: type[Any] | None = None
+) -> LoadedYaml:
+    """The document composed by the Python composer, over `composer`'s parser (the
+    pure-Python one by default), reporting every problem."""
+    loader: Any = None
+    try:
+        loader = (composer or _Loader)(text)  # reading starts here: it rejects control chars
         loader.get_event()  # STREAM-START
         root = None if loader.check_event(StreamEndEvent) else loader.compose_document()
         alias_marks = loader.alias_marks

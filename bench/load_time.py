@@ -48,7 +48,7 @@ def one_run() -> dict[str, float]:
         "import": imported - started,
         "load": total,
         "yaml": spent[0],
-        "libyaml": float(yamlfile.WITH_LIBYAML) if hasattr(yamlfile, "WITH_LIBYAML") else 0.0,
+        "libyaml": float(yamlfile.WITH_LIBYAML),
     }
 
 
@@ -60,7 +60,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(one_run()))
         return
-    runs = []
+    runs: list[dict[str, float]] = []
     for _ in range(args.runs):
         out = subprocess.run(
             [sys.executable, __file__, "--one"], capture_output=True, text=True, check=True

@@ -28,7 +28,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -219,7 +219,8 @@ def _describe(value: Any) -> str:
     if isinstance(value, str | int):
         text = repr(value)
         return text if len(text) <= 60 else text[:56] + "...'"
-    return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
+    kinds: dict[type, str] = {dict: "a mapping", list: "a list"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 _AMOUNT_SCHEMA = {
@@ -427,29 +428,40 @@ _SOMETHING = r"[^\s\x1c-\x1f]"
 _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
-def _exact_number(*, python: bool, **bound: int) -> core_schema.CoreSchema:
+def _exact_number(*, python: bool, positive: bool) -> core_schema.CoreSchema:
     """Plain decimal text or an int (not bool), and from Python a Decimal; never a
     float. Text becomes Decimal(text), an int Decimal(int); a Decimal is kept.
+    At least zero, or with `positive` greater than zero.
 
     From JSON, numbers with a fraction or exponent are refused here (pydantic-core
     would read them through a binary float) and take the slow road, whose parser
     gives Decimal(text). Text is tried first: JSON and YAML give most amounts as text.
     """
-    branches = [
+    zero = Decimal(0)
+    branches: list[core_schema.CoreSchema] = [
         core_schema.chain_schema(
             [
                 core_schema.str_schema(strict=True, pattern=_PLAIN_DECIMAL),
                 # The pattern has no sign, so only "greater than zero" is left to check.
-                core_schema.decimal_schema(**{k: v for k, v in bound.items() if k == "gt"}),
+                core_schema.decimal_schema(gt=zero) if positive else core_schema.decimal_schema(),
             ]
         ),
         core_schema.chain_schema(
-            [core_schema.int_schema(strict=True, **bound), core_schema.decimal_schema()]
+            [
+                core_schema.int_schema(strict=True, gt=0)
+                if positive
+                else core_schema.int_schema(strict=True, ge=0),
+                core_schema.decimal_schema(),
+            ]
         ),
     ]
     if python:
-        branches.append(core_schema.decimal_schema(strict=True, allow_inf_nan=False, **bound))
-    return core_schema.union_schema(branches, mode="left_to_right")
+        branches.append(
+            core_schema.decimal_schema(strict=True, allow_inf_nan=False, gt=zero)
+            if positive
+            else core_schema.decimal_schema(strict=True, allow_inf_nan=False, ge=zero)
+        )
+    return core_schema.union_schema(list(branches), mode="left_to_right")
 
 
 def _field_schemas(*, python: bool) -> dict[Any, core_schema.CoreSchema]:
@@ -457,7 +469,7 @@ def _field_schemas(*, python: bool) -> dict[Any, core_schema.CoreSchema]:
     checked for their form here and against the reference in `_finish`, so one
     compiled validator serves every reference."""
     text = core_schema.str_schema(strict=True, pattern=_SOMETHING)
-    day = core_schema.chain_schema(
+    day: core_schema.CoreSchema = core_schema.chain_schema(
         [core_schema.str_schema(strict=True, pattern=_ISO_DATE), core_schema.date_schema()]
     )
     if python:  # a date object too, but not a datetime (strict refuses it)
@@ -465,8 +477,8 @@ def _field_schemas(*, python: bool) -> dict[Any, core_schema.CoreSchema]:
             [day, core_schema.date_schema(strict=True)], mode="left_to_right"
         )
     return {
-        _non_negative: _exact_number(python=python, ge=0),
-        _positive: _exact_number(python=python, gt=0),
+        _non_negative: _exact_number(python=python, positive=False),
+        _positive: _exact_number(python=python, positive=True),
         _text: text,
         _category: core_schema.str_schema(strict=True, pattern=r"^[a-z][a-z0-9_]*$"),
         _hs_code: core_schema.str_schema(strict=True, pattern=r"^[0-9]{2,10}$"),
@@ -619,20 +631,23 @@ def _finish(
                 return None
 
     invoice = shipment.invoice
-    code = invoice.currency
-    if code is None:
+    invoice_currency = invoice.currency
+    if invoice_currency is None:
+        # The goods inherit the valuation currency either way; an Invoice model passed
+        # in keeps its own (absent) currency, as with the models.
         if data is None or isinstance(data.get("invoice"), Mapping):
             _inherit(invoice, valuation)
-            code = valuation
-        else:
-            code = valuation  # an Invoice model passed in: the goods inherit the valuation's
-    elif code != valuation and (code not in currencies or code not in rates):
+        invoice_currency = valuation
+    elif invoice_currency != valuation and (
+        invoice_currency not in currencies or invoice_currency not in rates
+    ):
         return None
-    for name, models, inherited in (
-        ("goods", shipment.goods, code),
+    groups: tuple[tuple[str, Sequence[GoodsItem | Charge | Duty], str], ...] = (
+        ("goods", shipment.goods, invoice_currency),
         ("charges", shipment.charges, valuation),
         ("duties", shipment.duties or (), valuation),
-    ):
+    )
+    for name, models, inherited in groups:
         items = None if data is None else data.get(name)
         as_given = data is None or isinstance(items, list | tuple)
         for index, model in enumerate(models):
@@ -894,7 +909,8 @@ def _explain(detail: Any, loc: tuple[Any, ...], data: Any) -> tuple[str, str]:
         return "facts.required", "is required"
     if kind == "extra_forbidden":
         name = str(loc[-1]) if loc else ""
-        fields = list(_model_at(loc[:-1]).model_fields) if _model_at(loc[:-1]) else []
+        model = _model_at(loc[:-1])
+        fields = list(model.model_fields) if model else []
         close = difflib.get_close_matches(name, fields, n=1, cutoff=0.7)
         hint = (
             f"; did you mean '{close[0]}'?"

@@ -104,7 +104,7 @@ def test_the_example_reads_exactly() -> None:
 def test_the_model_is_frozen() -> None:
     shipment = read_facts(SHIPMENT, REFERENCE)
     with pytest.raises(ValueError):
-        shipment.id = "other"  # type: ignore[misc]
+        shipment.id = "other"
     assert isinstance(shipment.charges, tuple)
 
 
@@ -702,8 +702,7 @@ def leaf_paths(value: Any, parts: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]
 
 @st.composite
 def mutated(draw: st.DrawFn) -> dict[str, Any]:
-    data = draw(st.sampled_from([as_data(), seed_data()]))
-    data = copy.deepcopy(data)
+    data: dict[str, Any] = copy.deepcopy(draw(st.sampled_from([as_data(), seed_data()])))
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(leaf_paths(data)))
         *parents, last = path
@@ -714,9 +713,11 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
         if action == "delete" and isinstance(holder, dict):
             del holder[last]
         elif action == "extra" and isinstance(holder, dict):
-            holder[draw(st.sampled_from(["currency", "port", "notes", "value"]))] = draw(MUTATIONS)
+            holder[draw(st.sampled_from(["currency", "port", "notes", "value"]))] = copy.deepcopy(
+                draw(MUTATIONS)
+            )
         else:
-            holder[last] = draw(MUTATIONS)
+            holder[last] = copy.deepcopy(draw(MUTATIONS))
     return data
 
 

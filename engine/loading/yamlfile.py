@@ -139,12 +139,13 @@ class _Composer(yaml.composer.Composer):
         # (id(parent node), "k" for a key or "v" for a value/item, position) -> mark
         self.alias_marks: dict[tuple[int, str, int], yaml.Mark] = {}
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
-        if parent is not None and self.check_event(AliasEvent):
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        parser: Any = self  # the parser half of the loader this is mixed into
+        if parent is not None and parser.check_event(AliasEvent):
             role = "k" if isinstance(parent, MappingNode) and index is None else "v"
-            mark = self.peek_event().start_mark
+            mark = parser.peek_event().start_mark
             self.alias_marks[(id(parent), role, len(parent.value))] = mark
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
 
 class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, _Composer, _Resolver):
@@ -166,32 +167,36 @@ class _Aliased(Exception):
     """An alias met in a tree whose alias marks are unknown (composed by libyaml)."""
 
 
-try:
-    from yaml.cyaml import CParser
-except ImportError:  # PyYAML built without libyaml; PyPI's Linux, macOS and Windows wheels
-    CParser = None  # bundle it (pyyaml 6.0.4 wheels: libyaml 0.2.6), a source build may not
-
-# Whether the fast composer is in use; bench/load_time.py reports it.
-WITH_LIBYAML = CParser is not None
+# libyaml's parser, when PyYAML was built with it: PyPI's wheels for Linux, macOS and
+# Windows bundle it (pyyaml 6.0.4: libyaml 0.2.6), a build from source may not, and
+# then the pure-Python parser reads everything, only more slowly.
 _CLoader: type[Any] | None = None
-if CParser is not None:
+_CEventsLoader: type[Any] | None = None
+try:
+    from yaml._yaml import CParser
+except ImportError:
+    pass
+else:
 
-    class _CLoaderType(CParser, _Resolver):  # type: ignore[misc, valid-type]
+    class _LibyamlLoader(CParser, _Resolver):
         """libyaml's parser and composer, in C: about ten times the Python one's speed."""
 
         def __init__(self, text: str) -> None:
             CParser.__init__(self, text)
             _Resolver.__init__(self)
 
-    class _CEventsLoader(_Composer, CParser, _Resolver):  # type: ignore[misc, valid-type]
-        """libyaml's parser with the Python composer, which records alias marks: for
+    class _LibyamlEventsLoader(_Composer, CParser, _Resolver):
+        """libyaml's parser under the Python composer, which records alias marks: for
         documents that use aliases, which libyaml's own composer does not place."""
 
         def __init__(self, text: str) -> None:
             CParser.__init__(self, text)
             _Composer.__init__(self)
 
-    _CLoader = _CLoaderType
+    _CLoader, _CEventsLoader = _LibyamlLoader, _LibyamlEventsLoader
+
+# Whether libyaml composes documents; bench/load_time.py reports it.
+WITH_LIBYAML = _CLoader is not None
 
 
 class _Builder:

@@ -407,6 +407,32 @@ FRAGMENTS = st.sampled_from(
         "x\x01",
         "\ufeff",
         "#c",
+        "{a: }",
+        "{a, b: }",
+        "[a, ]",
+        "{? x}",
+        "!!str",
+        "''",
+        "- ",
+        "x\ufffe",
+        "\xa0y",
+        "z\u3000",
+        "\x0b",
+        "\x0c",
+        "w\x7f",
+        "\x85v",
+        "a # c",
+        "'it''s'",
+        '"\\t"',
+        "x:y",
+        "x :y",
+        "x\\",
+        "%YAML 1.1",
+        "!<tag:yaml.org,2002:str> s",
+        "!!map {}",
+        "!!seq []",
+        "&x [*x]",
+        "k" * 1030,
     ]
 )
 
@@ -422,7 +448,8 @@ def yaml_texts(draw: st.DrawFn) -> str:
         while "{v}" in line:
             line = line.replace("{v}", draw(FRAGMENTS), 1)
         lines.append(indent + line)
-    return "\n".join(lines) + draw(st.sampled_from(["\n", "", "\n\n"]))
+    newline = draw(st.sampled_from(["\n", "\n", "\r\n", "\r", "\x85", "\u2028"]))
+    return newline.join(lines) + draw(st.sampled_from([newline, "", "\n\n"]))
 
 
 @needs_libyaml

@@ -167,6 +167,12 @@ class _Aliased(Exception):
     """An alias met in a tree whose alias marks are unknown (composed by libyaml)."""
 
 
+class _EmptyPlain(Exception):
+    """An empty plain scalar (`a:` with no value) met in a tree parsed by libyaml, which
+    places some of them a character or a line away from where PyYAML does (in flow
+    collections, at the end of the text), so the Python parser reads the document."""
+
+
 # libyaml's parser, when PyYAML was built with it: PyPI's wheels for Linux, macOS and
 # Windows bundle it (pyyaml 6.0.4: libyaml 0.2.6), a build from source may not, and
 # then the pure-Python parser reads everything, only more slowly.
@@ -203,11 +209,18 @@ class _Builder:
     """Walks the composed node tree, building values and marks, collecting problems."""
 
     def __init__(
-        self, file: str, alias_marks: Mapping[tuple[int, str, int], yaml.Mark] | None
+        self,
+        file: str,
+        alias_marks: Mapping[tuple[int, str, int], yaml.Mark] | None,
+        *,
+        libyaml: bool = False,
     ) -> None:
         """`alias_marks` None: the tree's aliases were not recorded, so meeting one
-        raises _Aliased (the caller composes the document again, recording them)."""
+        raises _Aliased (the caller composes the document again, recording them).
+        `libyaml`: the nodes were parsed by libyaml, so an empty plain scalar raises
+        _EmptyPlain (the caller has the Python parser read the document)."""
         self.file = file
+        self.libyaml = libyaml
         self.alias_marks: Mapping[tuple[int, str, int], yaml.Mark] = alias_marks or {}
         self._aliases_known = alias_marks is not None
         self.marks: dict[str, Location] = {}
@@ -234,6 +247,8 @@ class _Builder:
     def value(self, node: Node, parts: tuple[str | int, ...], mark: yaml.Mark) -> Any:
         if not self._aliases_known and id(node) in self._built:
             raise _Aliased
+        if self.libyaml and isinstance(node, ScalarNode) and not node.value and not node.style:
+            raise _EmptyPlain
         path = json_path(parts)
         self.marks.setdefault(path, self.location(mark, path))
         if id(node) in self._open:
@@ -320,6 +335,12 @@ class _Builder:
         return result
 
     def key(self, node: Node, mark: yaml.Mark, parent_path: str) -> str | None:
+        if not self._aliases_known:  # an aliased key is an alias too
+            if id(node) in self._built:
+                raise _Aliased
+            self._built.add(id(node))
+        if self.libyaml and isinstance(node, ScalarNode) and not node.value and not node.style:
+            raise _EmptyPlain
         if not isinstance(node, ScalarNode):
             self.report(
                 "yaml.key", "a mapping key must be text, not a list or a mapping", mark, parent_path
@@ -467,11 +488,15 @@ def _load_with_libyaml(text: str, file: str, error_class: type[TivError]) -> Loa
     """The document composed by libyaml, or None to let the Python composer decide.
 
     libyaml gives the same nodes with the same line and column marks (a test checks
-    every shipped file), but it words syntax errors its own way and does not say
-    where an alias was written. So a document it refuses, or one that uses an alias,
-    is composed again by the Python composer, which reports exactly as before.
+    every shipped file and generated text), but it words syntax errors its own way,
+    does not say where an alias was written, and places some empty values elsewhere.
+    So a document it refuses or that holds an empty value is read again by the Python
+    parser, and one that uses an alias by the Python composer over libyaml's parser:
+    either reports exactly as before.
     """
     assert _CLoader is not None
+    if "\t" in text or "\ufeff" in text[1:]:
+        return None  # libyaml takes tabs and a BOM inside the text where PyYAML refuses them
     loader = _CLoader(text)
     try:
         root = loader.get_single_node()  # a second document is an error here
@@ -479,14 +504,17 @@ def _load_with_libyaml(text: str, file: str, error_class: type[TivError]) -> Loa
         return None
     finally:
         loader.dispose()
-    builder = _Builder(file, None)
+    builder = _Builder(file, None, libyaml=True)
     data = None
     if root is not None:
         try:
             data = builder.value(root, (), root.start_mark)
         except _Aliased:
-            return _load_with_python(text, file, error_class, _CEventsLoader)
-        except RecursionError:
+            try:
+                return _load_with_python(text, file, error_class, _CEventsLoader)
+            except _EmptyPlain:
+                return None
+        except (_EmptyPlain, RecursionError):
             return None
     if builder.problems:
         raise error_class(builder.problems)
@@ -524,7 +552,7 @@ def _load_with_python(
         if loader is not None:
             loader.dispose()
 
-    builder = _Builder(file, alias_marks)
+    builder = _Builder(file, alias_marks, libyaml=composer is not None)
     data = None
     if root is not None:
         try:

@@ -48,7 +48,7 @@ def one_run() -> dict[str, float]:
         "import": imported - started,
         "load": total,
         "yaml": spent[0],
-        "libyaml": float(yamlfile.WITH_LIBYAML),
+        "libyaml": float(getattr(yamlfile, "WITH_LIBYAML", False)),  # False before libyaml
     }
 
 

@@ -433,6 +433,10 @@ FRAGMENTS = st.sampled_from(
         "!!seq []",
         "&x [*x]",
         "k" * 1030,
+        "a != b",
+        "!= b",
+        "x !=y",
+        "[a != b, !c]",
     ]
 )
 

@@ -61,6 +61,10 @@ _RADIX = re.compile(r"[-+]?0(?:[xX][0-9a-fA-F_]+|[oO][0-7_]+|[bB][01_]+)")
 _SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
 _UNDERSCORED = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?")
 
+# `a != b` inside a plain scalar (a condition), which no parser reads as a tag: the
+# '!' follows a word and a space. Any other '!' may start a tag (see _load_with_libyaml).
+_COMPARISON = re.compile(r"(?<=[\w).])[ ]+!=[ ]")
+
 # Aliases are expanded into independent values (so each path has its own mark); this
 # bounds the expansion so a "billion laughs" document fails instead of exhausting memory.
 MAX_ALIAS_EXPANSION = 100_000
@@ -497,6 +501,8 @@ def _load_with_libyaml(text: str, file: str, error_class: type[TivError]) -> Loa
     assert _CLoader is not None
     if "\t" in text or "\ufeff" in text[1:]:
         return None  # libyaml takes tabs and a BOM inside the text where PyYAML refuses them
+    if "!" in text and text.count("!") != len(_COMPARISON.findall(text)):
+        return None  # a tag, maybe: the two scan some tags in flow collections differently
     loader = _CLoader(text)
     try:
         root = loader.get_single_node()  # a second document is an error here

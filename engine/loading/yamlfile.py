@@ -7,6 +7,10 @@ each value starts and where each mapping key starts. Errors: every problem found
 raised as one `RulesError` (`load_yaml`, for rule files) or `FactsError`
 (`parse_yaml_data`, for shipment files).
 
+Composing the node tree is libyaml's job where PyYAML has it (in C, about ten times
+faster), with PyYAML's pure-Python parser for the documents libyaml would read or place
+differently; either way the nodes, marks and messages are the same.
+
 Rule files are edited by hand, so a typo must fail loudly rather than change a figure.
 We therefore use PyYAML only to compose the node tree and build the values ourselves:
 - YAML 1.2 core scalars, not PyYAML's YAML 1.1: `NO`, `yes`, `off` stay text and dates

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import FactsError, Location, Problem, RulesError, TivError
+from engine.errors import FactsError, Location, Problem, RulesError, TivError, json_path
 from engine.loading import yamlfile
 from engine.loading.yamlfile import LoadedYaml, load_yaml, parse_yaml_data
 from engine.money import plain
@@ -461,3 +461,11 @@ def yaml_texts(draw: st.DrawFn) -> str:
 @given(yaml_texts())
 def test_libyaml_and_python_give_the_same_result_on_any_text(text: str) -> None:
     assert outcome(yamlfile._load, text) == outcome(python_only, text)
+
+
+@given(st.lists(st.integers(0, 99) | st.text(max_size=6), max_size=6))
+def test_paths_built_step_by_step_are_json_paths(parts: list[str | int]) -> None:
+    path = ""
+    for part in parts:
+        path = f"{path}[{part}]" if isinstance(part, int) else yamlfile._child_path(path, part)
+    assert path == json_path(parts)

@@ -6,7 +6,8 @@ Validates the seed shipment (examples/shipments/seed-electronics.yaml) and a 20-
 variant of it against the `standard` pack's reference data, the way a caller does:
 an already-parsed mapping (a library caller, the batch runner) and JSON bytes (an HTTP
 body, a JSONL row). Each figure is the best of `--repeats` timed runs of `--seconds`
-each, so another process's burst on a shared machine does not count against us.
+each, so another process's burst on a shared machine does not count against us; the
+CPU time this process got is shown beside the wall time for the same reason.
 Issue 9's goal: the seed shipment in at most 15 µs.
 """
 
@@ -30,12 +31,14 @@ SEED = ROOT / "examples/shipments/seed-electronics.yaml"
 GOAL_US = 15.0
 
 
-def per_call_us(call: Callable[[], object], seconds: float, repeats: int) -> float:
+def per_call_us(call: Callable[[], object], seconds: float, repeats: int) -> tuple[float, float]:
+    """(wall µs, CPU µs) per call, each the best of `repeats` runs. The CPU figure counts
+    only the time this process ran, so it holds up on a machine shared with others."""
     for _ in range(200):
         call()
-    best = float("inf")
+    best_wall = best_cpu = float("inf")
     for _ in range(repeats):
-        count, start = 0, time.perf_counter()
+        count, start, cpu = 0, time.perf_counter(), time.process_time()
         deadline = start + seconds
         while True:
             for _ in range(100):
@@ -44,8 +47,9 @@ def per_call_us(call: Callable[[], object], seconds: float, repeats: int) -> flo
             now = time.perf_counter()
             if now >= deadline:
                 break
-        best = min(best, (now - start) / count * 1e6)
-    return best
+        best_cpu = min(best_cpu, (time.process_time() - cpu) / count * 1e6)
+        best_wall = min(best_wall, (now - start) / count * 1e6)
+    return best_wall, best_cpu
 
 
 def twenty_lines(seed: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +82,10 @@ def main() -> None:
         mapping = per_call_us(partial(read_facts, data, reference), args.seconds, args.repeats)
         raw = per_call_us(partial(read_facts, body, reference), args.seconds, args.repeats)
         mark = "  (goal ≤ 15 µs)" if label == "seed" else ""
-        print(f"  {label:>8}: mapping {mapping:7.1f} µs   JSON bytes {raw:7.1f} µs{mark}")
+        print(
+            f"  {label:>8}: mapping {mapping[0]:6.1f} µs (CPU {mapping[1]:6.1f})   "
+            f"JSON bytes {raw[0]:6.1f} µs (CPU {raw[1]:6.1f}){mark}"
+        )
 
 
 def _plain_reference(rules: Any) -> FactsReference:

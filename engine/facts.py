@@ -24,15 +24,17 @@ against the reference and that every foreign currency has an fx rate.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path, PurePath
-from typing import Annotated, Any, Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from pydantic import (
     BaseModel,
@@ -45,7 +47,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, SchemaValidator, core_schema
 
 from engine.errors import FactsError, Location, Problem, json_path
 from engine.loading.yamlfile import LoadedYaml, parse_yaml_data
@@ -217,7 +219,8 @@ def _describe(value: Any) -> str:
     if isinstance(value, str | int):
         text = repr(value)
         return text if len(text) <= 60 else text[:56] + "...'"
-    return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
+    kinds: dict[type, str] = {dict: "a mapping", list: "a list"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 _AMOUNT_SCHEMA = {
@@ -265,7 +268,9 @@ Days = Annotated[StrictInt, Field(ge=0)]
 
 
 class _Facts(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Deferred so that the compiled validator below is built from our schema rather
+    # than the class's own (see _COMPILED); pydantic builds its own at first use.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Place(_Facts):
@@ -335,37 +340,7 @@ class Shipment(_Facts):
     @model_validator(mode="before")
     @classmethod
     def _inherit_currencies(cls, data: Any, info: ValidationInfo) -> Any:
-        """Give each amount without a currency the one it inherits (see module doc).
-
-        Only a valid currency is passed down, so a bad code is reported once, where
-        it was written, and never at a path the input does not have.
-        """
-        if not isinstance(data, Mapping):
-            return data
-        data = dict(data)
-        valuation = _valid_currency(data.get("currency"), info)
-        invoice = data.get("invoice")
-        invoice_currency = valuation
-        if isinstance(invoice, Mapping):
-            if invoice.get("currency") is None:
-                if valuation:
-                    data["invoice"] = {**invoice, "currency": valuation}
-            else:
-                invoice_currency = _valid_currency(invoice["currency"], info)
-        for name, inherited in (
-            ("goods", invoice_currency),
-            ("charges", valuation),
-            ("duties", valuation),
-        ):
-            items = data.get(name)
-            if inherited and isinstance(items, list | tuple):
-                data[name] = [
-                    {**item, "currency": inherited}
-                    if isinstance(item, Mapping) and item.get("currency") is None
-                    else item
-                    for item in items
-                ]
-        return data
+        return _inherit_currencies(data, _reference(info))
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-ready dict: Decimals as plain decimal strings (the written precision
@@ -379,9 +354,44 @@ class Shipment(_Facts):
         return cls.model_json_schema()
 
 
-def _valid_currency(value: Any, info: ValidationInfo) -> str | None:
+def _inherit_currencies(data: Any, reference: FactsReference | None) -> Any:
+    """Give each amount without a currency the one it inherits (see module doc).
+
+    Only a valid currency is passed down, so a bad code is reported once, where
+    it was written, and never at a path the input does not have.
+    """
+    if not isinstance(data, Mapping):
+        return data
+    data = dict(data)
+    valuation = _valid_currency(data.get("currency"), reference)
+    invoice = data.get("invoice")
+    invoice_currency = valuation
+    if isinstance(invoice, Mapping):
+        if invoice.get("currency") is None:
+            if valuation:
+                data["invoice"] = {**invoice, "currency": valuation}
+        else:
+            invoice_currency = _valid_currency(invoice["currency"], reference)
+    for name, inherited in (
+        ("goods", invoice_currency),
+        ("charges", valuation),
+        ("duties", valuation),
+    ):
+        items = data.get(name)
+        if inherited and isinstance(items, list | tuple):
+            data[name] = [
+                {**item, "currency": inherited}
+                if isinstance(item, Mapping) and item.get("currency") is None
+                else item
+                for item in items
+            ]
+    return data
+
+
+def _valid_currency(value: Any, reference: FactsReference | None) -> str | None:
+    known = reference.currencies if reference else None
     try:
-        return _currency(value, info)
+        return _code(value, letters=3, what="ISO 4217 currency", known=known)
     except PydanticCustomError:
         return None
 
@@ -400,6 +410,264 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+# --- the compiled validator -----------------------------------------------------------
+# The models above, with their Python validators, are the contract and word every
+# message. Valid facts take a faster road: a pydantic-core validator compiled from the
+# same models, whose checks run in Rust (strict types, patterns, literals), then one
+# Python pass for what needs the reference or the parent (`_finish`). It accepts a
+# subset of what the models accept and builds an equal `Shipment`; whatever it refuses
+# goes the models' way, so problems are found and worded exactly as before.
+# tests/test_facts.py checks both halves of that promise on generated input.
+
+# Plain decimal text with no sign or spaces: the models also accept " 12" and "-0",
+# which take the slower road. Rust's `$` matches only at the very end of the text.
+_PLAIN_DECIMAL = r"^[0-9]+(\.[0-9]+)?$"
+# Rust's `\s` is Unicode White_Space; Python's str.strip() also strips U+001C..U+001F,
+# so those count as blank here too (a text field must hold something else).
+_SOMETHING = r"[^\s\x1c-\x1f]"
+_ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+
+
+def _exact_number(*, python: bool, positive: bool) -> core_schema.CoreSchema:
+    """Plain decimal text or an int (not bool), and from Python a Decimal; never a
+    float. Text becomes Decimal(text), an int Decimal(int); a Decimal is kept.
+    At least zero, or with `positive` greater than zero.
+
+    From JSON, numbers with a fraction or exponent are refused here (pydantic-core
+    would read them through a binary float) and take the slow road, whose parser
+    gives Decimal(text). Text is tried first: JSON and YAML give most amounts as text.
+    """
+    zero = Decimal(0)
+    # Decimal itself (a C type, no Python code) turns checked text or an int into the
+    # number: a little faster than pydantic-core's decimal validator calling it for us.
+    exact = core_schema.no_info_plain_validator_function(Decimal)
+    branches: list[core_schema.CoreSchema] = [
+        core_schema.chain_schema(
+            [
+                core_schema.str_schema(strict=True, pattern=_PLAIN_DECIMAL),
+                # The pattern has no sign, so only "greater than zero" is left to check.
+                core_schema.decimal_schema(gt=zero) if positive else exact,
+            ]
+        ),
+        core_schema.chain_schema(
+            [
+                core_schema.int_schema(strict=True, gt=0)
+                if positive
+                else core_schema.int_schema(strict=True, ge=0),
+                exact,
+            ]
+        ),
+    ]
+    if python:
+        branches.append(
+            core_schema.decimal_schema(strict=True, allow_inf_nan=False, gt=zero)
+            if positive
+            else core_schema.decimal_schema(strict=True, allow_inf_nan=False, ge=zero)
+        )
+    return core_schema.union_schema(list(branches), mode="left_to_right")
+
+
+def _field_schemas(*, python: bool) -> dict[Any, core_schema.CoreSchema]:
+    """The core schema of each field type, keyed by its Python validator. Codes are
+    checked for their form here and against the reference in `_finish`, so one
+    compiled validator serves every reference."""
+    text = core_schema.str_schema(strict=True, pattern=_SOMETHING)
+    day: core_schema.CoreSchema = core_schema.chain_schema(
+        [core_schema.str_schema(strict=True, pattern=_ISO_DATE), core_schema.date_schema()]
+    )
+    if python:  # a date object too, but not a datetime (strict refuses it)
+        day = core_schema.union_schema(
+            [day, core_schema.date_schema(strict=True)], mode="left_to_right"
+        )
+    return {
+        _non_negative: _exact_number(python=python, positive=False),
+        _positive: _exact_number(python=python, positive=True),
+        _text: text,
+        _category: core_schema.str_schema(strict=True, pattern=r"^[a-z][a-z0-9_]*$"),
+        _hs_code: core_schema.str_schema(strict=True, pattern=r"^[0-9]{2,10}$"),
+        _iso_date: day,
+        _currency: core_schema.str_schema(strict=True, pattern=r"^[A-Z]{3}$"),
+        _country: core_schema.str_schema(strict=True, pattern=r"^[A-Z]{2}$"),
+        _charge_type: text,
+    }
+
+
+def _type_schema(hint: Any, fields: Mapping[Any, core_schema.CoreSchema]) -> core_schema.CoreSchema:
+    """The core schema of one annotation; TypeError for one the compiler does not know,
+    so a new field type fails at import instead of being validated loosely."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is Annotated:
+        for extra in hint.__metadata__:
+            if isinstance(extra, PlainValidator) and extra.func in fields:
+                return fields[extra.func]
+        if hint == Days:
+            return core_schema.int_schema(strict=True, ge=0)
+    elif origin is Literal:
+        return core_schema.literal_schema(list(args))
+    elif origin in (Union, UnionType) and len(args) == 2 and type(None) in args:
+        inner = args[0] if args[1] is type(None) else args[1]
+        return core_schema.nullable_schema(_type_schema(inner, fields))
+    elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return core_schema.tuple_schema([_type_schema(args[0], fields)], variadic_item_index=0)
+    elif origin is dict:
+        return core_schema.dict_schema(_type_schema(args[0], fields), _type_schema(args[1], fields))
+    elif isinstance(hint, type) and issubclass(hint, _Facts):
+        return _model_schema(hint, fields)
+    raise TypeError(f"no compiled validator for the facts type {hint!r}")
+
+
+def _model_schema(
+    model: type[_Facts], fields: Mapping[Any, core_schema.CoreSchema]
+) -> core_schema.CoreSchema:
+    hints = get_type_hints(model, include_extras=True)
+    compiled: dict[str, core_schema.ModelField] = {}
+    for name, info in model.model_fields.items():
+        schema = _type_schema(hints[name], fields)
+        if info.default_factory is not None:
+            schema = core_schema.with_default_schema(schema, default_factory=info.default_factory)
+        elif not info.is_required():
+            schema = core_schema.with_default_schema(schema, default=info.default)
+        compiled[name] = core_schema.model_field(schema)
+    return core_schema.model_schema(
+        model,
+        core_schema.model_fields_schema(
+            compiled, model_name=model.__name__, extra_behavior="forbid"
+        ),
+        config=core_schema.CoreConfig(extra_fields_behavior="forbid"),
+        frozen=True,
+    )
+
+
+# Built while the model classes are still deferred (see _Facts): pydantic-core reuses
+# a complete model class's own validator for any schema that names the class
+# (pydantic-core src/common/prebuilt.rs), which would bring the Python validators back.
+_FROM_PYTHON = SchemaValidator(_model_schema(Shipment, _field_schemas(python=True)))
+_FROM_JSON = SchemaValidator(_model_schema(Shipment, _field_schemas(python=False)))
+
+
+def _fast_from_mapping(data: Any, reference: FactsReference) -> Shipment | None:
+    """The Shipment the models would build from `data`, or None to let them decide."""
+    if type(data) is not dict:
+        return None
+    try:
+        shipment = _FROM_PYTHON.validate_python(data)
+    except ValidationError:
+        return None
+    return _finish(shipment, data, reference)
+
+
+def _fast_from_json(text: str | bytes, reference: FactsReference) -> Shipment | None:
+    """The Shipment the slow road (json.loads, then the models) would build from JSON
+    text, or None to let it decide.
+
+    pydantic-core's JSON reader keeps the last of repeated keys, which the slow road
+    refuses. So duplicates are ruled out by counting: outside strings, a JSON text has
+    one ':' per key, and every key of a valid shipment is a field set on a model or
+    an fx code, while the only strings that may hold ':' are the text fields, stored
+    as written. With no backslash (no escapes) in the text, the count of ':' equals
+    the keys read plus the ':' in those values exactly when no key was repeated.
+    """
+    backslash: Any = b"\\" if isinstance(text, bytes) else "\\"
+    if backslash in text:
+        return None
+    try:
+        shipment = _FROM_JSON.validate_json(text)
+    except ValidationError:
+        return None
+    colons = text.count(b":" if isinstance(text, bytes) else ":")  # type: ignore[arg-type]
+    if colons != _keys_and_colons(shipment):
+        return None
+    return _finish(shipment, None, reference)
+
+
+def _keys_and_colons(shipment: Shipment) -> int:
+    """Keys read into `shipment` (fields set, fx codes) plus the ':' in its text fields."""
+    count = len(shipment.__pydantic_fields_set__) + len(shipment.fx)
+    count += shipment.id.count(":")
+    for place in (shipment.origin, shipment.destination):
+        count += len(place.__pydantic_fields_set__) + (place.port or "").count(":")
+    count += len(shipment.invoice.__pydantic_fields_set__)
+    for good in shipment.goods:
+        count += len(good.__pydantic_fields_set__) + good.description.count(":")
+        if good.dimensions_cm is not None:
+            count += len(good.dimensions_cm.__pydantic_fields_set__)
+    for charge in shipment.charges:
+        count += len(charge.__pydantic_fields_set__) + charge.type.count(":")
+    for duty in shipment.duties or ():
+        count += len(duty.__pydantic_fields_set__)
+    return count
+
+
+def _finish(
+    shipment: Shipment, data: Mapping[str, Any] | None, reference: FactsReference
+) -> Shipment | None:
+    """Check the codes against the reference and every foreign currency for a rate,
+    as `_code`, `_charge_type` and `_fx_problems` do (None if any fails), and give
+    amounts their inherited currency as `_inherit_currencies` does.
+
+    `data` is the mapping validated, None for JSON (where every item is a mapping).
+    Only models built here from a mapping are given a currency, never a model the
+    caller passed in; those are new and unshared, so setting the field on the frozen
+    model is safe. An inherited currency is the valuation's or the invoice's, so
+    checking the written ones is checking them all.
+    """
+    currencies, countries = reference.currencies, reference.countries
+    valuation, rates = shipment.currency, shipment.fx
+    if valuation not in currencies:
+        return None
+    if rates:
+        if valuation in rates and rates[valuation] != 1:
+            return None
+        for code in rates:
+            if code not in currencies:
+                return None
+    if shipment.origin.country not in countries or shipment.destination.country not in countries:
+        return None
+    if shipment.transit_countries and not all(
+        country in countries for country in shipment.transit_countries
+    ):
+        return None
+    charge_types = reference.charge_types
+    if charge_types is not None:
+        for charge in shipment.charges:
+            if charge.type not in charge_types:
+                return None
+
+    invoice = shipment.invoice
+    invoice_currency = invoice.currency
+    if invoice_currency is None:
+        # The goods inherit the valuation currency either way; an Invoice model passed
+        # in keeps its own (absent) currency, as with the models.
+        if data is None or isinstance(data.get("invoice"), Mapping):
+            _inherit(invoice, valuation)
+        invoice_currency = valuation
+    elif invoice_currency != valuation and (
+        invoice_currency not in currencies or invoice_currency not in rates
+    ):
+        return None
+    groups: tuple[tuple[str, Sequence[GoodsItem | Charge | Duty], str], ...] = (
+        ("goods", shipment.goods, invoice_currency),
+        ("charges", shipment.charges, valuation),
+        ("duties", shipment.duties or (), valuation),
+    )
+    for name, models, inherited in groups:
+        items = None if data is None else data.get(name)
+        as_given = data is None or isinstance(items, list | tuple)
+        for index, model in enumerate(models):
+            written = model.currency
+            if written is None:
+                if as_given and (items is None or isinstance(items[index], Mapping)):
+                    _inherit(model, inherited)
+            elif written != valuation and (written not in currencies or written not in rates):
+                return None
+    return shipment
+
+
+def _inherit(model: Invoice | GoodsItem | Charge | Duty, currency: str | None) -> None:
+    model.__dict__["currency"] = currency
+    model.__pydantic_fields_set__.add("currency")
+
+
 # --- reading ------------------------------------------------------------------------
 
 
@@ -416,14 +684,19 @@ def read_facts(
     carry the path only). A `str` is never taken as a file name.
     """
     marks: LoadedYaml | None = None
+    data: Any
     file = ""
     try:
-        if isinstance(source, Mapping):
-            data: Any = source
-        elif isinstance(source, str | bytes):
+        # Text is tested first: it is cheaper than asking the Mapping ABC about bytes.
+        if isinstance(source, str | bytes):
             file = name
+            fast = _fast_json_text(source, reference, name)
+            if fast is not None:
+                return fast
             text = source if isinstance(source, str) else _decode(source, name)
             data, marks = _parse_text(text, name)
+        elif isinstance(source, Mapping):
+            data = source
         elif isinstance(source, os.PathLike):
             file = os.fsdecode(source)
             data, marks = load_facts_document(source)
@@ -469,11 +742,30 @@ def _decode(raw: bytes, file: str) -> str:
 
 def _parse_text(text: str, file: str) -> tuple[Any, LoadedYaml | None]:
     text = text.removeprefix("\ufeff")
-    suffix = PurePath(file).suffix.lower()
+    suffix = _suffix(file)
     if suffix == ".json" or (suffix not in (".yaml", ".yml") and text.lstrip()[:1] == "{"):
         return _parse_json(text, file), None
     loaded = parse_yaml_data(text, file)
     return loaded.data, loaded
+
+
+@functools.lru_cache(maxsize=256)
+def _suffix(file: str) -> str:
+    return PurePath(file).suffix.lower()
+
+
+def _fast_json_text(source: str | bytes, reference: FactsReference, name: str) -> Shipment | None:
+    """`read_facts` on JSON text by the compiled validator, or None for the slow road.
+
+    Decides JSON or YAML as `_parse_text` does; for bytes, only ASCII whitespace is
+    skipped, so text that starts otherwise (a BOM, say) takes the slow road.
+    """
+    suffix = _suffix(name)
+    if suffix in (".yaml", ".yml"):
+        return None
+    if suffix != ".json" and source.lstrip()[:1] not in ("{", b"{"):
+        return None
+    return _fast_from_json(source, reference)
 
 
 class _NonFinite:
@@ -561,6 +853,15 @@ def _check_json(value: Any, parts: tuple[str | int, ...], file: str, out: list[P
 def _validate(
     data: Any, reference: FactsReference, marks: LoadedYaml | None, file: str
 ) -> Shipment:
+    fast = _fast_from_mapping(data, reference)
+    return fast if fast is not None else _validate_by_models(data, reference, marks, file)
+
+
+def _validate_by_models(
+    data: Any, reference: FactsReference, marks: LoadedYaml | None, file: str
+) -> Shipment:
+    """The models' road: slower, and the one that finds and words every problem."""
+
     def where(parts: tuple[str | int, ...], *, key: bool = False) -> Location:
         path = json_path(parts)
         return marks.locate(path, key=key) if marks else Location(file, path=path)
@@ -613,7 +914,8 @@ def _explain(detail: Any, loc: tuple[Any, ...], data: Any) -> tuple[str, str]:
         return "facts.required", "is required"
     if kind == "extra_forbidden":
         name = str(loc[-1]) if loc else ""
-        fields = list(_model_at(loc[:-1]).model_fields) if _model_at(loc[:-1]) else []
+        model = _model_at(loc[:-1])
+        fields = list(model.model_fields) if model else []
         close = difflib.get_close_matches(name, fields, n=1, cutoff=0.7)
         hint = (
             f"; did you mean '{close[0]}'?"

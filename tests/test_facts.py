@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, ValidationError
+from pydantic_core import SchemaValidator, core_schema
 
+from engine import facts
 from engine.errors import FactsError, Problem
-from engine.facts import FactsReference, Shipment, load_facts_document, read_facts
+from engine.facts import Charge, FactsReference, Shipment, load_facts_document, read_facts
 from engine.money import plain
 
 # A small hand-made reference: the real lists live in rules/reference/, these are fixtures.
@@ -99,7 +104,7 @@ def test_the_example_reads_exactly() -> None:
 def test_the_model_is_frozen() -> None:
     shipment = read_facts(SHIPMENT, REFERENCE)
     with pytest.raises(ValueError):
-        shipment.id = "other"  # type: ignore[misc]
+        shipment.id = "other"
     assert isinstance(shipment.charges, tuple)
 
 
@@ -461,3 +466,310 @@ def test_any_bad_field_gives_a_facts_error_never_a_traceback(field: str, junk: A
         read_facts(data, REFERENCE)
     except FactsError as error:
         assert all(problem.message and "\n" not in problem.message for problem in error.problems)
+
+
+# --- the compiled validator: same Shipment, or the models decide --------------------
+# read_facts first tries a pydantic-core validator compiled from the models; anything it
+# refuses goes through the models, which word every message. So it must never accept
+# what the models refuse, and must build the very same Shipment when it accepts.
+
+SEED = Path(__file__).resolve().parent.parent / "examples/shipments/seed-electronics.yaml"
+
+
+def by_models(data: Any) -> Shipment | None:
+    """The models' road alone, or None where they refuse."""
+    return by_models_with(data, REFERENCE)
+
+
+def by_models_with(data: Any, reference: FactsReference) -> Shipment | None:
+    try:
+        return facts._validate_by_models(copy.deepcopy(data), reference, None, "")
+    except FactsError:
+        return None
+
+
+def json_by_models(text: str) -> Shipment | None:
+    try:
+        return facts._validate_by_models(facts._parse_json(text, ""), REFERENCE, None, "")
+    except FactsError:
+        return None
+
+
+def fields_sets(value: Any, path: str = "") -> dict[str, frozenset[str]]:
+    """Which fields each model holds as given (pydantic's fields set), by path."""
+    found: dict[str, frozenset[str]] = {}
+    if isinstance(value, BaseModel):
+        found[path] = frozenset(value.model_fields_set)
+        for name in type(value).model_fields:
+            found.update(fields_sets(getattr(value, name), f"{path}.{name}"))
+    elif isinstance(value, tuple):
+        for index, item in enumerate(value):
+            found.update(fields_sets(item, f"{path}[{index}]"))
+    return found
+
+
+def assert_same(fast: Shipment, slow: Shipment | None) -> None:
+    assert slow is not None, "the compiled validator accepted facts the models refuse"
+    assert fast == slow
+    assert fast.canonical() == slow.canonical()
+    assert fields_sets(fast) == fields_sets(slow)
+
+
+def seed_data() -> dict[str, Any]:
+    from engine.loading.yamlfile import parse_yaml_data
+
+    return parse_yaml_data(SEED.read_text(encoding="utf-8"), SEED.name).data  # type: ignore[no-any-return]
+
+
+SEED_REFERENCE = FactsReference(
+    currencies={"USD": 2, "EUR": 2},
+    countries=frozenset({"CN", "US"}),
+    charge_types=frozenset(
+        {"ocean_freight", "origin_charges", "destination_charges", "demurrage", "detention"}
+    ),
+)
+
+
+def test_the_seed_and_the_example_take_the_compiled_road() -> None:
+    # Otherwise bench/facts_throughput.py would time the models, not the compiled validator.
+    seed = seed_data()
+    assert facts._fast_from_mapping(copy.deepcopy(seed), SEED_REFERENCE) is not None
+    assert facts._fast_from_json(json.dumps(seed).encode(), SEED_REFERENCE) is not None
+    data = as_data()
+    assert_same(facts._fast_from_mapping(copy.deepcopy(data), REFERENCE), by_models(data))  # type: ignore[arg-type]
+    text = json.dumps(data)
+    assert_same(facts._fast_from_json(text, REFERENCE), json_by_models(text))  # type: ignore[arg-type]
+
+
+def test_inherited_currencies_on_the_compiled_road() -> None:
+    data = seed_data()
+    data["invoice"]["currency"] = "EUR"
+    data["fx"] = {"EUR": "1.08"}
+    shipment = facts._fast_from_mapping(data, SEED_REFERENCE)
+    assert shipment is not None
+    # goods inherit the invoice's EUR; charges and duties the valuation's USD.
+    assert shipment.goods[0].currency == "EUR"
+    assert {c.currency for c in shipment.charges} == {"USD"}
+    assert shipment.duties is not None and shipment.duties[0].currency == "USD"
+    assert "currency" in shipment.charges[0].model_fields_set
+    assert_same(shipment, by_models_with(data, SEED_REFERENCE))
+
+
+def test_a_model_passed_in_is_not_given_a_currency() -> None:
+    # The models leave a Charge instance as it is; so must the compiled road.
+    data = as_data()
+    given = Charge(type="freight", amount=Decimal(5))
+    data["charges"][0] = given
+    shipment = read_facts(data, REFERENCE)
+    assert shipment.charges[0] is given and given.currency is None
+    assert_same(shipment, by_models(data))
+
+
+@pytest.mark.parametrize(
+    "number", ["0.1", "1e-7", "12345678901234567890.123456789", "1.10", "2.50E+3", "0"]
+)
+def test_json_numbers_never_pass_through_a_float(number: str) -> None:
+    # pydantic-core reads a JSON number with a fraction or exponent as a binary float
+    # (12345678901234567890.123456789 would become 12345678901234567000); the compiled
+    # road refuses such numbers, and the slow road reads them as Decimal(text).
+    data = as_data()
+    data["charges"][1]["amount"] = "__x__"
+    text = as_json(data, x=number)
+    for source in (text, text.encode()):
+        amount = read_facts(source, REFERENCE).charges[1].amount
+        assert str(amount) == str(Decimal(number))  # the very digits written
+
+
+def test_big_json_integers_are_exact() -> None:
+    data = as_data()
+    data["charges"][1]["amount"] = "__x__"
+    text = as_json(data, x="123456789012345678901234567890")
+    assert facts._fast_from_json(text, REFERENCE) is not None  # an int is exact in JSON too
+    amount = read_facts(text.encode(), REFERENCE).charges[1].amount
+    assert amount == Decimal("123456789012345678901234567890")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"id": "a", "id": "b"}',
+        # A repeated key hidden by a ':' inside a text value must still be found.
+        '{"id": "SHP:1", "id": "SHP:1", "date": "2025-03-01"}',
+        '{"id" : "a" , "id":"b"}',
+    ],
+)
+def test_json_duplicate_keys_never_pass(text: str) -> None:
+    assert facts._fast_from_json(text, REFERENCE) is None
+    assert "facts.duplicate_key" in [p.code for p in problems_of(text)]
+
+
+def test_json_duplicate_key_inside_valid_facts() -> None:
+    data = as_data()
+    text = json.dumps(data).replace('"mode": "ocean"', '"mode": "air", "mode": "ocean"')
+    text = text.replace('"id": "SHP-1"', '"id": "SHP:1"')  # a ':' in a value: counted
+    assert facts._fast_from_json(text, REFERENCE) is None
+    found = only_problem(text)
+    assert (found.code, found.location.path) == ("facts.duplicate_key", "mode")
+
+
+def test_blank_text_agrees_with_str_strip_for_every_character() -> None:
+    # The compiled road's "not blank" pattern against the models' value.strip().
+    blank = SchemaValidator(core_schema.str_schema(strict=True, pattern=facts._SOMETHING))
+    for point in range(0x3100):  # every whitespace character Python knows lies below
+        char = chr(point)
+        try:
+            blank.validate_python(char)
+            accepted = True
+        except ValidationError:
+            accepted = False
+        if accepted:
+            assert char.strip(), f"U+{point:04X} is blank to str.strip()"
+
+
+MUTATIONS = st.sampled_from(
+    [
+        "12.50",
+        " 12",
+        "-0",
+        "0",
+        "0.00",
+        "1e5",
+        "NaN",
+        "",
+        " ",
+        "\x1c",
+        "a:b",
+        "USD",
+        "usd",
+        "EUR",
+        "CHF",
+        "EUX",
+        "XX",
+        "NO",
+        "CN",
+        "2025-02-30",
+        "2025-03-01",
+        "0000-01-01",
+        "847130",
+        "0101",
+        "electronics",
+        "Bad",
+        "freight",
+        "handling",
+        "tax",
+        "ocean",
+        "sea",
+        "CIF",
+    ]
+) | st.sampled_from(
+    [
+        None,
+        True,
+        False,
+        0,
+        -1,
+        5,
+        10**30,
+        1.5,
+        Decimal("1.10"),
+        Decimal("-1"),
+        Decimal("NaN"),
+        Decimal("-0"),
+        datetime.date(2025, 1, 1),
+        datetime.datetime(2025, 1, 1),
+        [],
+        {},
+        ["CN"],
+        {"EUR": "1.1"},
+        {"USD": 1},
+        {"amount": "5"},
+        [{"type": "freight", "amount": "1"}],
+        ("x",),
+    ]
+)
+
+
+def leaf_paths(value: Any, parts: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [parts] if parts else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += leaf_paths(item, (*parts, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += leaf_paths(item, (*parts, index))
+    return found
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> dict[str, Any]:
+    data: dict[str, Any] = copy.deepcopy(draw(st.sampled_from([as_data(), seed_data()])))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(leaf_paths(data)))
+        *parents, last = path
+        holder: Any = data
+        for part in parents:
+            holder = holder[part]
+        action = draw(st.sampled_from(["set", "set", "set", "delete", "extra"]))
+        if action == "delete" and isinstance(holder, dict):
+            del holder[last]
+        elif action == "extra" and isinstance(holder, dict):
+            holder[draw(st.sampled_from(["currency", "port", "notes", "value"]))] = copy.deepcopy(
+                draw(MUTATIONS)
+            )
+        else:
+            holder[last] = copy.deepcopy(draw(MUTATIONS))
+    return data
+
+
+@settings(max_examples=400, deadline=None)
+@given(mutated())
+def test_the_compiled_road_accepts_only_what_the_models_accept(data: dict[str, Any]) -> None:
+    for reference in (REFERENCE, SEED_REFERENCE):
+        fast = facts._fast_from_mapping(copy.deepcopy(data), reference)
+        slow = by_models_with(data, reference)
+        if fast is not None:
+            assert_same(fast, slow)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return f"__raw__{value}__"
+    raise TypeError(value)
+
+
+# Between JSON tokens: what JSON allows, and characters only Python calls whitespace.
+SPACES = st.sampled_from([" ", "", "\n", "\t", "\r\n", " \x0c", "\xa0", "\u2028", "\x1c"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(mutated(), st.booleans(), st.booleans(), SPACES, SPACES)
+def test_json_text_gives_what_the_slow_road_gives(
+    data: dict[str, Any], as_bytes: bool, repeat_a_key: bool, after_comma: str, after_colon: str
+) -> None:
+    try:
+        text = json.dumps(data, default=_json_default, separators=(f",{after_comma}", ":"))
+    except ValueError:
+        return  # NaN has no JSON form without the slow road's own NaN handling
+    text = text.replace('":', f'"{after_colon}:')
+    # Decimals become raw JSON numbers: "1.10" stays the text 1.10.
+    text = re.sub(r'"__raw__(.*?)__"', r"\1", text)
+    if repeat_a_key:
+        text = re.sub(r'"currency"(\s*):', r'"currency"\1: "EUR", "currency":', text, count=1)
+    source: str | bytes = text.encode() if as_bytes else text
+    fast = facts._fast_from_json(source, REFERENCE)
+    if fast is not None:
+        assert_same(fast, json_by_models(text))
+
+
+@settings(max_examples=200, deadline=None)
+@given(mutated())
+def test_a_mapping_and_its_json_agree(data: dict[str, Any]) -> None:
+    try:
+        from_mapping: Shipment | FactsError = read_facts(copy.deepcopy(data), REFERENCE)
+    except FactsError as error:
+        from_mapping = error
+    if isinstance(from_mapping, Shipment):
+        text = re.sub(r'"__raw__(.*?)__"', r"\1", json.dumps(data, default=_json_default))
+        assert read_facts(text.encode(), REFERENCE) == from_mapping

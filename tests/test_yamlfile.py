@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.errors import FactsError, Location, Problem, RulesError
+from engine.errors import FactsError, Location, Problem, RulesError, TivError, json_path
+from engine.loading import yamlfile
 from engine.loading.yamlfile import LoadedYaml, load_yaml, parse_yaml_data
 from engine.money import plain
 
@@ -286,3 +289,183 @@ PRINTABLE = st.characters(codec="utf-8", exclude_categories=["Cs", "Cc", "Cn", "
 def test_any_quoted_text_reads_back_as_that_text(text: str) -> None:
     quoted = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     assert load_yaml(f"k: {quoted}\n", "f").data == {"k": text}
+
+
+# --- libyaml and the Python composer agree ------------------------------------------
+# Documents are composed by libyaml when PyYAML has it (PyPI's wheels do); what libyaml
+# refuses, and documents with aliases, go to the Python composer. Both must give the
+# very same nodes, marks, data and problems.
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(
+    str(path.relative_to(ROOT))
+    for folder in ("policies", "rules", "examples")
+    for path in (ROOT / folder).rglob("*.y*ml")
+)
+needs_libyaml = pytest.mark.skipif(not yamlfile.WITH_LIBYAML, reason="PyYAML without libyaml")
+
+
+def outcome(load: Any, text: str) -> Any:
+    """What a loader makes of `text`: data (with each Decimal's digits), marks and key
+    marks; or the problems it raises."""
+    try:
+        loaded = load(text, "rules/x.yaml", RulesError)
+    except RulesError as error:
+        return ("problems", list(error.problems))
+    return ("loaded", exact(loaded.data), dict(loaded.marks), dict(loaded.key_marks))
+
+
+def exact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: exact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [exact(item) for item in value]
+    return (type(value).__name__, repr(value))
+
+
+def python_only(text: str, file: str, error_class: type[TivError]) -> LoadedYaml:
+    return yamlfile._load_with_python(text, file, error_class)
+
+
+def node_tree(node: Any) -> Any:
+    """A node as plain data: kind, tag, value, and where it starts and ends."""
+    marks = (node.start_mark.line, node.start_mark.column, node.end_mark.line, node.end_mark.column)
+    if isinstance(node.value, str):
+        # libyaml writes a plain scalar's style as "", PyYAML as None; both mean plain.
+        return ("scalar", node.tag, node.value, node.style or None, marks)
+    if isinstance(node.value[0] if node.value else None, tuple) or node.id == "mapping":
+        children = [(node_tree(key), node_tree(value)) for key, value in node.value]
+        return ("mapping", node.tag, children, node.flow_style, marks)
+    return ("sequence", node.tag, [node_tree(item) for item in node.value], node.flow_style, marks)
+
+
+@needs_libyaml
+@pytest.mark.parametrize("file", SHIPPED)
+def test_libyaml_composes_every_shipped_file_as_the_python_composer_does(file: str) -> None:
+    text = (ROOT / file).read_text(encoding="utf-8")
+    assert yamlfile._CLoader is not None
+    c_loader, py_loader = yamlfile._CLoader(text), yamlfile._Loader(text)
+    try:
+        assert node_tree(c_loader.get_single_node()) == node_tree(py_loader.get_single_node())
+    finally:
+        c_loader.dispose()
+        py_loader.dispose()
+    assert outcome(yamlfile._load, text) == outcome(python_only, text)
+
+
+@needs_libyaml
+def test_aliases_are_placed_where_written_on_the_libyaml_road() -> None:
+    text = "base: &b\n  x: 1\nuse: *b\nlist:\n  - *b\n"
+    assert outcome(yamlfile._load, text) == outcome(python_only, text)
+    assert load_yaml(text, "f").marks["list[0]"].line == 5
+
+
+FRAGMENTS = st.sampled_from(
+    [
+        "a",
+        "b",
+        "NO",
+        "yes",
+        "~",
+        "null",
+        "true",
+        "False",
+        "1.10",
+        "0101",
+        "12",
+        "-3",
+        "1e3",
+        ".inf",
+        "0x1F",
+        "1_000",
+        "1:20",
+        "2025-01-01",
+        "'q'",
+        '"d\\n"',
+        "!!str 5",
+        "!!int 7",
+        "!!float 2",
+        "!custom x",
+        "<<",
+        "&a 1",
+        "*a",
+        "&m {k: v}",
+        "*m",
+        "[1, 2]",
+        "{x: 1, x: 2}",
+        "[a, [b, [c]]]",
+        "|\n  block\n",
+        ">-\n  f\n",
+        "é😀",
+        "a: b",
+        "- x",
+        "? k",
+        "%",
+        "@",
+        "`",
+        "\t",
+        "x\x01",
+        "\ufeff",
+        "#c",
+        "{a: }",
+        "{a, b: }",
+        "[a, ]",
+        "{? x}",
+        "!!str",
+        "''",
+        "- ",
+        "x\ufffe",
+        "\xa0y",
+        "z\u3000",
+        "\x0b",
+        "\x0c",
+        "w\x7f",
+        "\x85v",
+        "a # c",
+        "'it''s'",
+        '"\\t"',
+        "x:y",
+        "x :y",
+        "x\\",
+        "%YAML 1.1",
+        "!<tag:yaml.org,2002:str> s",
+        "!!map {}",
+        "!!seq []",
+        "&x [*x]",
+        "k" * 1030,
+        "a != b",
+        "!= b",
+        "x !=y",
+        "[a != b, !c]",
+    ]
+)
+
+
+@st.composite
+def yaml_texts(draw: st.DrawFn) -> str:
+    lines = []
+    for _ in range(draw(st.integers(0, 6))):
+        indent = " " * draw(st.sampled_from([0, 0, 2, 4]))
+        form = draw(st.sampled_from(["{k}: {v}", "- {v}", "{k}:", "{v}", "---", "{k}: [{v}, {v}]"]))
+        key = draw(st.sampled_from(["a", "b", "a", "8471", '"8471"', "<<", "? [x]", "&k c", "*k"]))
+        line = form.replace("{k}", key)
+        while "{v}" in line:
+            line = line.replace("{v}", draw(FRAGMENTS), 1)
+        lines.append(indent + line)
+    newline = draw(st.sampled_from(["\n", "\n", "\r\n", "\r", "\x85", "\u2028"]))
+    return newline.join(lines) + draw(st.sampled_from([newline, "", "\n\n"]))
+
+
+@needs_libyaml
+@settings(max_examples=500, deadline=None)
+@given(yaml_texts())
+def test_libyaml_and_python_give_the_same_result_on_any_text(text: str) -> None:
+    assert outcome(yamlfile._load, text) == outcome(python_only, text)
+
+
+@given(st.lists(st.integers(0, 99) | st.text(max_size=6), max_size=6))
+def test_paths_built_step_by_step_are_json_paths(parts: list[str | int]) -> None:
+    path = ""
+    for part in parts:
+        path = f"{path}[{part}]" if isinstance(part, int) else yamlfile._child_path(path, part)
+    assert path == json_path(parts)

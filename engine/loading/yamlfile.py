@@ -7,6 +7,10 @@ each value starts and where each mapping key starts. Errors: every problem found
 raised as one `RulesError` (`load_yaml`, for rule files) or `FactsError`
 (`parse_yaml_data`, for shipment files).
 
+Composing the node tree is libyaml's job where PyYAML has it (in C, about ten times
+faster), with PyYAML's pure-Python parser for the documents libyaml would read or place
+differently; either way the nodes, marks and messages are the same.
+
 Rule files are edited by hand, so a typo must fail loudly rather than change a figure.
 We therefore use PyYAML only to compose the node tree and build the values ourselves:
 - YAML 1.2 core scalars, not PyYAML's YAML 1.1: `NO`, `yes`, `off` stay text and dates
@@ -60,6 +64,10 @@ _NOT_FINITE = re.compile(r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)")
 _RADIX = re.compile(r"[-+]?0(?:[xX][0-9a-fA-F_]+|[oO][0-7_]+|[bB][01_]+)")
 _SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
 _UNDERSCORED = re.compile(r"[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?")
+
+# `a != b` inside a plain scalar (a condition), which no parser reads as a tag: the
+# '!' follows a word and a space. Any other '!' may start a tag (see _load_with_libyaml).
+_COMPARISON = re.compile(r"(?<=[\w).])[ ]+!=[ ]")
 
 # Aliases are expanded into independent values (so each path has its own mark); this
 # bounds the expansion so a "billion laughs" document fails instead of exhausting memory.
@@ -116,45 +124,121 @@ def _parent_path(path: str) -> str | None:
     return path[:cut] if cut > 0 else ""
 
 
+def _child_path(path: str, key: str) -> str:
+    """`json_path((*parts, key))` from `json_path(parts)`, built once per node rather than
+    from the root each time (a test checks the two agree)."""
+    if key.replace("_", "a").replace("-", "a").isalnum() and not key[:1].isdigit():
+        return f"{path}.{key}" if path else key
+    return f'{path}["{key}"]'
+
+
 def _tag_name(tag: str) -> str:
     return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
 
 
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe parser and composer, with plain scalars left for us to resolve.
+class _Resolver(yaml.resolver.BaseResolver):
+    """Plain scalars are left for us to resolve (as _PLAIN); the rest get the tag any
+    YAML parser gives them. Shared by both composers below, so they tag alike."""
 
-    It also records where each alias (`*name`) was written: the composed tree shares
-    the anchored node, whose own mark is the anchor's, not the alias's.
-    """
+    def resolve(self, kind: type[Node], value: str | None, implicit: tuple[bool, bool]) -> str:
+        if kind is ScalarNode:
+            return _PLAIN if implicit[0] else _STR
+        return _SEQ if kind is SequenceNode else _MAP
 
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
+
+class _Composer(yaml.composer.Composer):
+    """PyYAML's Python composer, recording where each alias (`*name`) was written: the
+    composed tree shares the anchored node, whose own mark is the anchor's."""
+
+    def __init__(self) -> None:
+        super().__init__()
         # (id(parent node), "k" for a key or "v" for a value/item, position) -> mark
         self.alias_marks: dict[tuple[int, str, int], yaml.Mark] = {}
 
-    def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
-        if kind is ScalarNode and implicit[0]:
-            return _PLAIN
-        return str(super().resolve(kind, value, implicit))
-
-    def compose_node(self, parent: Node | None, index: Any) -> Node:
-        if parent is not None and self.check_event(AliasEvent):
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        parser: Any = self  # the parser half of the loader this is mixed into
+        if parent is not None and parser.check_event(AliasEvent):
             role = "k" if isinstance(parent, MappingNode) and index is None else "v"
-            mark = self.peek_event().start_mark
+            mark = parser.peek_event().start_mark
             self.alias_marks[(id(parent), role, len(parent.value))] = mark
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
+
+
+class _Loader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, _Composer, _Resolver):
+    """PyYAML's pure-Python reader, parser and composer: the one used when libyaml is
+    not installed or refuses a document, so errors are worded and placed as always."""
+
+    def __init__(self, text: str) -> None:
+        yaml.reader.Reader.__init__(self, text)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+        _Composer.__init__(self)
 
 
 class _TooManyAliases(Exception):
     pass
 
 
+class _Aliased(Exception):
+    """An alias met in a tree whose alias marks are unknown (composed by libyaml)."""
+
+
+class _EmptyPlain(Exception):
+    """An empty plain scalar (`a:` with no value) met in a tree parsed by libyaml, which
+    places some of them a character or a line away from where PyYAML does (in flow
+    collections, at the end of the text), so the Python parser reads the document."""
+
+
+# libyaml's parser, when PyYAML was built with it: PyPI's wheels for Linux, macOS and
+# Windows bundle it (pyyaml 6.0.4: libyaml 0.2.6), a build from source may not, and
+# then the pure-Python parser reads everything, only more slowly.
+_CLoader: type[Any] | None = None
+_CEventsLoader: type[Any] | None = None
+try:
+    from yaml._yaml import CParser
+except ImportError:
+    pass
+else:
+
+    class _LibyamlLoader(CParser, _Resolver):
+        """libyaml's parser and composer, in C: about ten times the Python one's speed."""
+
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            _Resolver.__init__(self)
+
+    class _LibyamlEventsLoader(_Composer, CParser, _Resolver):
+        """libyaml's parser under the Python composer, which records alias marks: for
+        documents that use aliases, which libyaml's own composer does not place."""
+
+        def __init__(self, text: str) -> None:
+            CParser.__init__(self, text)
+            _Composer.__init__(self)
+
+    _CLoader, _CEventsLoader = _LibyamlLoader, _LibyamlEventsLoader
+
+# Whether libyaml composes documents; bench/load_time.py reports it.
+WITH_LIBYAML = _CLoader is not None
+
+
 class _Builder:
     """Walks the composed node tree, building values and marks, collecting problems."""
 
-    def __init__(self, file: str, alias_marks: Mapping[tuple[int, str, int], yaml.Mark]) -> None:
+    def __init__(
+        self,
+        file: str,
+        alias_marks: Mapping[tuple[int, str, int], yaml.Mark] | None,
+        *,
+        libyaml: bool = False,
+    ) -> None:
+        """`alias_marks` None: the tree's aliases were not recorded, so meeting one
+        raises _Aliased (the caller composes the document again, recording them).
+        `libyaml`: the nodes were parsed by libyaml, so an empty plain scalar raises
+        _EmptyPlain (the caller has the Python parser read the document)."""
         self.file = file
-        self.alias_marks = alias_marks
+        self.libyaml = libyaml
+        self.alias_marks: Mapping[tuple[int, str, int], yaml.Mark] = alias_marks or {}
+        self._aliases_known = alias_marks is not None
         self.marks: dict[str, Location] = {}
         self.key_marks: dict[str, Location] = {}
         self.problems: list[Problem] = []
@@ -176,9 +260,13 @@ class _Builder:
     def child_mark(self, parent: Node, role: str, position: int, child: Node) -> yaml.Mark:
         return self.alias_marks.get((id(parent), role, position), child.start_mark)
 
-    def value(self, node: Node, parts: tuple[str | int, ...], mark: yaml.Mark) -> Any:
-        path = json_path(parts)
-        self.marks.setdefault(path, self.location(mark, path))
+    def value(self, node: Node, path: str, mark: yaml.Mark) -> Any:
+        if not self._aliases_known and id(node) in self._built:
+            raise _Aliased
+        if self.libyaml and isinstance(node, ScalarNode) and not node.value and not node.style:
+            raise _EmptyPlain
+        if path not in self.marks:
+            self.marks[path] = self.location(mark, path)
         if id(node) in self._open:
             self.report(
                 "yaml.alias",
@@ -204,16 +292,14 @@ class _Builder:
         self._open.add(id(node))
         try:
             if isinstance(node, SequenceNode):
-                return self.sequence(node, parts, mark, path)
+                return self.sequence(node, mark, path)
             if isinstance(node, MappingNode):
-                return self.mapping(node, parts, mark, path)
+                return self.mapping(node, mark, path)
         finally:
             self._open.discard(id(node))
         raise AssertionError(f"unexpected YAML node {node!r}")  # pragma: no cover
 
-    def sequence(
-        self, node: SequenceNode, parts: tuple[str | int, ...], mark: yaml.Mark, path: str
-    ) -> list[Any]:
+    def sequence(self, node: SequenceNode, mark: yaml.Mark, path: str) -> list[Any]:
         if node.tag != _SEQ:
             self.report(
                 "yaml.tag",
@@ -222,13 +308,11 @@ class _Builder:
                 path,
             )
         return [
-            self.value(child, (*parts, i), self.child_mark(node, "v", i, child))
+            self.value(child, f"{path}[{i}]", self.child_mark(node, "v", i, child))
             for i, child in enumerate(node.value)
         ]
 
-    def mapping(
-        self, node: MappingNode, parts: tuple[str | int, ...], mark: yaml.Mark, path: str
-    ) -> dict[str, Any]:
+    def mapping(self, node: MappingNode, mark: yaml.Mark, path: str) -> dict[str, Any]:
         if node.tag != _MAP:
             self.report(
                 "yaml.tag",
@@ -244,8 +328,7 @@ class _Builder:
             key = self.key(key_node, key_mark, path)
             if key is None:
                 continue
-            child = (*parts, key)
-            child_path = json_path(child)
+            child_path = _child_path(path, key)
             if key in first_line:
                 self.report(
                     "yaml.duplicate_key",
@@ -255,14 +338,20 @@ class _Builder:
                     child_path,
                 )
                 # Still walk it, to report its own problems; the first entry's data stays.
-                self.value(value_node, child, value_mark)
+                self.value(value_node, child_path, value_mark)
                 continue
             first_line[key] = key_mark.line + 1
             self.key_marks[child_path] = self.location(key_mark, child_path)
-            result[key] = self.value(value_node, child, value_mark)
+            result[key] = self.value(value_node, child_path, value_mark)
         return result
 
     def key(self, node: Node, mark: yaml.Mark, parent_path: str) -> str | None:
+        if not self._aliases_known:  # an aliased key is an alias too
+            if id(node) in self._built:
+                raise _Aliased
+            self._built.add(id(node))
+        if self.libyaml and isinstance(node, ScalarNode) and not node.value and not node.style:
+            raise _EmptyPlain
         if not isinstance(node, ScalarNode):
             self.report(
                 "yaml.key", "a mapping key must be text, not a list or a mapping", mark, parent_path
@@ -402,9 +491,59 @@ def _too_deep(file: str) -> Problem:
 
 
 def _load(text: str, file: str, error_class: type[TivError]) -> LoadedYaml:
-    loader: _Loader | None = None
+    loaded = _load_with_libyaml(text, file, error_class) if _CLoader is not None else None
+    return loaded if loaded is not None else _load_with_python(text, file, error_class)
+
+
+def _load_with_libyaml(text: str, file: str, error_class: type[TivError]) -> LoadedYaml | None:
+    """The document composed by libyaml, or None to let the Python composer decide.
+
+    libyaml gives the same nodes with the same line and column marks (a test checks
+    every shipped file and generated text), but it words syntax errors its own way,
+    does not say where an alias was written, and places some empty values elsewhere.
+    So a document it refuses or that holds an empty value is read again by the Python
+    parser, and one that uses an alias by the Python composer over libyaml's parser:
+    either reports exactly as before.
+    """
+    assert _CLoader is not None
+    if "\t" in text or "\ufeff" in text[1:]:
+        return None  # libyaml takes tabs and a BOM inside the text where PyYAML refuses them
+    if "!" in text and text.count("!") != len(_COMPARISON.findall(text)):
+        return None  # a tag, maybe: the two scan some tags in flow collections differently
+    loader = _CLoader(text)
     try:
-        loader = _Loader(text)  # reading starts here: it rejects control characters
+        root = loader.get_single_node()  # a second document is an error here
+    except Exception:  # any doubt (syntax, depth, encoding): the Python composer decides
+        return None
+    finally:
+        loader.dispose()
+    builder = _Builder(file, None, libyaml=True)
+    data = None
+    if root is not None:
+        try:
+            data = builder.value(root, "", root.start_mark)
+        except _Aliased:
+            try:
+                return _load_with_python(text, file, error_class, _CEventsLoader)
+            except _EmptyPlain:
+                return None
+        except (_EmptyPlain, RecursionError):
+            return None
+    if builder.problems:
+        raise error_class(builder.problems)
+    return LoadedYaml(
+        data, file, MappingProxyType(builder.marks), MappingProxyType(builder.key_marks)
+    )
+
+
+def _load_with_python(
+    text: str, file: str, error_class: type[TivError], composer: type[Any] | None = None
+) -> LoadedYaml:
+    """The document composed by the Python composer, over `composer`'s parser (the
+    pure-Python one by default), reporting every problem."""
+    loader: Any = None
+    try:
+        loader = (composer or _Loader)(text)  # reading starts here: it rejects control chars
         loader.get_event()  # STREAM-START
         root = None if loader.check_event(StreamEndEvent) else loader.compose_document()
         alias_marks = loader.alias_marks
@@ -426,11 +565,11 @@ def _load(text: str, file: str, error_class: type[TivError]) -> LoadedYaml:
         if loader is not None:
             loader.dispose()
 
-    builder = _Builder(file, alias_marks)
+    builder = _Builder(file, alias_marks, libyaml=composer is not None)
     data = None
     if root is not None:
         try:
-            data = builder.value(root, (), root.start_mark)
+            data = builder.value(root, "", root.start_mark)
         except _TooManyAliases:
             data = None  # the problem is reported; the data is discarded below
         except RecursionError:

@@ -35,7 +35,7 @@ def shipments(n: int, seed: int) -> Iterator[dict[str, Any]]:
     """`n` shipments valid for the `standard` pack: engine.corpus if present, else a local
     generator (amounts as decimal strings, a mix of modes, currencies and charges)."""
     try:
-        from engine.corpus import generate  # type: ignore[import-not-found]
+        from engine.compliance.corpus import generate  # type: ignore[import-not-found]
     except ImportError:
         yield from _local(n, seed)
         return

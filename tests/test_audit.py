@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from engine import RuleSet, load_rules, value
-from engine.audit import (
+from engine.compliance.audit import (
     GENESIS,
     MASK_MARKER,
     AuditError,
@@ -29,7 +29,7 @@ from engine.audit import (
     canonical_json,
     replay,
 )
-from engine.corpus import generate
+from engine.compliance.corpus import generate
 from tests.conftest import ROOT
 
 SEED = ROOT / "examples/shipments/seed-electronics.yaml"
@@ -287,8 +287,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     from engine import load_rules, value
-    from engine.audit import AuditLog
-    from engine.corpus import generate
+    from engine.compliance.audit import AuditLog
+    from engine.compliance.corpus import generate
 
     rules = load_rules(sys.argv[1])
     log = AuditLog(sys.argv[2])

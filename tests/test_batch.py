@@ -270,7 +270,7 @@ def test_unknown_policy_fails_before_any_row(tmp_path: Path, policy: str) -> Non
 
 
 def test_audit_records_every_valued_row(tmp_path: Path) -> None:
-    audit = pytest.importorskip("engine.audit")
+    audit = pytest.importorskip("engine.compliance.audit")
     source = tmp_path / "in.jsonl"
     write_jsonl(source, 12, bad={4: "{}"})
     out = tmp_path / "out.jsonl"

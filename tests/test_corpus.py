@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine import RuleSet, read_facts, value
-from engine.corpus import generate, shipment
+from engine.compliance.corpus import generate, shipment
 from engine.facts import INCOTERMS, MODES, FactsReference
 from tests.conftest import ROOT
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from engine import MemorySource, load_rules
-from engine.diff import Change, diff_documents, diff_packs, render_diff
+from engine.compliance.diff import Change, diff_documents, diff_packs, render_diff
 from engine.loading.yamlfile import load_yaml
 from tests.conftest import line_of, mini, repo
 

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.corpus import generate
-from engine.impact import details_csv, impact, premium_of, render_impact, statistics
+from engine.compliance.corpus import generate
+from engine.compliance.impact import details_csv, impact, premium_of, render_impact, statistics
 from tests.conftest import ROOT, mini, repo, shipment
 
 BEFORE = mini()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine import RulesError, load_rules
-from engine.lock import LOCK_FILE, check_lock, read_lock, write_lock
+from engine.compliance.lock import LOCK_FILE, check_lock, read_lock, write_lock
 from tests.conftest import ROOT
 
 PACK = "policies/standard/1.0.0.yaml"

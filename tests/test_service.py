@@ -177,7 +177,7 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def _has_audit() -> bool:
     try:
-        import engine.audit  # noqa: F401
+        import engine.compliance.audit  # noqa: F401
     except ImportError:
         return False
     return True

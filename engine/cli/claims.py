@@ -13,7 +13,7 @@ from engine.cli.common import UsageError, add_audit_option, audit_log, emit, loa
 
 def cmd_claim(args: argparse.Namespace) -> int:
     from engine import claim
-    from engine.audit import AuditError
+    from engine.compliance.audit import AuditError
     from engine.explaining.render import render_claim_text
 
     rules = load(args)

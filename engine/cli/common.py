@@ -6,9 +6,10 @@ import argparse
 import datetime
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from engine.atomic import write_atomic
 
 EXIT_EXAMPLES_FAILED = 1
 EXIT_USAGE = 64
@@ -57,17 +58,7 @@ def emit(text: str, output: str | None) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    target = Path(output)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(output, text)
 
 
 def add_audit_option(parser: argparse.ArgumentParser, what: str) -> None:
@@ -81,7 +72,7 @@ def add_audit_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 def audit_log(given: str | None) -> Any:
     """The audit store to record in: --audit PATH, else $TIV_AUDIT; `--audit ""` is none."""
-    from engine.audit import AuditError, AuditLog
+    from engine.compliance.audit import AuditError, AuditLog
 
     path = given if given is not None else os.environ.get(AUDIT_ENV)
     if not path:

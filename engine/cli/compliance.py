@@ -15,12 +15,12 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from engine.atomic import write_atomic
 from engine.cli.common import AUDIT_ENV, UsageError, emit, parse_date, rules_root
 
 # --- progress -----------------------------------------------------------------------
@@ -93,7 +93,7 @@ def _progress(args: argparse.Namespace, label: str) -> ProgressBar:
 
 def cmd_lock(args: argparse.Namespace) -> int:
     from engine import load_rules
-    from engine.lock import LOCK_FILE, check_lock, lockable, write_lock
+    from engine.compliance.lock import LOCK_FILE, check_lock, lockable, write_lock
 
     root = rules_root(args)
     rules = load_rules(root)
@@ -137,7 +137,7 @@ def _audit_verb(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     """Audit store problems are one line on stderr with their own exit status."""
 
     def run(args: argparse.Namespace) -> int:
-        from engine.audit import AuditError
+        from engine.compliance.audit import AuditError
 
         try:
             return func(args)
@@ -150,7 +150,7 @@ def _audit_verb(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def _store(args: argparse.Namespace, *, create: bool = False) -> Any:
-    from engine.audit import AuditLog
+    from engine.compliance.audit import AuditLog
 
     path = getattr(args, "path", None) or args.audit or os.environ.get(AUDIT_ENV)
     if not path:
@@ -160,7 +160,7 @@ def _store(args: argparse.Namespace, *, create: bool = False) -> Any:
 
 @_audit_verb
 def cmd_audit_init(args: argparse.Namespace) -> int:
-    from engine.audit import AuditLog
+    from engine.compliance.audit import AuditLog
 
     if Path(args.path).exists():
         raise UsageError(f"{args.path} already exists; an audit store's mask is set once")
@@ -216,7 +216,7 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
 
 @_audit_verb
 def cmd_audit_replay(args: argparse.Namespace) -> int:
-    from engine.audit import replay
+    from engine.compliance.audit import replay
 
     record = _store(args).get(args.id)
     report = replay(record, rules_root(args), current=args.current_rules)
@@ -305,7 +305,7 @@ def _short(value: Any) -> str:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from engine import load_rules
-    from engine.diff import diff_packs, render_diff
+    from engine.compliance.diff import diff_packs, render_diff
     from engine.loading.sources import FileSystemSource
 
     _pinned(args.before, args.after)
@@ -321,7 +321,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_impact(args: argparse.Namespace) -> int:
-    from engine.impact import details_csv, details_json, impact, render_impact
+    from engine.compliance.impact import details_csv, details_json, impact, render_impact
 
     _pinned(args.before, args.after)
     corpus = Path(args.corpus)
@@ -370,7 +370,7 @@ def _pinned(*refs: str) -> None:
 
 
 def cmd_corpus_generate(args: argparse.Namespace) -> int:
-    from engine.corpus import generate
+    from engine.compliance.corpus import generate
 
     if args.n < 0:
         raise UsageError("--n must not be negative")
@@ -392,17 +392,8 @@ def cmd_corpus_generate(args: argparse.Namespace) -> int:
         write(sys.stdout)
         sys.stdout.flush()
         return 0
-    target = Path(args.output)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        write_atomic(args.output, write)
     finally:
         if bar:
             bar.close()

@@ -90,8 +90,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(
             "the HTTP service needs the server extra: pip install 'tiv-engine[server]'"
         ) from None
+    from engine.loading.snapshot import load_snapshot
     from engine.service.settings import Settings, SettingsError, check, is_loopback, load_keys
-    from engine.service.state import RulesState, load_snapshot
+    from engine.service.state import RulesState
 
     root = rules_root(args)
     try:
@@ -127,7 +128,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return RulesError.exit_code
     if settings.audit is not None:
         try:
-            from engine.audit import AuditError, AuditLog
+            from engine.compliance.audit import AuditError, AuditLog
         except ImportError:
             raise UsageError("--audit: this build of tiv has no audit log") from None
         try:

@@ -23,7 +23,7 @@ from engine.errors import RulesError
 
 def cmd_value(args: argparse.Namespace) -> int:
     from engine import render_text, value
-    from engine.audit import AuditError
+    from engine.compliance.audit import AuditError
 
     rules = load(args)
     path = Path(args.file)
@@ -60,7 +60,7 @@ def _only_pack(rules: Any) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from engine import load_rules, run_examples
-    from engine.lock import LOCK_FILE, check_lock
+    from engine.compliance.lock import LOCK_FILE, check_lock
 
     root = rules_root(args)
     wanted = [_relative(root, p) for p in args.paths]

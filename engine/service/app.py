@@ -56,6 +56,7 @@ from engine.errors import (
     TivError,
 )
 from engine.facts import Shipment
+from engine.loading.snapshot import Snapshot
 from engine.result import Claim, Valuation
 from engine.schema.models import Loss
 from engine.service.metrics import Metrics
@@ -74,7 +75,7 @@ from engine.service.models import (
     VersionWindow,
 )
 from engine.service.settings import ALL_PACKS, ROLES, ApiKey, Settings, digest
-from engine.service.state import RulesState, Snapshot
+from engine.service.state import RulesState
 
 log = logging.getLogger("uvicorn.error")  # uvicorn configures it: our lines join its log
 
@@ -483,7 +484,7 @@ class _AuditThread:
     def __init__(self, path: Any) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from engine.audit import AuditLog
+        from engine.compliance.audit import AuditLog
 
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiv-audit")
         self._log = self._thread.submit(AuditLog, path).result()
@@ -493,7 +494,7 @@ class _AuditThread:
 
     def get(self, record_id: str) -> Any:
         """The record, or None when there is none with this id."""
-        from engine.audit import AuditError
+        from engine.compliance.audit import AuditError
 
         try:
             return self._thread.submit(self._log.get, record_id).result()

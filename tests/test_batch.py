@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from engine.batch import BatchOptions, progress_path, run_batch
+from engine.compliance import audit
 from tests.conftest import ROOT
 
 TIV = (sys.executable, "-m", "engine.cli", "--rules", str(ROOT))
@@ -270,7 +271,6 @@ def test_unknown_policy_fails_before_any_row(tmp_path: Path, policy: str) -> Non
 
 
 def test_audit_records_every_valued_row(tmp_path: Path) -> None:
-    audit = pytest.importorskip("engine.compliance.audit")
     source = tmp_path / "in.jsonl"
     write_jsonl(source, 12, bad={4: "{}"})
     out = tmp_path / "out.jsonl"

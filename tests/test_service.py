@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from engine import load_rules
+from engine.compliance import lock
 from engine.result import Valuation
 from engine.service.metrics import parse
 from engine.service.state import RulesState
@@ -69,10 +70,6 @@ def shipment(amount: str = "1000.10", **overrides: Any) -> dict[str, Any]:
 
 def relock(root: Path) -> None:
     """Record the copy's files in its rules.lock, as `tiv lock` would after a review."""
-    try:
-        from engine import lock
-    except ImportError:
-        return
     lock.write_lock(root, load_rules(root), force=True)
 
 
@@ -152,7 +149,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 """,
         encoding="utf-8",
     )
-    audit = ["--audit", str(base / "audit.sqlite")] if _has_audit() else []
+    audit = ["--audit", str(base / "audit.sqlite")]
     server = Server(
         root,
         "--keys",
@@ -173,14 +170,6 @@ def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = Server(root, "--watch", "0.2")
     yield server
     server.stop()
-
-
-def _has_audit() -> bool:
-    try:
-        import engine.compliance.audit  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def assert_error(response: httpx.Response, status: int, kind: str) -> dict[str, Any]:
@@ -219,7 +208,7 @@ def test_same_json_as_tiv_value(keyed: Server, tmp_path: Path) -> None:
     )
     served = keyed.value(shipment()).json()
     # The server records each valuation in its audit log; the command line does not.
-    assert served.pop("audit_id") or not _has_audit()
+    assert served.pop("audit_id")
     printed = json.loads(cli.stdout)
     assert printed.pop("audit_id") is None
     assert served == printed
@@ -270,10 +259,9 @@ def test_settle_a_claim(keyed: Server) -> None:
         "POST", "/v1/claims", KEY_A, params={"policy": "acme"}, content=body.encode()
     )
     assert_error(theirs, 404, "no_policy")
-    if _has_audit():
-        record = f"/v1/audit/{result['audit_id']}"
-        assert keyed.request("GET", record, KEY_B).json()["kind"] == "claim"
-        assert_error(keyed.request("GET", record, KEY_A), 404, "not_found")
+    record = f"/v1/audit/{result['audit_id']}"
+    assert keyed.request("GET", record, KEY_B).json()["kind"] == "claim"
+    assert_error(keyed.request("GET", record, KEY_A), 404, "not_found")
 
 
 @pytest.mark.parametrize(
@@ -431,7 +419,6 @@ def test_a_tenant_sees_only_its_packs(keyed: Server) -> None:
     assert own.json()["total_insured_value"] == "1320.18"
 
 
-@pytest.mark.skipif(not _has_audit(), reason="this build has no audit log")
 def test_audit_records_are_tenant_isolated(keyed: Server) -> None:
     result = keyed.value(shipment(), key=KEY_B, policy="acme").json()
     record_id = result["audit_id"]
@@ -570,7 +557,6 @@ def test_reload_refuses_broken_rules_and_keeps_serving(keyed: Server) -> None:
 
 
 def test_reload_refuses_a_changed_published_file(keyed: Server) -> None:
-    pytest.importorskip("engine.lock")
     pack = keyed.root / "policies/acme/1.0.0.yaml"
     original = pack.read_text(encoding="utf-8")
     pack.write_text(original.replace("margin_rate: 0.20", "margin_rate: 0.25"), encoding="utf-8")

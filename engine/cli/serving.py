@@ -174,7 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         # Worker processes build their own app: settings travel in the environment.
         os.environ["TIV_SERVICE_SETTINGS"] = settings.to_json()
-        from engine.service.app import run_workers
+        from engine.service.server import run_workers
 
         run_workers(args.workers, common)
     return 0

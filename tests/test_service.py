@@ -339,6 +339,9 @@ def test_unknown_pack_and_version_are_404(keyed: Server) -> None:
 def test_no_version_in_effect_is_409_with_the_windows(keyed: Server) -> None:
     body = assert_error(keyed.value(shipment(), as_of="2019-06-30"), 409, "no_policy")
     assert body["problems"][0]["code"] == "policy.not_in_effect"
+    # The advice names the HTTP parameter, not the CLI flag the library's message names.
+    message = body["problems"][0]["message"]
+    assert "the as_of parameter" in message and "--as-of" not in message, message
     assert body["versions"] == [
         {
             "version": "1.0.0",
@@ -552,6 +555,9 @@ def test_reload_refuses_broken_rules_and_keeps_serving(keyed: Server) -> None:
     assert response.status_code == 200, response.text
     data = response.json()
     assert data["previous_rules_id"] == before and data["changed"]
+    refused = keyed.value(shipment(), key=KEY_B, policy="acme@1.1.0")
+    message = assert_error(refused, 409, "no_policy")["problems"][0]["message"]
+    assert "allow_draft=true" in message and "--allow-draft" not in message, message
     after = keyed.value(shipment(), key=KEY_B, policy="acme@1.1.0", allow_draft="true")
     assert after.status_code == 200 and after.headers["Tiv-Rules-Id"] == data["rules_id"]
 

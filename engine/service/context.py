@@ -12,16 +12,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
+from engine.compliance.audit import AuditError, AuditLog, AuditRecord
 from engine.errors import (
     Problem,
     RulesError,
 )
-from engine.result import Valuation
+from engine.result import Claim, Valuation
+from engine.ruleset import RuleSet
 from engine.service.auth import Authenticator
 from engine.service.errors import ApiError
 from engine.service.metrics import Metrics
@@ -90,21 +94,17 @@ class _AuditThread:
     (across processes, the log's own transactions do).
     """
 
-    def __init__(self, path: Any) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from engine.compliance.audit import AuditLog
-
+    def __init__(self, path: Path) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiv-audit")
         self._log = self._thread.submit(AuditLog, path).result()
 
-    def record(self, kind: str, facts: Mapping[str, Any], result: Valuation, rules: Any) -> str:
+    def record(
+        self, kind: str, facts: Mapping[str, Any], result: Valuation | Claim, rules: RuleSet
+    ) -> str:
         return str(self._thread.submit(self._log.record, kind, facts, result, rules).result())
 
-    def get(self, record_id: str) -> Any:
+    def get(self, record_id: str) -> AuditRecord | None:
         """The record, or None when there is none with this id."""
-        from engine.compliance.audit import AuditError
-
         try:
             return self._thread.submit(self._log.get, record_id).result()
         except AuditError:

@@ -23,6 +23,7 @@ from engine.errors import (
     Problem,
     SelectionError,
     TivError,
+    pydantic_problems,
 )
 from engine.loading.snapshot import Snapshot
 from engine.service.models import (
@@ -75,11 +76,18 @@ def error_body(
     return body
 
 
+# The library words its advice for the command line; over HTTP the same choices are
+# query parameters, so a client is told what it can actually send.
+_HTTP_WORDS = (("--as-of", "the as_of parameter"), ("--allow-draft", "allow_draft=true"))
+
+
 def problem_dict(problem: Problem) -> dict[str, Any]:
     """A Problem as JSON; `<input>` (the request body) is not named, it is implied."""
     data = problem.to_dict()
     if data.get("file") == "<input>":
         del data["file"]
+    for flag, parameter in _HTTP_WORDS:
+        data["message"] = data["message"].replace(flag, parameter)
     return data
 
 
@@ -136,14 +144,8 @@ def install_error_handlers(app: FastAPI, service: Service) -> None:
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, error: RequestValidationError) -> JSONResponse:
         service.metrics.error("invalid_request")
-        problems = [
-            {
-                "code": f"request.{detail.get('type', 'invalid')}",
-                "message": str(detail.get("msg", "is invalid")),
-                "path": ".".join(str(part) for part in detail.get("loc", ())),
-            }
-            for detail in error.errors()
-        ]
+        found = pydantic_problems(error.errors(), lambda kind: f"request.{kind}")
+        problems = [problem.to_dict() for problem in found]
         return JSONResponse(error_body("invalid_request", problems, rules_id()), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

@@ -9,6 +9,7 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Path
 
+from engine.compliance.audit import AuditRecord
 from engine.errors import (
     Problem,
 )
@@ -49,13 +50,12 @@ def install(app: FastAPI, service: Service) -> None:
         record = await anyio.to_thread.run_sync(service.audit.get, record_id)
         if record is None or not key.may_use(_record_pack(record)):
             raise not_found
-        data = record.model_dump(mode="json") if hasattr(record, "model_dump") else record
-        return respond(data, snapshot)
+        return respond(record.model_dump(mode="json"), snapshot)
 
 
-def _record_pack(record: Any) -> str:
+def _record_pack(record: AuditRecord) -> str:
     """The pack an audit record belongs to: the policy file it names."""
-    for used in getattr(record, "rule_files", ()):
+    for used in record.rule_files:
         if used.role == "policy":
             return str(used.id)
     return ""  # a record that names no pack is no key's to read

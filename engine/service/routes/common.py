@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from engine.compiling.pack import CompiledPack
 from engine.errors import (
     Problem,
 )
@@ -35,7 +36,7 @@ def visible_pack(snapshot: Snapshot, key: ApiKey, policy: str) -> str:
     )
 
 
-def pack_version(p: Any) -> PackVersion:
+def pack_version(p: CompiledPack) -> PackVersion:
     return PackVersion(
         id=p.id,
         version=p.version,

@@ -106,11 +106,11 @@ def install(app: FastAPI, service: Service) -> None:
                         effective_to=c.effective_to,
                         sha256=c.sha256,
                         source=c.source,
-                        customs_union=getattr(c, "customs_union", None),
+                        customs_union=c.customs_union,
                     )
                     for c in versions
                 ],
             ).model_dump(mode="json")
-            for country_id, versions in getattr(snapshot.rules, "duty_rules", {}).items()
+            for country_id, versions in snapshot.rules.duty_rules.items()
         ]
         return respond({"rules_id": snapshot.rules_id, "countries": countries}, snapshot)

@@ -41,6 +41,13 @@ class Summary:
     seconds: float
     rules_id: str
     already_complete: bool = False  # resumed a run that had finished: nothing was done
+    valuing_seconds: float = 0.0  # from the first row valued to the last: what rate measures
+
+    @property
+    def rate(self) -> float:
+        """Rows valued by this run per second of valuing (what the progress bar shows)."""
+        new = self.rows - self.resumed_from
+        return new / self.valuing_seconds if self.valuing_seconds > 0 else 0.0
 
 
 def format_of(path: Path, given: str | None) -> str:

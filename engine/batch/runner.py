@@ -331,13 +331,21 @@ def run_batch(
             if progress is not None:
                 progress(done, failed)
 
+        # The rate counts from here, the rows of this run only: the bar (which starts at
+        # this first call) and the summary measure the same thing.
+        valuing = time.monotonic()
+        if progress is not None:
+            progress(done, failed)
         try:
             _value_all(snapshot, job, rows, options.workers, write)
         finally:
             # Whatever happened, what is written is whole chunks: record it.
             _checkpoint(out, ledger, identity, done, failed)
     _checkpoint_complete(ledger, identity, done, failed, options.output.stat().st_size)
-    return Summary(done, failed, resumed_from, time.monotonic() - started, snapshot.rules_id)
+    end = time.monotonic()
+    return Summary(
+        done, failed, resumed_from, end - started, snapshot.rules_id, False, end - valuing
+    )
 
 
 def _prepare_output(

@@ -52,6 +52,26 @@ def parse_date(text: str) -> datetime.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+def positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return number
+
+
+def seconds(text: str) -> float:
+    try:
+        number = float(text)  # a duration, not money: a float is fine here
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return number
+
+
 def emit(text: str, output: str | None) -> None:
     """Write all of `text` or nothing: to stdout, or atomically replace `output`."""
     if output is None or output == "-":

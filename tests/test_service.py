@@ -21,11 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine import load_rules
 from engine.compliance import lock
 from engine.result import Valuation
-from engine.service.metrics import parse
 from engine.service.state import RulesState
 from tests.conftest import ROOT, mini
 
@@ -486,11 +486,19 @@ def test_country_rules_listed_with_windows(keyed: Server) -> None:
     assert listed == expected
 
 
+def scrape(server: Server, key: str | None = KEY_ADMIN) -> list[tuple[str, dict[str, str], float]]:
+    text = server.request("GET", "/metrics", key).text
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    ]
+
+
 def test_metrics(keyed: Server) -> None:
     keyed.value(shipment())
     keyed.value(shipment(invoice={"amount": "-1"}))
-    text = keyed.request("GET", "/metrics", KEY_ADMIN).text
-    samples = list(parse(text))
+    samples = scrape(keyed)
     valued = [v for n, labels, v in samples if n == "tiv_valuations_total"]
     assert sum(valued) >= 1
     errors = {labels["class"]: v for n, labels, v in samples if n == "tiv_errors_total"}
@@ -504,6 +512,23 @@ def test_metrics(keyed: Server) -> None:
     ]
     counts = [v for _, v in buckets]
     assert buckets[-1][0] == "+Inf" and counts == sorted(counts) and counts[-1] >= 2
+
+
+def test_metrics_sum_every_worker(tmp_path: Path) -> None:
+    """With --workers 2 a scrape reaches one worker, yet counts the valuations of both."""
+    server = Server(make_repo(tmp_path), "--workers", "2")
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:  # new connections: both workers work
+            statuses = list(pool.map(lambda _: server.value(shipment(), key=None), range(24)))
+        assert {r.status_code for r in statuses} == {200}
+        for _ in range(6):  # each scrape may be answered by either worker
+            samples = scrape(server, key=None)
+            valued = sum(v for n, _, v in samples if n == "tiv_valuations_total")
+            assert valued == 24
+            workers = {lb["pid"] for n, lb, _ in samples if n == "tiv_process_start_time_seconds"}
+            assert len(workers) == 2, workers
+    finally:
+        server.stop()
 
 
 def test_health_ready_openapi_docs(keyed: Server) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,9 @@ from engine.cli.common import (
     seconds,
 )
 from engine.errors import RulesError
+
+# prometheus_client reads it at import (in each worker): see engine.service.metrics.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _SERVE_EPILOG = """\
 access:
@@ -151,12 +158,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(settings, RulesState(settings.rules, snapshot))
         uvicorn.run(app, **common)
     else:
-        # Worker processes build their own app: settings travel in the environment.
+        # Worker processes build their own app: settings travel in the environment, and so
+        # does the folder where each worker's metrics are kept for /metrics to sum.
         os.environ["TIV_SERVICE_SETTINGS"] = settings.to_json()
         from engine.service.server import run_workers
 
-        run_workers(args.workers, common)
+        with _metrics_folder():
+            run_workers(args.workers, common)
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_folder() -> Iterator[None]:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for the workers, removed when they have stopped;
+    one given by the operator is used as it is."""
+    if os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="tiv-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _url_host(host: str) -> str:

@@ -284,3 +284,96 @@ def test_audit_records_every_valued_row(tmp_path: Path) -> None:
     assert len(ids) == len(set(ids)) == len(log) == 11
     assert log.verify().ok
     assert log.get(ids[0]).result["total_insured_value"] == expected_tiv(0)
+
+
+# The blue-harbour pack's first example (policies/blue-harbour/1.0.0.yaml), and its
+# jewellery example that refers.
+FOB_ELECTRONICS = {
+    "id": "BH-FOB",
+    "date": "2025-05-02",
+    "currency": "USD",
+    "incoterm": "FOB",
+    "mode": "ocean",
+    "origin": {"country": "CN"},
+    "destination": {"country": "DE"},
+    "invoice": {"amount": "200000.00"},
+    "goods": [
+        {
+            "description": "Laptop computers",
+            "hs_code": "847130",
+            "category": "electronics",
+            "value": "200000.00",
+        }
+    ],
+    "charges": [
+        {"type": "ocean_freight", "amount": "6000.00"},
+        {"type": "origin_charges", "amount": "800.00"},
+        {"type": "destination_charges", "amount": "700.00"},
+    ],
+    "duties": [{"type": "import_duty", "amount": "4000.00"}],
+}
+JEWELLERY = {
+    "id": "BH-JEWEL",
+    "date": "2025-07-01",
+    "currency": "USD",
+    "incoterm": "FOB",
+    "mode": "ocean",
+    "origin": {"country": "IT"},
+    "destination": {"country": "US"},
+    "invoice": {"amount": "300000.00"},
+    "goods": [{"description": "Gold necklaces", "category": "jewellery", "value": "300000.00"}],
+    "charges": [{"type": "ocean_freight", "amount": "2000.00"}],
+    "duties": [],
+}
+
+
+def test_csv_output_is_a_premium_bordereau(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps(FOB_ELECTRONICS) + "\n" + json.dumps(JEWELLERY) + "\n")
+    out = tmp_path / "out.csv"
+    options = BatchOptions(input=source, output=out, policy="blue-harbour")
+    summary = run_batch(ROOT, options)
+    assert (summary.rows, summary.failed) == (2, 0)
+    with out.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        fob, jewel = list(reader)
+    assert header[7:12] == ["total_insured_value", "premium", "deductible", "decision", "reasons"]
+    assert "figures.base_rate" in header and "figures.insured_amount" in header
+    # TIV = 200,000.00 + 7,500.00 + 20,750.00 + 4,000.00 = 232,250.00
+    # premium = 232,250.00 x 0.0035 = 812.875 -> 812.88
+    # deductible = max(232,250.00 x 0.005, 250) = 1,161.25
+    assert fob["total_insured_value"] == "232250.00"
+    assert (fob["premium"], fob["deductible"]) == ("812.88", "1161.25")
+    assert (fob["decision"], fob["reasons"]) == ("accept", "")
+    assert fob["figures.base_rate"] == "0.0035"
+    assert fob["figures.insured_amount"] == "232250.00"
+    # TIV = (300,000.00 + 2,000.00) x 1.10 = 332,200.00; no base rate for class 4 by ocean
+    assert (jewel["total_insured_value"], jewel["decision"]) == ("332200.00", "refer")
+    rules = [reason.split(":")[0] for reason in jewel["reasons"].split(" | ")]
+    assert sorted(rules) == ["professional-valuation", "tables.base_rate"]
+    assert jewel["figures.base_rate"] == ""  # the table gap: no figure
+
+
+def test_progress_starts_with_the_valuing_and_its_rate_is_the_summarys(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, 250)
+    out = tmp_path / "out.jsonl"
+    calls: list[tuple[float, int, int]] = []
+
+    def progress(done: int, failed: int) -> None:
+        calls.append((time.monotonic(), done, failed))
+
+    started = time.monotonic()
+    summary = run_batch(ROOT, BatchOptions(input=source, output=out, policy="standard"), progress)
+    ended = time.monotonic()
+    # The first call marks the start of valuing, before any row (so rule loading is not
+    # counted in the bar's rate); then one call per chunk of 100 rows.
+    assert [(done, failed) for _, done, failed in calls] == [(0, 0), (100, 0), (200, 0), (250, 0)]
+    assert calls[0][0] - started < summary.seconds
+    # The bar's clock runs from the first call to the last; the summary's rate is over
+    # the same span, so the two agree (the summary's span ends after the last write).
+    bar_seconds = calls[-1][0] - calls[0][0]
+    assert bar_seconds <= summary.valuing_seconds <= bar_seconds + (ended - calls[-1][0])
+    assert summary.rate == pytest.approx(250 / summary.valuing_seconds)
+    assert summary.valuing_seconds < summary.seconds

@@ -57,7 +57,7 @@ class _Job:
     allow_draft: bool
     trace: bool
     output_format: str
-    columns: tuple[str, ...]  # CSV output's component columns
+    header: tuple[str, ...]  # CSV output's columns
     headers: Mapping[str, str]  # field path -> CSV input header, for error rows
     audit: str | None
 
@@ -121,50 +121,51 @@ class _Valuer:
         return out
 
     def _csv(self, row: Row, result: Valuation | None, error: TivError | None) -> list[str]:
-        cells = [str(row.number), str(row.line)]
+        cells: dict[str, str | None] = {"row": str(row.number), "line": str(row.line)}
         if result is not None:
-            components = [result.components.get(name, "") for name in self.job.columns]
-            cells += [
-                "ok",
-                result.shipment_id,
-                f"{result.policy.id}@{result.policy.version}",
-                result.as_of.isoformat(),
-                result.currency,
-                result.total_insured_value,
-                result.decision,
-                *components,
-                "|".join(f.name for f in result.flags),
-                "|".join(c.type for c in result.excluded_charges),
-                result.audit_id or "",
-                "",
-                "",
-                "",
-                "",
-            ]
+            cells |= {
+                "status": "ok",
+                "shipment_id": result.shipment_id,
+                "policy": f"{result.policy.id}@{result.policy.version}",
+                "as_of": result.as_of.isoformat(),
+                "currency": result.currency,
+                "total_insured_value": result.total_insured_value,
+                "premium": result.premium,
+                "deductible": result.deductible,
+                "decision": result.decision,
+                "reasons": " | ".join(f"{r.rule}: {r.reason}" for r in result.reasons),
+                "flags": "|".join(f.name for f in result.flags),
+                "excluded_charges": "|".join(c.type for c in result.excluded_charges),
+                "audit_id": result.audit_id,
+            }
+            cells |= {f"components.{k}": v for k, v in result.components.items()}
+            cells |= {f"figures.{k}": v for k, v in result.figures.items()}
         else:
             assert error is not None
             problems = self._problems(error)
             first = problems[0]
             shipment_id = row.facts.get("id", "") if isinstance(row.facts, dict) else ""
-            cells += ["error", str(shipment_id), "", "", "", "", ""]
-            cells += [""] * len(self.job.columns) + ["", "", ""]
-            cells += [
-                error.kind,
-                str(first.get("path", "")),
-                str(first.get("column", "")),
-                "; ".join(
+            cells |= {
+                "status": "error",
+                "shipment_id": str(shipment_id),
+                "error": error.kind,
+                "error_path": str(first.get("path", "")),
+                "error_column": str(first.get("column", "")),
+                "error_message": "; ".join(
                     (f"{p['path']}: " if p.get("path") else "") + str(p["message"])
                     for p in problems
                 ),
-            ]
-        return cells
+            }
+        return [cells.get(name) or "" for name in self.job.header]
 
 
-def csv_header(components: Sequence[str]) -> list[str]:
+def csv_header(components: Sequence[str], figures: Sequence[str] = ()) -> list[str]:
+    """The CSV output's columns: a premium bordereau's, then each error's."""
     return [
         "row", "line", "status", "shipment_id", "policy", "as_of", "currency",
-        "total_insured_value", "decision",
+        "total_insured_value", "premium", "deductible", "decision", "reasons",
         *(f"components.{name}" for name in components),
+        *(f"figures.{name}" for name in figures),
         "flags", "excluded_charges", "audit_id",
         "error", "error_path", "error_column", "error_message",
     ]  # fmt: skip
@@ -293,14 +294,14 @@ def run_batch(
             rules_id=snapshot.rules_id,
             already_complete=True,
         )
-    components = _components(snapshot, options.policy)
+    header = csv_header(*_result_names(snapshot, options.policy))
     job = _Job(
         policy=options.policy,
         as_of=options.as_of,
         allow_draft=options.allow_draft,
         trace=options.trace,
         output_format=output_format,
-        columns=components,
+        header=tuple(header),
         headers=_headers(options),
         audit=str(options.audit) if options.audit else None,
     )
@@ -314,7 +315,7 @@ def run_batch(
         out.seek(offset)
         if offset == 0 and output_format == "csv":
             text = io.StringIO()
-            csv.writer(text, lineterminator="\n").writerow(csv_header(components))
+            csv.writer(text, lineterminator="\n").writerow(header)
             out.write(text.getvalue().encode("utf-8"))
             _checkpoint(out, ledger, identity, 0, 0)
         last = time.monotonic()
@@ -455,14 +456,16 @@ def _chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
         yield chunk
 
 
-def _components(snapshot: Snapshot, policy: str) -> tuple[str, ...]:
-    """Component names over every version of the pack, in first-seen order (CSV columns)."""
+def _result_names(snapshot: Snapshot, policy: str) -> tuple[list[str], list[str]]:
+    """Component and figure names over every version of the pack, in first-seen order."""
     pack_id, _, version = policy.partition("@")
-    names: dict[str, None] = {}
+    components: dict[str, None] = {}
+    figures: dict[str, None] = {}
     for pack in snapshot.rules.pack_versions(pack_id):
         if not version or pack.version == version:
-            names.update(dict.fromkeys(pack.result.components))
-    return tuple(names)
+            components.update(dict.fromkeys(pack.result.components))
+            figures.update(dict.fromkeys(pack.result.figures))
+    return list(components), list(figures)
 
 
 def _headers(options: BatchOptions) -> dict[str, str]:

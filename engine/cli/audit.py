@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import datetime
 import json
 import os
 import sys
@@ -23,14 +24,13 @@ from engine.cli.common import (
     emit,
     rules_root,
 )
+from engine.compliance.audit import AuditError, AuditLog, AuditRecord, ChainBreak, replay
 
 
 def _audit_verb(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Audit store problems are one line on stderr with their own exit status."""
 
     def run(args: argparse.Namespace) -> int:
-        from engine.compliance.audit import AuditError
-
         try:
             return func(args)
         except AuditError as exc:
@@ -42,8 +42,6 @@ def _audit_verb(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 
 def _store(args: argparse.Namespace, *, create: bool = False) -> Any:
-    from engine.compliance.audit import AuditLog
-
     path = getattr(args, "path", None) or args.audit or os.environ.get(AUDIT_ENV)
     if not path:
         raise UsageError(f"name the audit store: --audit PATH, or set {AUDIT_ENV}")
@@ -52,8 +50,6 @@ def _store(args: argparse.Namespace, *, create: bool = False) -> Any:
 
 @_audit_verb
 def cmd_audit_init(args: argparse.Namespace) -> int:
-    from engine.compliance.audit import AuditLog
-
     if Path(args.path).exists():
         raise UsageError(f"{args.path} already exists; an audit store's mask is set once")
     log = AuditLog(args.path, mask=args.mask or [])
@@ -86,10 +82,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 @_audit_verb
 def cmd_audit_show(args: argparse.Namespace) -> int:
-    record = _store(args).get(args.id)
+    log = _store(args)
+    record = log.get(args.id)
+    broken = log.check(record)
     if args.format == "json":
         emit(json.dumps(record.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n", None)
-        return 0
+        return _warn(broken)
     lines = [
         f"Audit record {record.id} (seq {record.seq}): {record.kind} recorded {record.recorded_at}",
         f"  engine {record.engine_version}, matcher {record.matcher}, custom functions: "
@@ -103,13 +101,23 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     lines.append(f"  hash {record.hash[:16]}…, follows {record.prev_hash[:16]}…")
     lines.append("")
     emit("\n".join(lines) + "\n" + record.explained(), None)
-    return 0
+    return _warn(broken)
+
+
+def _warn(broken: ChainBreak | None) -> int:
+    """After the record is shown: say so if it failed its check (exit 1)."""
+    if broken is None:
+        return 0
+    print(
+        f"tiv: warning: this record fails its check ({broken.kind}): {broken.message}; "
+        "do not rely on it, and run tiv audit verify",
+        file=sys.stderr,
+    )
+    return 1
 
 
 @_audit_verb
 def cmd_audit_replay(args: argparse.Namespace) -> int:
-    from engine.compliance.audit import replay
-
     record = _store(args).get(args.id)
     report = replay(record, rules_root(args), current=args.current_rules)
     if args.format == "json":
@@ -139,8 +147,8 @@ def cmd_audit_replay(args: argparse.Namespace) -> int:
 @_audit_verb
 def cmd_audit_list(args: argparse.Namespace) -> int:
     log = _store(args)
-    kept: collections.deque[Any] = collections.deque(maxlen=args.limit or None)
-    for record in log:
+    kept: collections.deque[AuditRecord] = collections.deque(maxlen=args.limit or None)
+    for record in log.records(since=args.since, until=args.until):
         if not args.shipment or record.result.get("shipment_id") == args.shipment:
             kept.append(record)
     records = list(kept)
@@ -174,6 +182,29 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
         )
     emit("\n".join(lines) + "\n", None)
     return 0
+
+
+def _when(text: str) -> tuple[datetime.datetime, bool]:
+    """A UTC moment from `YYYY-MM-DD` or an ISO date and time; and whether it was a date."""
+    try:
+        if len(text) == 10:
+            day = datetime.date.fromisoformat(text)
+            return datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC), True
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (YYYY-MM-DD) or a date and time (YYYY-MM-DDTHH:MM)"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)), False
+
+
+def _since(text: str) -> datetime.datetime:
+    return _when(text)[0]
+
+
+def _until(text: str) -> datetime.datetime:
+    moment, whole_day = _when(text)
+    return moment + datetime.timedelta(days=1) if whole_day else moment
 
 
 def _valued(result: dict[str, Any]) -> dict[str, Any]:
@@ -281,8 +312,29 @@ def register(verbs: Any) -> None:
     q.add_argument("--format", choices=["text", "json"], default="text")
     q.set_defaults(func=cmd_audit_replay)
 
-    q = sub.add_parser("list", help="list records, oldest first")
+    q = sub.add_parser(
+        "list",
+        help="list records, oldest first",
+        formatter_class=raw,
+        description="List records in chain order: seq, id, time recorded (UTC), shipment, "
+        "policy,\nTIV (or a claim's indemnity) and decision. Times are UTC: a DATE is its "
+        "whole day,\nso --since 2025-03-01 --until 2025-03-31 is the whole of March.",
+        epilog="example:\n  tiv audit list --audit audit.db --since 2025-03-01 --until 2025-03-31"
+        "\n  tiv audit list --since 2025-03-14T09:00 --shipment H-1 --format json",
+    )
     store(q)
+    q.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only records made at or after WHEN (UTC): a date or date and time",
+    )
+    q.add_argument(
+        "--until",
+        type=_until,
+        metavar="WHEN",
+        help="only records made before the end of WHEN (UTC): a date is included whole",
+    )
     q.add_argument("--shipment", metavar="ID", help="only this shipment's records")
     q.add_argument("--limit", type=int, default=0, metavar="N", help="only the newest N")
     q.add_argument("--format", choices=["text", "json"], default="text")

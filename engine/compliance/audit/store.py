@@ -241,8 +241,21 @@ class AuditLog:
     # --- reading ---
 
     def __iter__(self) -> Iterator[AuditRecord]:
+        return self.records()
+
+    def records(
+        self, since: datetime.datetime | None = None, until: datetime.datetime | None = None
+    ) -> Iterator[AuditRecord]:
+        """The records in chain order; with `since`/`until` (UTC), only those recorded at
+        or after `since` and before `until`."""
+        query, params = "SELECT body, hash FROM records", []
+        bounds = [(">=", since), ("<", until)]
+        where = [f"recorded_at {op} ?" for op, when in bounds if when is not None]
+        params = [_stamp(when) for _, when in bounds if when is not None]
+        if where:
+            query += " WHERE " + " AND ".join(where)
         with self._guard("read"):
-            rows = self._conn().execute("SELECT body, hash FROM records ORDER BY seq")
+            rows = self._conn().execute(query + " ORDER BY seq", params)
             for body, hashed in rows:
                 yield _parse(body, hashed)
 
@@ -312,6 +325,48 @@ class AuditLog:
         return VerifyReport(
             ok=bad is None, path=str(self.path), records=checked, head=head, first_bad=bad
         )
+
+    def check(self, record: AuditRecord) -> ChainBreak | None:
+        """One record's own check, as `tiv audit show` makes before it is trusted.
+
+        Its row still hashes to its hash, in canonical form, with its columns; it follows
+        the record before it; and the record after it still follows it (so a record
+        altered and re-hashed is caught unless every later record was rewritten too,
+        which only an anchor catches: see `verify`).
+        """
+        columns = "seq, id, recorded_at, kind, body, hash"
+        with self._guard("read"):
+            conn = self._conn()
+            row = conn.execute(
+                f"SELECT {columns} FROM records WHERE id = ?", (record.id,)
+            ).fetchone()
+            if row is None:
+                raise AuditError(f"no audit record {record.id!r} in {self.path}", exit_code=2)
+            before = conn.execute(
+                "SELECT seq, hash FROM records WHERE seq < ? ORDER BY seq DESC LIMIT 1", (row[0],)
+            ).fetchone()
+            after = conn.execute(
+                "SELECT seq, body FROM records WHERE seq > ? ORDER BY seq LIMIT 1", (row[0],)
+            ).fetchone()
+            chain = _Chain({before[1]: before[0]} if before else {}, conn)
+            if before:
+                chain.seq, chain.hash = before
+            broken = chain.check(*row)
+        if broken is not None or after is None:
+            return broken
+        try:
+            follows = jsontext.loads(after[1]).get("prev_hash")
+        except (FactsError, AttributeError):
+            follows = None
+        if follows != row[5]:
+            return ChainBreak(
+                seq=row[0],
+                id=row[1],
+                kind="altered",
+                message=f"record seq {row[0]} (id {row[1]}) is not the one record seq "
+                f"{after[0]} follows: it was altered and its hash recomputed",
+            )
+        return None
 
     def _walk(
         self, rows: Any, positions: Mapping[str, int]
@@ -435,4 +490,11 @@ def _parse(body: str, hashed: str) -> AuditRecord:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return _stamp(datetime.datetime.now(datetime.UTC))
+
+
+def _stamp(when: datetime.datetime) -> str:
+    """UTC as the records write it; text order is time order."""
+    if when.tzinfo is not None:
+        when = when.astimezone(datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -9,7 +9,7 @@ resumed batch) are neither counted in its rate nor in the summary's, so the two 
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Never, TextIO
 
 from tqdm import tqdm
 
@@ -40,15 +40,16 @@ class ProgressBar:
         self.unit = unit
         self.stream = stream or sys.stderr
         self.enabled = is_terminal(self.stream) if enabled is None else enabled
-        self._bar: tqdm[None] | None = None
+        self._bar: tqdm[Never] | None = None
 
     def update(self, done: int, failed: int | None = None) -> None:
         """`done` of `total` finished (and `failed` of them, where that is counted)."""
         if not self.enabled:
             return
-        if self._bar is None:
+        bar = self._bar
+        if bar is None:
             # smoothing=0: the rate shown is the average since the start, as in the summary.
-            self._bar = tqdm(
+            bar = self._bar = tqdm(
                 total=self.total,
                 initial=done,
                 desc=self.label,
@@ -59,8 +60,8 @@ class ProgressBar:
                 dynamic_ncols=True,
             )
         if failed is not None:
-            self._bar.set_postfix_str(f"failed {failed:,}", refresh=False)
-        self._bar.update(done - self._bar.n)
+            bar.set_postfix_str(f"failed {failed:,}", refresh=False)
+        bar.update(done - bar.n)
 
     def close(self) -> None:
         if self._bar is not None:

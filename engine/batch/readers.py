@@ -138,7 +138,9 @@ def csv_columns(
     header: Sequence[str], mapping: Mapping[str, str | None] | None, file: str
 ) -> list[_Column]:
     """Check a CSV header (through `mapping`) against the facts model; raise FactsError."""
-    columns, problems, seen = [], [], {}
+    columns: list[_Column] = []
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
     for position, name in enumerate(header, 1):
         target = mapping.get(name, name) if mapping is not None else name
         where = Location(file, 1, position, name)

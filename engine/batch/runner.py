@@ -66,7 +66,7 @@ class _Valuer:
     def __init__(self, snapshot: Snapshot, job: _Job) -> None:
         self.snapshot = snapshot
         self.job = job
-        self.audit = _open_audit(job.audit)
+        self.audit = _open_audit(job.audit) if job.audit else None
 
     def run(self, rows: Sequence[Row]) -> tuple[str, int, int]:
         """The output text of `rows`, how many rows that is, and how many of them failed."""
@@ -171,9 +171,7 @@ def csv_header(components: Sequence[str], figures: Sequence[str] = ()) -> list[s
     ]  # fmt: skip
 
 
-def _open_audit(path: str | None) -> AuditLog | None:
-    if path is None:
-        return None
+def _open_audit(path: str) -> AuditLog:
     try:
         return AuditLog(Path(path))
     except AuditError as error:

@@ -30,13 +30,13 @@ def rules_root(args: argparse.Namespace) -> Path:
         if not (root / "policies").is_dir():
             raise UsageError(f"{root} is not a rule repository (it has no policies/ folder)")
         return root
-    root = find_root(Path.cwd())
-    if root is None:
+    found = find_root(Path.cwd())
+    if found is None:
         raise UsageError(
             "no rule repository here: run inside one (a folder with policies/), "
             "or give --rules DIR or set TIV_RULES"
         )
-    return root
+    return found
 
 
 def load(args: argparse.Namespace) -> Any:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine import RuleSet
 from engine.cli.common import (
     EXIT_EXAMPLES_FAILED,
     UsageError,
@@ -50,9 +51,9 @@ def cmd_value(args: argparse.Namespace) -> int:
     return 0
 
 
-def _only_pack(rules: Any) -> str:
+def _only_pack(rules: RuleSet) -> str:
     if len(rules.packs) == 1:
-        return next(iter(rules.packs))
+        return str(next(iter(rules.packs)))
     raise UsageError(
         "choose a policy with --policy ID[@VERSION] (packs: " + ", ".join(rules.packs) + ")"
     )
@@ -93,10 +94,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if locked:
         print(f"tiv: {len(locked)} problem(s) with {LOCK_FILE}", file=sys.stderr)
     selected_packs = [
-        p.ref
-        for versions in [*rules.packs.values(), *rules.duty_rules.values()]
-        for p in versions
-        if _selected(p.source, wanted)
+        p.ref for versions in rules.packs.values() for p in versions if _selected(p.source, wanted)
+    ] + [
+        c.ref
+        for versions in rules.duty_rules.values()
+        for c in versions
+        if _selected(c.source, wanted)
     ]
     failures = [o for o in run_examples(rules, selected_packs) if not o.passed]
     for outcome in failures:

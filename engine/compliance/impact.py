@@ -148,7 +148,7 @@ def impact(
     """
     from engine.api import load_rules
 
-    rules = load_rules(files=source) if isinstance(source, Mapping) else load_rules(source)
+    rules = load_rules(files=source) if isinstance(source, Mapping) else load_rules(Path(source))
     for ref in (before, after):
         if "@" not in ref:
             raise ValueError(f"{ref!r}: name a version, e.g. {ref}@1.0.0")
@@ -222,10 +222,10 @@ _STATE: dict[str, Any] = {}
 def _init(spec: RulesSpec, before: str, after: str, matcher: str | None) -> None:
     from engine.api import load_rules
 
-    # An initializer that raises makes the pool restart workers forever; the error is
-    # kept and raised by the first chunk instead, which ends the run.
+    # An initializer that raises breaks the whole pool with a bare BrokenProcessPool; the
+    # error is kept and raised by the first chunk instead, which ends the run saying why.
     try:
-        rules = load_rules(files=spec) if isinstance(spec, Mapping) else load_rules(spec)
+        rules = load_rules(files=spec) if isinstance(spec, Mapping) else load_rules(Path(spec))
         _setup(rules, before, after, matcher)
     except Exception as exc:
         _STATE["error"] = exc

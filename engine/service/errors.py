@@ -114,7 +114,7 @@ def _versions(snapshot: Snapshot, policy: str) -> list[VersionWindow] | None:
     return [
         VersionWindow(
             version=p.version,
-            status=p.status,  # type: ignore[arg-type]
+            status=p.status,
             effective_from=p.effective_from,
             effective_to=p.effective_to,
         )

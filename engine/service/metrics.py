@@ -42,7 +42,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # of a thousand about a second, a request near its time budget up to tens of seconds.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
-disable_created_metrics()  # *_created series would double every counter for no use here
+disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series would double every counter for no use here
 
 
 class Metrics:
@@ -111,7 +111,7 @@ class Metrics:
     def render(self, rules: RuleSet, rules_id: str, loaded_at: float) -> str:
         if self.shared:
             counters = CollectorRegistry()
-            MultiProcessCollector(counters)  # every worker's files, summed
+            MultiProcessCollector(counters)  # type: ignore[no-untyped-call]  # every worker's files, summed
         else:
             counters = self.registry
         described = CollectorRegistry()

@@ -44,7 +44,8 @@ def run_workers(workers: int, options: Mapping[str, Any]) -> None:
     )
     sock = config.bind_socket()
     if "target" in inspect.signature(Multiprocess).parameters:  # older uvicorn
-        supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])
+        run = uvicorn.Server(config).run
+        supervisor = Multiprocess(config, target=run, sockets=[sock])  # type: ignore[call-arg]
     else:
         supervisor = Multiprocess(config, sockets=[sock])
     supervisor.run()

@@ -180,7 +180,7 @@ def files_used(result: Any, rules: RuleSet) -> list[RuleFileUsed]:
 def valuation_of(result: Any) -> Valuation:
     """The valuation a result is, or holds (a claim settles under one)."""
     inner = getattr(result, "valuation", None)
-    return inner if isinstance(inner, Valuation) else result  # type: ignore[no-any-return]
+    return inner if isinstance(inner, Valuation) else result
 
 
 def _file_of(source: str) -> str:

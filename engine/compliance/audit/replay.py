@@ -127,12 +127,12 @@ def replay(
             ) from None
         raise AuditError(f"cannot replay record {record.id}: {exc}", exit_code=2) from None
     except TivError as exc:
-        differences = [Difference(path="", recorded="a result", replayed=f"error: {exc}")]
+        failed = [Difference(path="", recorded="a result", replayed=f"error: {exc}")]
         return ReplayReport(
             record=record.id,
             seq=record.seq,
             identical=False,
-            differences=differences,
+            differences=failed,
             notes=notes,
             files=files,
             masked=record.masked,
@@ -234,7 +234,7 @@ def _recorded_bytes(root: Path, path: str, sha256: str) -> tuple[bytes | None, s
     try:
         data = (root / path).read_bytes()
     except OSError:
-        data, state = None, "gone"
+        state = "gone"
     else:
         if hashlib.sha256(data).hexdigest() == sha256:
             return data, "working tree"

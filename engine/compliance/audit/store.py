@@ -438,7 +438,7 @@ class _Chain:
         wrong = [name for name, value in columns.items() if content.get(name) != value]
         if wrong:
             return bad("altered", f"{where}: its {wrong[0]} column was altered")
-        claimed, follows = content.get("seq"), content.get("prev_hash")
+        claimed, follows = content.get("seq"), str(content.get("prev_hash"))
         if claimed == seq == self.seq + 1 and follows == self.hash:
             self.hash, self.seq = hashed, seq
             self.followed.add(follows)

@@ -30,7 +30,7 @@ from engine.compliance.audit import (
     replay,
 )
 from engine.compliance.corpus import generate
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, Ran, run_cli
 
 SEED = ROOT / "examples/shipments/seed-electronics.yaml"
 PACK = "policies/standard/1.0.0.yaml"
@@ -53,15 +53,8 @@ def tamper(path: Path, *statements: str, params: tuple[Any, ...] = ()) -> None:
     conn.close()
 
 
-def tiv(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+def tiv(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> Ran:
+    return run_cli(*args, cwd=cwd, env=env)
 
 
 @pytest.fixture()

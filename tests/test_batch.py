@@ -16,7 +16,7 @@ import pytest
 
 from engine.batch import BatchOptions, progress_path, run_batch
 from engine.compliance import audit
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Ran, run_cli
 
 TIV = (sys.executable, "-m", "engine.cli", "--rules", str(ROOT))
 
@@ -58,8 +58,8 @@ def write_jsonl(path: Path, count: int, bad: dict[int, str] | None = None) -> No
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def tiv(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TIV, *args], capture_output=True, text=True, timeout=300)
+def tiv(*args: str) -> Ran:
+    return run_cli("--rules", ROOT, *args)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -1,12 +1,14 @@
-"""The HTTP service, run for real: `tiv serve` in a subprocess, spoken to over loopback HTTP.
-
-Two servers share the module: `keyed` (API keys, an audit log, small limits) and `open`
-(no keys, no audit log, watching its rule folder). Each serves its own copy of the
+"""The HTTP service. `keyed` is run for real: `tiv serve` in a subprocess (API keys, an audit
+log, small limits), spoken to over loopback HTTP; so is a two-worker server. Where the
+network is not the point, the app runs in this process behind an ASGI transport (`open`:
+no keys, no audit log, watching its rule folder). Each serves its own copy of the
 repository with a second pack, `acme`, so tenants can be told apart and reloads tried.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import shutil
 import socket
@@ -19,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anyio.from_thread
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,8 +29,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine import load_rules
 from engine.compliance import lock
 from engine.result import Valuation
+from engine.service.app import create_app
+from engine.service.settings import Settings, check
 from engine.service.state import RulesState
-from tests.conftest import ROOT, mini
+from tests.conftest import ROOT, mini, run_cli
+from tests.conftest import shipment as base_shipment
 
 TIV = (sys.executable, "-m", "engine.cli")
 KEY_A = "insurer-a-key-0123456789"  # packs: standard
@@ -53,19 +59,15 @@ ACME = mini(replace={"id: mini": "id: acme", "title: Mini": "title: Acme cargo"}
 
 
 def shipment(amount: str = "1000.10", **overrides: Any) -> dict[str, Any]:
-    facts: dict[str, Any] = {
+    """The shared factory's shipment, with the invoice `amount` and one freight charge."""
+    facts = {
         "id": "H-1",
         "date": "2025-03-14",
-        "currency": "USD",
-        "mode": "ocean",
-        "origin": {"country": "CN"},
-        "destination": {"country": "US"},
         "invoice": {"amount": amount},
         "charges": [{"type": "ocean_freight", "amount": "100.05"}],
-        "duties": [],
+        **overrides,
     }
-    facts.update(overrides)
-    return facts
+    return dict(base_shipment(**facts))
 
 
 def relock(root: Path) -> None:
@@ -89,7 +91,29 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class Server:
+class Client:
+    """What the tests send: a request with an optional key, or one valuation."""
+
+    root: Path
+
+    def send(self, method: str, path: str, headers: dict[str, str], **kw: Any) -> httpx.Response:
+        raise NotImplementedError
+
+    def request(self, method: str, path: str, key: str | None = None, **kw: Any) -> httpx.Response:
+        headers = dict(kw.pop("headers", {}))
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return self.send(method, path, headers, **kw)
+
+    def value(self, facts: Any, key: str | None = KEY_A, **params: Any) -> httpx.Response:
+        params.setdefault("policy", "standard")
+        body = facts if isinstance(facts, bytes) else json.dumps(facts).encode()
+        return self.request("POST", "/v1/valuations", key, params=params, content=body)
+
+
+class Server(Client):
+    """`tiv serve` in a process of its own, on a free loopback port."""
+
     def __init__(self, root: Path, *args: str) -> None:
         self.root = root
         self.port = free_port()
@@ -125,16 +149,32 @@ class Server:
             self.proc.kill()
             self.proc.wait()
 
-    def request(self, method: str, path: str, key: str | None = None, **kw: Any) -> httpx.Response:
-        headers = dict(kw.pop("headers", {}))
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+    def send(self, method: str, path: str, headers: dict[str, str], **kw: Any) -> httpx.Response:
         return httpx.request(method, self.url + path, headers=headers, timeout=30, **kw)
 
-    def value(self, facts: Any, key: str | None = KEY_A, **params: Any) -> httpx.Response:
-        params.setdefault("policy", "standard")
-        body = facts if isinstance(facts, bytes) else json.dumps(facts).encode()
-        return self.request("POST", "/v1/valuations", key, params=params, content=body)
+
+class InProcess(Client):
+    """The app in this process, reached through httpx.ASGITransport: the same app and
+    handlers, no socket. Its lifespan (the rules watcher) runs on an event loop in a
+    thread of its own, and each request is handed to that loop."""
+
+    def __init__(self, root: Path, **settings: Any) -> None:
+        self.root = root
+        app = create_app(check(Settings(rules=root.resolve(), **settings)))
+        self._stack = contextlib.ExitStack()
+        self.portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
+        lifespan = app.router.lifespan_context(app)
+        self._stack.enter_context(self.portal.wrap_async_context_manager(lifespan))
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        self.client = httpx.AsyncClient(transport=transport, base_url="http://tiv.test")
+
+    def send(self, method: str, path: str, headers: dict[str, str], **kw: Any) -> httpx.Response:
+        request = functools.partial(self.client.request, method, path, headers=headers, **kw)
+        return self.portal.call(request)
+
+    def stop(self) -> None:
+        self.portal.call(self.client.aclose)
+        self._stack.close()
 
 
 @pytest.fixture(scope="module")
@@ -165,9 +205,9 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def open_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
     root = make_repo(tmp_path_factory.mktemp("open"))
-    server = Server(root, "--watch", "0.2")
+    server = InProcess(root, watch_s=0.2)
     yield server
     server.stop()
 
@@ -199,13 +239,8 @@ def test_value_one_shipment_as_the_cli_does(keyed: Server) -> None:
 def test_same_json_as_tiv_value(keyed: Server, tmp_path: Path) -> None:
     facts = tmp_path / "s.json"
     facts.write_text(json.dumps(shipment()), encoding="utf-8")
-    command = [*TIV, "--rules", str(keyed.root), "value", str(facts), "--format", "json"]
-    cli = subprocess.run(
-        [*command, "--policy", "standard"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    cli = run_cli("--rules", keyed.root, "value", facts, "--format", "json", "--policy", "standard")
+    assert cli.returncode == 0, cli.stderr
     served = keyed.value(shipment()).json()
     # The server records each valuation in its audit log; the command line does not.
     assert served.pop("audit_id")
@@ -276,7 +311,7 @@ def test_settle_a_claim(keyed: Server) -> None:
         ({"shipment": shipment(), "loss": {"kind": "total"}, "extra": 1}, "extra"),
     ],
 )
-def test_claim_errors_name_the_field(open_server: Server, body: dict[str, Any], path: str) -> None:
+def test_claim_errors_name_the_field(open_server: Client, body: dict[str, Any], path: str) -> None:
     content = json.dumps(body).encode()
     response = open_server.request("POST", "/v1/claims", params={"policy": "acme"}, content=content)
     problems = assert_error(response, 422, "invalid_facts")["problems"]
@@ -371,7 +406,7 @@ def test_too_many_shipments_is_422(keyed: Server) -> None:
 
 
 def test_time_budget_is_503(tmp_path: Path) -> None:
-    server = Server(make_repo(tmp_path), "--time-budget", "0.05")
+    server = InProcess(make_repo(tmp_path), time_budget_s=0.05)
     try:
         # 400 shipments take far longer than a budget of 0.05 s.
         body = json.dumps([shipment()] * 400).encode()
@@ -440,14 +475,9 @@ def test_admin_and_metrics_need_their_roles(keyed: Server) -> None:
     assert_error(keyed.request("GET", "/metrics", KEY_A), 403, "forbidden")
 
 
-def test_no_keys_means_loopback_only(open_server: Server, tmp_path: Path) -> None:
-    assert "listening on loopback only" in open_server.log()
-    proc = subprocess.run(
-        [*TIV, "--rules", str(open_server.root), "serve", "--host", "0.0.0.0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_no_keys_means_loopback_only(open_server: Client, tmp_path: Path) -> None:
+    # (The two-worker server, which has no keys, says "listening on loopback only".)
+    proc = run_cli("--rules", open_server.root, "serve", "--host", "0.0.0.0")
     assert proc.returncode == 64
     assert "refusing to listen on 0.0.0.0 with no API keys" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -486,7 +516,7 @@ def test_country_rules_listed_with_windows(keyed: Server) -> None:
     assert listed == expected
 
 
-def scrape(server: Server, key: str | None = KEY_ADMIN) -> list[tuple[str, dict[str, str], float]]:
+def scrape(server: Client, key: str | None = KEY_ADMIN) -> list[tuple[str, dict[str, str], float]]:
     text = server.request("GET", "/metrics", key).text
     return [
         (sample.name, sample.labels, sample.value)
@@ -514,29 +544,10 @@ def test_metrics(keyed: Server) -> None:
     assert buckets[-1][0] == "+Inf" and counts == sorted(counts) and counts[-1] >= 2
 
 
-def started(server: Server) -> set[str]:
+def started(server: Client) -> set[str]:
     """The pids of the workers that have started, as /metrics lists them."""
     samples = scrape(server, key=None)
     return {lb["pid"] for n, lb, _ in samples if n == "tiv_process_start_time_seconds"}
-
-
-def test_metrics_sum_every_worker(tmp_path: Path) -> None:
-    """With --workers 2 a scrape reaches one worker, yet counts the valuations of both."""
-    server = Server(make_repo(tmp_path), "--workers", "2")
-    try:
-        deadline = time.monotonic() + 60  # the server answers once one worker is up
-        while len(started(server)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        with ThreadPoolExecutor(max_workers=8) as pool:  # new connections: both workers work
-            statuses = list(pool.map(lambda _: server.value(shipment(), key=None), range(24)))
-        assert {r.status_code for r in statuses} == {200}
-        for _ in range(6):  # each scrape may be answered by either worker
-            samples = scrape(server, key=None)
-            valued = sum(v for n, _, v in samples if n == "tiv_valuations_total")
-            assert valued == 24
-            assert len(started(server)) == 2
-    finally:
-        server.stop()
 
 
 def test_health_ready_openapi_docs(keyed: Server) -> None:
@@ -612,7 +623,7 @@ def test_reload_refuses_a_changed_published_file(keyed: Server) -> None:
         pack.write_text(original, encoding="utf-8")
 
 
-def test_watch_reloads_on_file_change(open_server: Server) -> None:
+def test_watch_reloads_on_file_change(open_server: Client) -> None:
     before = open_server.request("GET", "/readyz").json()["rules_id"]
     draft = open_server.root / "policies/acme/1.2.0.yaml"
     draft.write_text(
@@ -649,21 +660,32 @@ def test_in_flight_requests_keep_their_rules(tmp_path: Path) -> None:
 
 
 def test_several_worker_processes(tmp_path: Path) -> None:
-    root = make_repo(tmp_path)
-    server = Server(root, "--workers", "2")
+    """--workers 2: one listener with TCP_NODELAY, and /metrics summing both workers."""
+    server = Server(make_repo(tmp_path), "--workers", "2")
     try:
+        assert "listening on loopback only" in server.log()
+        assert "watching the rules every 2 s" in server.log()
+        deadline = time.monotonic() + 60  # the server answers once one worker is up
+        while len(started(server)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
         body = json.dumps(shipment()).encode()
         latencies, results = [], set()
         with httpx.Client(base_url=server.url, timeout=30) as client:  # one kept-alive connection
             for _ in range(21):
-                started = time.perf_counter()
+                begun = time.perf_counter()
                 response = client.post("/v1/valuations?policy=standard&trace=false", content=body)
-                latencies.append(time.perf_counter() - started)
+                latencies.append(time.perf_counter() - begun)
                 results.add(response.json()["total_insured_value"])
         assert results == {"1210.17"}
         # Without TCP_NODELAY on the workers' shared listener every answer waited ~40 ms for
         # the client's delayed ACK; a valuation takes a few milliseconds.
         assert sorted(latencies)[10] < 0.035
-        assert "watching the rules every 2 s" in server.log()
+        with ThreadPoolExecutor(max_workers=8) as pool:  # new connections: both workers work
+            statuses = list(pool.map(lambda _: server.value(shipment(), key=None), range(24)))
+        assert {r.status_code for r in statuses} == {200}
+        for _ in range(6):  # each scrape is answered by either worker, and counts both
+            valued = [v for n, _, v in scrape(server, key=None) if n == "tiv_valuations_total"]
+            assert sum(valued) == 21 + 24
+            assert len(started(server)) == 2
     finally:
         server.stop()

@@ -12,6 +12,7 @@ import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,8 +96,10 @@ def load_mini(rules: str = "", **kwargs: object) -> RuleSet:
     return load_rules(files=repo(mini(rules, **kwargs)))  # type: ignore[arg-type]
 
 
-def shipment(**overrides: object) -> dict[str, object]:
-    facts: dict[str, object] = {
+def shipment(**overrides: Any) -> dict[str, Any]:
+    """The one shipment factory: a plain US import by ocean, T-1, 1,000.00 USD, no charges;
+    `overrides` replace whole top-level fields."""
+    facts: dict[str, Any] = {
         "id": "T-1",
         "date": "2024-01-15",
         "currency": "USD",

@@ -30,7 +30,7 @@ from engine.compliance.audit import (
     replay,
 )
 from engine.compliance.corpus import generate
-from tests.conftest import ROOT, Ran, run_cli
+from tests.conftest import ROOT, Ran, run_cli, shipment
 
 SEED = ROOT / "examples/shipments/seed-electronics.yaml"
 PACK = "policies/standard/1.0.0.yaml"
@@ -330,7 +330,7 @@ def test_a_writer_killed_mid_batch_leaves_every_committed_record_intact(tmp_path
 def test_concurrent_writers_keep_one_chain(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     AuditLog(path)
-    procs = [writer(path, 15, seed) for seed in range(4)]
+    procs = [writer(path, 30, seed) for seed in range(2)]
     for proc in procs:
         assert proc.stdin is not None
         proc.stdin.write("go\n")
@@ -501,11 +501,7 @@ def test_claims_are_recorded_masked_and_replayed(tmp_path: Path) -> None:
         (root / path).write_text(text)
     rules = load_rules(root)
     log = AuditLog(tmp_path / "audit.db", mask=["id"])
-    facts = {
-        "id": "C-1", "date": "2024-01-15", "currency": "USD", "mode": "ocean",
-        "origin": {"country": "CN"}, "destination": {"country": "US"},
-        "invoice": {"amount": "1000.00"}, "charges": [], "duties": [],
-    }  # fmt: skip
+    facts = shipment(id="C-1")
     settled = claim(rules, facts, {"kind": "partial", "damage_percent": "25"}, policy="mini",
                     audit=log)  # fmt: skip
     # TIV 1,000.00 × 1.10 = 1,100.00; 25% of it = 275.00

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, Ran, run_cli
+from tests.conftest import ROOT, Ran, run_cli, shipment
 
 SEED = "examples/shipments/seed-electronics.yaml"
 
@@ -49,17 +49,8 @@ def test_value_json_contract() -> None:
 
 
 def test_value_from_stdin_json() -> None:
-    facts = {
-        "id": "J1",
-        "date": "2024-02-02",
-        "currency": "USD",
-        "mode": "air",
-        "origin": {"country": "DE"},
-        "destination": {"country": "US"},
-        "invoice": {"amount": 1000.10},
-        "charges": [],
-        "duties": [],
-    }
+    facts = shipment(id="J1", date="2024-02-02", mode="air", origin={"country": "DE"})
+    facts["invoice"] = {"amount": 1000.10}  # a JSON number, not text
     proc = tiv("value", "-", "--policy", "standard", "--format", "json", stdin=json.dumps(facts))
     assert proc.returncode == 0, proc.stderr
     # 1,000.10 read exactly (not as a float): × 1.10 = 1,100.11
@@ -202,6 +193,3 @@ def test_the_console_script_runs_in_a_process_of_its_own() -> None:
     assert proc.returncode == 0, proc.stderr
     # TIV = 500,000.00 + 9,070.00 + 50,907.00 + 1,732.00 = 561,709.00 (the seed example)
     assert json.loads(proc.stdout)["total_insured_value"] == "561709.00"
-    bad = subprocess.run([*command, "value", SEED, "--policy", "nope"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from engine import Claim, Valuation
 from engine.atomic import write_atomic
 
 EXIT_EXAMPLES_FAILED = 1
@@ -50,6 +52,25 @@ def parse_date(text: str) -> datetime.date:
         return datetime.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def read_facts_arg(name: str) -> str | Path:
+    """The FILE argument of value and claim: the facts' path, or the text of stdin for -."""
+    if name == "-":
+        return sys.stdin.read()
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"{name}: no such file")
+    return path
+
+
+def emit_result(result: Valuation | Claim, text: str, form: str, output: str | None) -> None:
+    """A valuation or claim as JSON, or as its explained `text` naming its audit record."""
+    if form == "json":
+        text = json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    elif result.audit_id:
+        text += f"Audit record: {result.audit_id}\n"
+    emit(text, output)
 
 
 def positive_int(text: str) -> int:

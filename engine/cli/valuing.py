@@ -15,8 +15,10 @@ from engine.cli.common import (
     add_audit_option,
     audit_log,
     emit,
+    emit_result,
     load,
     parse_date,
+    read_facts_arg,
     rules_root,
 )
 from engine.errors import RulesError
@@ -27,10 +29,7 @@ def cmd_value(args: argparse.Namespace) -> int:
     from engine.compliance.audit import AuditError
 
     rules = load(args)
-    path = Path(args.file)
-    if args.file != "-" and not path.is_file():
-        raise UsageError(f"{args.file}: no such file")
-    facts: Any = sys.stdin.read() if args.file == "-" else path
+    facts = read_facts_arg(args.file)
     policy = args.policy or _only_pack(rules)
     audit = audit_log(args.audit)
     try:
@@ -41,13 +40,8 @@ def cmd_value(args: argparse.Namespace) -> int:
         # Recording was asked for: a valuation that could not be recorded is not given out.
         print(f"tiv: not recorded, so not valued: {exc}", file=sys.stderr)
         return exc.exit_code
-    if args.format == "json":
-        text = json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
-    else:
-        text = render_text(result)
-        if result.audit_id:
-            text += f"Audit record: {result.audit_id}\n"
-    emit(text, args.output)
+    text = "" if args.format == "json" else render_text(result)
+    emit_result(result, text, args.format, args.output)
     return 0
 
 

@@ -46,14 +46,7 @@ def require_object(body: bytes) -> None:
     """The facts reader also takes YAML; over HTTP the body must be a JSON object."""
     if body.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"{":
         return
-    try:
-        body.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ApiError(
-            422,
-            "invalid_facts",
-            Problem("facts.encoding", f"the body is not UTF-8 text (byte {error.start})"),
-        ) from None
+    _text(body)  # not UTF-8 says so first
     raise ApiError(
         422,
         "invalid_facts",
@@ -61,16 +54,20 @@ def require_object(body: bytes) -> None:
     )
 
 
-def _parse(body: bytes) -> Any:
-    """The body's data, exact; 422 for text that is not UTF-8 or not JSON."""
+def _text(body: bytes) -> str:
     try:
-        text = body.decode("utf-8-sig")
+        return body.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ApiError(
             422,
             "invalid_facts",
             Problem("facts.encoding", f"the body is not UTF-8 text (byte {error.start})"),
         ) from None
+
+
+def _parse(body: bytes) -> Any:
+    """The body's data, exact; 422 for text that is not UTF-8 or not JSON."""
+    text = _text(body)
     try:
         return jsontext.parse(text)
     except (ValueError, RecursionError) as error:

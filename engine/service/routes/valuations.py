@@ -30,6 +30,7 @@ from engine.service.routes.common import (
     respond,
     visible_pack,
 )
+from engine.service.settings import ApiKey
 
 # Parameter types shared by the endpoints. Module level, so FastAPI can resolve them.
 Policy = Annotated[
@@ -52,6 +53,14 @@ AllowDraft = Annotated[
 
 def install(app: FastAPI, service: Service) -> None:
     settings = service.settings
+
+    async def start(request: Request, key: ApiKey, policy: str) -> tuple[float, Snapshot, bytes]:
+        """The request's deadline, the rules it keeps to its end, and its body; the pack is
+        checked first, so a key that may not use it gets 404 whatever it sent."""
+        deadline = time.monotonic() + settings.time_budget_s
+        snapshot = service.state.current
+        visible_pack(snapshot, key, policy)
+        return deadline, snapshot, await read_body(request, settings.max_body_bytes)
 
     def value_one(
         snapshot: Snapshot,
@@ -91,10 +100,7 @@ def install(app: FastAPI, service: Service) -> None:
         allow_draft: AllowDraft = False,
         trace: Annotated[bool, Query(description="include the step-by-step trace")] = True,
     ) -> Any:
-        deadline = time.monotonic() + settings.time_budget_s
-        snapshot = service.state.current
-        visible_pack(snapshot, key, policy)
-        body = await read_body(request, settings.max_body_bytes)
+        deadline, snapshot, body = await start(request, key, policy)
         require_object(body)
         try:
             result = await service.in_thread(
@@ -128,10 +134,7 @@ def install(app: FastAPI, service: Service) -> None:
         allow_draft: AllowDraft = False,
         trace: Annotated[bool, Query(description="include each step-by-step trace")] = False,
     ) -> Any:
-        deadline = time.monotonic() + settings.time_budget_s
-        snapshot = service.state.current
-        visible_pack(snapshot, key, policy)
-        body = await read_body(request, settings.max_body_bytes)
+        deadline, snapshot, body = await start(request, key, policy)
         items = shipments(body, settings.max_batch)
 
         def work() -> list[dict[str, Any]]:
@@ -191,10 +194,7 @@ def install(app: FastAPI, service: Service) -> None:
         allow_draft: AllowDraft = False,
         trace: Annotated[bool, Query(description="include the step-by-step traces")] = True,
     ) -> Any:
-        deadline = time.monotonic() + settings.time_budget_s
-        snapshot = service.state.current
-        visible_pack(snapshot, key, policy)
-        body = await read_body(request, settings.max_body_bytes)
+        deadline, snapshot, body = await start(request, key, policy)
         facts, loss = claim_body(body)
 
         def settle() -> Claim:

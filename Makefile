@@ -29,7 +29,7 @@ test: $(VENV)/.installed-dev
 	$(MAKE) --no-print-directory typecheck
 	$(TIV) validate
 	$(TIV) test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # mypy --strict on the files listed under [tool.mypy] in pyproject.toml (all of engine/
 # once the evaluation core is typed).
@@ -44,4 +44,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/value_throughput.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -63,7 +63,7 @@ def _estimable(args: argparse.Namespace, start: datetime.date, days: int) -> tup
         return ("US",)
     end = start + datetime.timedelta(days=days - 1)
     found = []
-    for country in sorted(getattr(rules, "duty_rules", {}) or {}):
+    for country in sorted(rules.duty_rules):
         try:
             if all(rules.duty_rules_for(country, day)[0] for day in (start, end)):
                 found.append(country)

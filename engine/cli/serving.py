@@ -113,10 +113,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"tiv: not serving: {len(error.problems)} problem(s) in the rules", file=sys.stderr)
         return RulesError.exit_code
     if settings.audit is not None:
-        try:
-            from engine.compliance.audit import AuditError, AuditLog
-        except ImportError:
-            raise UsageError("--audit: this build of tiv has no audit log") from None
+        from engine.compliance.audit import AuditError, AuditLog
+
         try:
             AuditLog(settings.audit).close()  # create it, or find it unusable, now
         except AuditError as error:

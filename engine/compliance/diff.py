@@ -115,8 +115,7 @@ def diff_packs(rules: RuleSet, source: RuleSource, before: str, after: str) -> P
             provenance.get("changelog"),
         )  # fmt: skip
         sides.append((side, loaded))
-        files = getattr(pack, "files", ())
-        bases.append([f"{f.id}@{f.version}" for f in files if f.source != pack.source])
+        bases.append([f"{f.id}@{f.version}" for f in pack.files if f.source != pack.source])
     (side_a, file_a), (side_b, file_b) = sides
     changes = list(_compare_files(file_a, file_b))
     if bases[0] != bases[1]:

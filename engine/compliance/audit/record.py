@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.money import plain
-from engine.result import Valuation
+from engine.result import Claim, FileRef, PolicyRef, Valuation
 from engine.ruleset import RuleSet
 
 FORMAT = 1
@@ -56,7 +56,7 @@ class FunctionUsed(AuditModel):
 
 
 class AuditRecord(AuditModel):
-    """One recorded valuation (or, later, claim): what went in, what came out, with what."""
+    """One recorded valuation or claim: what went in, what came out, with what."""
 
     format: int = FORMAT
     id: str
@@ -133,14 +133,14 @@ def digest(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def files_used(result: Any, rules: RuleSet) -> list[RuleFileUsed]:
+def files_used(result: Valuation | Claim, rules: RuleSet) -> list[RuleFileUsed]:
     """Every file of the pack (bases first), the country rules, every other file the
     trace cites, and the reference data (minor units decide rounding, codes validity).
     """
     valuation = valuation_of(result)
     policy = valuation.policy
     used: list[RuleFileUsed] = []
-    pack_files = getattr(policy, "files", None) or [policy]
+    pack_files: list[FileRef | PolicyRef] = [*policy.files] or [policy]
     for ref in pack_files:
         used.append(
             RuleFileUsed(
@@ -151,15 +151,19 @@ def files_used(result: Any, rules: RuleSet) -> list[RuleFileUsed]:
                 sha256=ref.sha256,
             )
         )
-    estimate = getattr(valuation, "duty_estimate", None)
-    for ref in getattr(estimate, "rules", None) or ():
+    estimate = valuation.duty_estimate
+    for rule in estimate.rules if estimate else ():
         used.append(
             RuleFileUsed(
-                role="country", id=ref.id, version=ref.version, path=ref.source, sha256=ref.sha256
+                role="country",
+                id=rule.id,
+                version=rule.version,
+                path=rule.source,
+                sha256=rule.sha256,
             )
         )
     named = {u.path for u in used}
-    steps = [*valuation.trace, *(getattr(result, "trace", None) or [])]
+    steps = [*valuation.trace, *(result.trace if isinstance(result, Claim) else [])]
     cited = {_file_of(step.source) for step in steps}
     for file in rules.files:
         if file.path in named:
@@ -177,10 +181,9 @@ def files_used(result: Any, rules: RuleSet) -> list[RuleFileUsed]:
     return used
 
 
-def valuation_of(result: Any) -> Valuation:
+def valuation_of(result: Valuation | Claim) -> Valuation:
     """The valuation a result is, or holds (a claim settles under one)."""
-    inner = getattr(result, "valuation", None)
-    return inner if isinstance(inner, Valuation) else result
+    return result.valuation if isinstance(result, Claim) else result
 
 
 def _file_of(source: str) -> str:
@@ -188,20 +191,10 @@ def _file_of(source: str) -> str:
     return path if path and line.isdigit() else source
 
 
-def functions_used(result: Any) -> list[FunctionUsed]:
-    """Custom functions a result reports: its own `functions`, else its policy's."""
-    given = getattr(result, "functions", None)
-    if not given:
-        given = getattr(getattr(valuation_of(result), "policy", None), "functions", None)
-    if not given:
-        return []
-    if isinstance(given, Mapping):
-        return [FunctionUsed(name=str(k), version=str(v)) for k, v in sorted(given.items())]
-    found = []
-    for item in given:
-        data = item.model_dump() if isinstance(item, BaseModel) else dict(item)
-        found.append(FunctionUsed(name=str(data["name"]), version=str(data.get("version", ""))))
-    return found
+def functions_used(result: Valuation | Claim) -> list[FunctionUsed]:
+    """The custom functions (and versions) the result's pack calls."""
+    functions = valuation_of(result).policy.functions
+    return [FunctionUsed(name=f.name, version=f.version) for f in functions]
 
 
 # --- replay -------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from engine.compliance.audit.record import (
 )
 from engine.errors import FactsError
 from engine.loading import jsontext
+from engine.result import Claim, Valuation
 from engine.ruleset import RuleSet
 
 GENESIS = "0" * 64
@@ -190,7 +191,9 @@ class AuditLog:
 
     # --- writing ---
 
-    def record(self, kind: str, facts: Mapping[str, Any], result: Any, rules: RuleSet) -> str:
+    def record(
+        self, kind: str, facts: Mapping[str, Any], result: Valuation | Claim, rules: RuleSet
+    ) -> str:
         """Append one record; return its id once it is committed to disk.
 
         `facts` are the shipment's canonical facts; for a claim, {"shipment": ...,

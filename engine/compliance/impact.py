@@ -232,7 +232,7 @@ def _init(spec: RulesSpec, before: str, after: str, matcher: str | None) -> None
 
 
 def _setup(rules: RuleSet, before: str, after: str, matcher: str | None) -> None:
-    from engine.evaluating.matcher import available_matchers
+    from engine import available_matchers
 
     found = available_matchers()
     chosen = next((m for m in found if m.name == matcher), None) if matcher else found[0]

@@ -52,8 +52,8 @@ def replay(
     git history; when neither has them, AuditError (exit 3), unless `current`: then the
     present bytes are used and the replay reports what changed.
     """
+    from engine import available_matchers, default_matcher
     from engine.api import claim, load_rules, value
-    from engine.evaluating.matcher import available_matchers, default_matcher
 
     base = Path(root)
     pinned: dict[str, bytes] = {}

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TIV    := $(BIN)/tiv
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,9 +26,15 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check engine tests bench examples
 	$(BIN)/ruff format --check engine tests bench examples
+	$(MAKE) --no-print-directory typecheck
 	$(TIV) validate
 	$(TIV) test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# mypy --strict on the files listed under [tool.mypy] in pyproject.toml (all of engine/
+# once the evaluation core is typed).
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy --strict
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check engine tests bench examples
@@ -38,4 +44,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/value_throughput.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis

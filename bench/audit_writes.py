@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from engine import load_rules, value
-from engine.audit import AuditLog
+from engine.compliance.audit import AuditLog
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/batch_throughput.py [--rows 100000] [--workers 1 2] [--seed 7]
 
-Generates the corpus (engine.corpus when this build has it, else the small generator
-below), writes it as JSONL, then values it once per worker count with `run_batch`, the
-code behind `tiv batch`: reading, valuing, writing and checkpointing all included.
+Generates the corpus (engine.compliance.corpus), writes it as JSONL, then values it once
+per worker count with `run_batch`, the code behind `tiv batch`: reading, valuing, writing
+and checkpointing all included.
 Checks that every worker count wrote the same bytes (by sha256), and reports the peak
 resident memory of the main process and of the largest worker, sampled from /proc during
 the run (Linux): it stays flat however many rows (compare --rows 10000 with 100000).
@@ -16,7 +16,6 @@ import argparse
 import hashlib
 import json
 import os
-import random
 import sys
 import tempfile
 import threading
@@ -29,54 +28,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from engine.batch import BatchOptions, run_batch  # noqa: E402
+from engine.compliance.corpus import generate  # noqa: E402
 
 
 def shipments(n: int, seed: int) -> Iterator[dict[str, Any]]:
-    """`n` shipments valid for the `standard` pack: engine.corpus if present, else a local
-    generator (amounts as decimal strings, a mix of modes, currencies and charges)."""
-    try:
-        from engine.corpus import generate  # type: ignore[import-not-found]
-    except ImportError:
-        yield from _local(n, seed)
-        return
+    """`n` synthetic shipments (engine.compliance.corpus: lanes, currencies, charges)."""
     yield from generate(n, seed)
-
-
-def _local(n: int, seed: int) -> Iterator[dict[str, Any]]:
-    rng = random.Random(seed)
-    lanes = [("CN", "US"), ("DE", "US"), ("VN", "US"), ("IN", "US"), ("CN", "DE"), ("BR", "GB")]
-    for number in range(n):
-        origin, destination = rng.choice(lanes)
-        currency = "EUR" if destination == "DE" else "USD"
-        invoice_currency = rng.choice([currency, "USD", "EUR"])
-        mode = rng.choice(["ocean", "ocean", "air", "road"])
-        main = {"ocean": "ocean_freight", "air": "air_freight", "road": "road_freight"}[mode]
-        charges = [{"type": main, "amount": f"{rng.randint(200, 9000)}.{rng.randint(0, 99):02d}"}]
-        if rng.random() < 0.5:
-            charges.append({"type": "origin_charges", "amount": f"{rng.randint(50, 900)}.00"})
-        if rng.random() < 0.2:
-            charges.append({"type": "demurrage", "amount": f"{rng.randint(100, 2000)}.00"})
-        facts: dict[str, Any] = {
-            "id": f"G-{seed}-{number}",
-            "date": f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-            "currency": currency,
-            "mode": mode,
-            "origin": {"country": origin},
-            "destination": {"country": destination},
-            "invoice": {
-                "amount": f"{rng.randint(1_000, 2_000_000)}.{rng.randint(0, 99):02d}",
-                "currency": invoice_currency,
-            },
-            "charges": charges,
-            # Declared duties (possibly none): duty estimates need country rules that a
-            # generated lane may not have.
-            "duties": [{"type": "customs_fee", "amount": f"{rng.randint(0, 3000)}.00"}]
-            if rng.random() < 0.5
-            else [],
-        }
-        if invoice_currency != currency:
-            facts["fx"] = {invoice_currency: "1.0850" if invoice_currency == "EUR" else "0.9215"}
-        yield facts
 
 
 class _PeakMemory:

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.corpus import generate
-from engine.impact import impact, render_impact
+from engine.compliance.corpus import generate
+from engine.compliance.impact import impact, render_impact
 
 ROOT = Path(__file__).resolve().parent.parent
 

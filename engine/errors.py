@@ -8,7 +8,7 @@ status a caller should use: bad rule files are not the same failure as bad facts
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,3 +146,26 @@ def json_path(parts: Iterable[str | int]) -> str:
         else:
             text += f'["{part}"]'
     return text
+
+
+def pydantic_problems(
+    errors: Iterable[Mapping[str, Any]],
+    code: str | Callable[[str], str],
+    *,
+    prefix: Sequence[str | int] = (),
+    where: Callable[[str], Location] | None = None,
+) -> list[Problem]:
+    """pydantic's `ValidationError.errors()` as Problems: the one translator.
+
+    `code` is the code, or makes it from pydantic's error type; `prefix` goes before each
+    error's path (`("loss",)`); `where` turns the JSON path into a Location (a YAML file's
+    line marks), else the Location is the path alone.
+    """
+    problems = []
+    for error in errors:
+        parts = [*prefix, *(p for p in error["loc"] if isinstance(p, str | int))]
+        path = json_path(parts)
+        message = str(error["msg"]).removeprefix("Value error, ")
+        kind = code if isinstance(code, str) else code(str(error["type"]))
+        problems.append(Problem(kind, message, where(path) if where else Location(path=path)))
+    return problems

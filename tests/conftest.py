@@ -1,14 +1,23 @@
-"""Shared fixtures: the shipped repository, and in-memory repositories built from pack text."""
+"""Shared fixtures: the shipped repository, in-memory repositories built from pack text, the
+one shipment factory, and `run_cli`, which runs `tiv` in this process."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
+import sys
 import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from engine import RuleSet, load_rules
+from engine.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = {
@@ -87,8 +96,10 @@ def load_mini(rules: str = "", **kwargs: object) -> RuleSet:
     return load_rules(files=repo(mini(rules, **kwargs)))  # type: ignore[arg-type]
 
 
-def shipment(**overrides: object) -> dict[str, object]:
-    facts: dict[str, object] = {
+def shipment(**overrides: Any) -> dict[str, Any]:
+    """The one shipment factory: a plain US import by ocean, T-1, 1,000.00 USD, no charges;
+    `overrides` replace whole top-level fields."""
+    facts: dict[str, Any] = {
         "id": "T-1",
         "date": "2024-01-15",
         "currency": "USD",
@@ -106,3 +117,43 @@ def shipment(**overrides: object) -> dict[str, object]:
 @pytest.fixture(scope="session")
 def shipped() -> RuleSet:
     return load_rules(ROOT)
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What `tiv` did: the fields of subprocess.CompletedProcess the tests read."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(
+    *args: str | os.PathLike[str],
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
+) -> Ran:
+    """`tiv ARGS` in this process, through `engine.cli.main(argv)`: the same parser, verbs
+    and exit statuses as the console script, without a 1.5 s interpreter start. Tests
+    that must see a real process (a kill, a server, the console script) use subprocess."""
+    out, err = io.StringIO(), io.StringIO()
+    saved_env = dict(os.environ)
+    saved_stdin = sys.stdin
+    try:
+        os.environ.update(env or {})
+        sys.stdin = io.StringIO(stdin or "")
+        with (
+            contextlib.chdir(cwd),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            try:
+                code = main([os.fspath(a) for a in args])
+            except SystemExit as stop:  # argparse: --help, --version, a usage error
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.stdin = saved_stdin
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return Ran(code, out.getvalue(), err.getvalue())

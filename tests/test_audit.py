@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from engine import RuleSet, load_rules, value
-from engine.audit import (
+from engine.compliance.audit import (
     GENESIS,
     MASK_MARKER,
     AuditError,
@@ -29,8 +29,8 @@ from engine.audit import (
     canonical_json,
     replay,
 )
-from engine.corpus import generate
-from tests.conftest import ROOT
+from engine.compliance.corpus import generate
+from tests.conftest import ROOT, Ran, run_cli, shipment
 
 SEED = ROOT / "examples/shipments/seed-electronics.yaml"
 PACK = "policies/standard/1.0.0.yaml"
@@ -53,15 +53,8 @@ def tamper(path: Path, *statements: str, params: tuple[Any, ...] = ()) -> None:
     conn.close()
 
 
-def tiv(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+def tiv(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> Ran:
+    return run_cli(*args, cwd=cwd, env=env)
 
 
 @pytest.fixture()
@@ -287,8 +280,8 @@ WRITER = textwrap.dedent(
     """
     import sys
     from engine import load_rules, value
-    from engine.audit import AuditLog
-    from engine.corpus import generate
+    from engine.compliance.audit import AuditLog
+    from engine.compliance.corpus import generate
 
     rules = load_rules(sys.argv[1])
     log = AuditLog(sys.argv[2])
@@ -337,7 +330,7 @@ def test_a_writer_killed_mid_batch_leaves_every_committed_record_intact(tmp_path
 def test_concurrent_writers_keep_one_chain(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     AuditLog(path)
-    procs = [writer(path, 15, seed) for seed in range(4)]
+    procs = [writer(path, 30, seed) for seed in range(2)]
     for proc in procs:
         assert proc.stdin is not None
         proc.stdin.write("go\n")
@@ -508,11 +501,7 @@ def test_claims_are_recorded_masked_and_replayed(tmp_path: Path) -> None:
         (root / path).write_text(text)
     rules = load_rules(root)
     log = AuditLog(tmp_path / "audit.db", mask=["id"])
-    facts = {
-        "id": "C-1", "date": "2024-01-15", "currency": "USD", "mode": "ocean",
-        "origin": {"country": "CN"}, "destination": {"country": "US"},
-        "invoice": {"amount": "1000.00"}, "charges": [], "duties": [],
-    }  # fmt: skip
+    facts = shipment(id="C-1")
     settled = claim(rules, facts, {"kind": "partial", "damage_percent": "25"}, policy="mini",
                     audit=log)  # fmt: skip
     # TIV 1,000.00 × 1.10 = 1,100.00; 25% of it = 275.00
@@ -527,3 +516,79 @@ def test_claims_are_recorded_masked_and_replayed(tmp_path: Path) -> None:
     assert report.identical, report.differences
     proc = tiv("--rules", str(root), "audit", "list", "--audit", str(log.path))
     assert "claim: indemnity 275.00 USD" in proc.stdout
+
+
+# --- show verifies; list by time ------------------------------------------------------
+
+
+def test_show_verifies_the_record_it_prints(store: tuple[AuditLog, list[str]]) -> None:
+    log, ids = store
+    shown = run_cli("audit", "show", ids[1], "--audit", log.path)
+    assert shown.returncode == 0 and shown.stderr == "", shown.stderr
+    # Record 2's TIV changed and its hash recomputed: consistent alone, but record 3
+    # no longer follows it. Show prints it, warns, and exits 1.
+    content = log.get(ids[1]).content()
+    content["result"]["total_insured_value"] = "1.00"
+    body = canonical_json(content)
+    tamper(
+        log.path,
+        "UPDATE records SET body = ?, hash = ? WHERE seq = 2",
+        params=(body, hashlib.sha256(body.encode()).hexdigest()),
+    )
+    for form in ("text", "json"):
+        shown = run_cli("audit", "show", ids[1], "--audit", log.path, "--format", form)
+        assert shown.returncode == 1, shown.stderr
+        assert "1.00" in shown.stdout  # the record is still shown, as stored
+        (warning,) = shown.stderr.splitlines()
+        assert warning.startswith("tiv: warning: this record fails its check (altered)")
+        assert f"record seq 2 (id {ids[1]})" in warning
+    # A figure edited without re-hashing: the record's own hash says so.
+    tiv_text = log.get(ids[3]).result["total_insured_value"]
+    tamper(
+        log.path,
+        "UPDATE records SET body = replace(body, ?, ?) WHERE seq = 4",
+        params=(f'"total_insured_value":"{tiv_text}"', '"total_insured_value":"2.00"'),
+    )
+    assert "does not match its hash" in run_cli("audit", "show", ids[3], "--audit", log.path).stderr
+    # The records around it are intact and show clean.
+    assert run_cli("audit", "show", ids[0], "--audit", log.path).returncode == 0
+    assert log.check(log.get(ids[4])) is None
+
+
+def test_list_since_and_until(store: tuple[AuditLog, list[str]]) -> None:
+    log, _ = store
+    stamps = {
+        1: "2025-03-01T23:59:59.999999Z",
+        2: "2025-03-02T00:00:00.000000Z",
+        3: "2025-03-31T12:00:00.000000Z",
+        4: "2025-04-01T00:00:00.000000Z",
+        5: "2025-04-02T08:30:00.000000Z",
+    }
+    # recorded_at sits in the column and in the hashed body: set both, as a clock would.
+    for seq, stamp in stamps.items():
+        content = log.get(str(seq)).content()
+        content["recorded_at"] = stamp
+        body = canonical_json(content)
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        tamper(log.path, f"UPDATE records SET recorded_at = '{stamp}' WHERE seq = {seq}")
+        tamper(
+            log.path,
+            f"UPDATE records SET body = ?, hash = ? WHERE seq = {seq}",
+            params=(body, digest),
+        )
+
+    def listed(*args: str) -> list[int]:
+        ran = run_cli("audit", "list", "--audit", log.path, "--format", "json", *args)
+        assert ran.returncode == 0, ran.stderr
+        return [row["seq"] for row in json.loads(ran.stdout)]
+
+    assert listed() == [1, 2, 3, 4, 5]
+    # A date is its whole day, UTC: March is 2 and 3 (1 is a microsecond before it).
+    assert listed("--since", "2025-03-02", "--until", "2025-03-31") == [2, 3]
+    assert listed("--since", "2025-04-01") == [4, 5]
+    assert listed("--until", "2025-03-01") == [1]
+    # A time is a moment: from 12:00 on 31 March up to (not including) 08:30 on 2 April.
+    assert listed("--since", "2025-03-31T12:00", "--until", "2025-04-02T08:30") == [3, 4]
+    assert listed("--since", "2025-04-01", "--limit", "1") == [5]
+    bad = run_cli("audit", "list", "--audit", log.path, "--since", "March")
+    assert bad.returncode == 2 and "'March' is not a date" in bad.stderr

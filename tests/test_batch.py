@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,24 +16,20 @@ from typing import Any
 import pytest
 
 from engine.batch import BatchOptions, progress_path, run_batch
-from tests.conftest import ROOT
+from engine.compliance import audit
+from tests.conftest import ROOT, Ran, run_cli, shipment
 
 TIV = (sys.executable, "-m", "engine.cli", "--rules", str(ROOT))
 
 
 def facts(number: int) -> dict[str, Any]:
     """Shipment `number`: invoice 1000 + number, freight 100.05 (+ 1 per number mod 7)."""
-    return {
-        "id": f"B-{number}",
-        "date": "2025-03-14",
-        "currency": "USD",
-        "mode": "ocean",
-        "origin": {"country": "CN"},
-        "destination": {"country": "US"},
-        "invoice": {"amount": f"{1000 + number}.10"},
-        "charges": [{"type": "ocean_freight", "amount": f"{100 + number % 7}.05"}],
-        "duties": [],
-    }
+    return shipment(
+        id=f"B-{number}",
+        date="2025-03-14",
+        invoice={"amount": f"{1000 + number}.10"},
+        charges=[{"type": "ocean_freight", "amount": f"{100 + number % 7}.05"}],
+    )
 
 
 def expected_tiv(number: int) -> str:
@@ -57,8 +54,12 @@ def write_jsonl(path: Path, count: int, bad: dict[int, str] | None = None) -> No
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def tiv(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TIV, *args], capture_output=True, text=True, timeout=300)
+def tiv(*args: str) -> Ran:
+    """`tiv batch` in process; one worker unless the test says otherwise (a process pool
+    costs a second or two of start-up, and is tested where it is the point)."""
+    if "--workers" not in args:
+        args = (*args, "--workers", "1")
+    return run_cli("--rules", ROOT, *args)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -99,18 +100,27 @@ def test_rows_in_input_order_with_error_rows(tmp_path: Path) -> None:
     assert again.returncode == 2 and "nothing to resume" in again.stderr
 
 
-def test_two_workers_write_exactly_what_one_does(tmp_path: Path) -> None:
+def test_two_workers_write_exactly_what_one_does_and_share_the_audit_log(
+    tmp_path: Path,
+) -> None:
     source = tmp_path / "in.jsonl"
-    write_jsonl(source, 700, bad={5: '{"id": 1}', 650: "{}"})  # 7 chunks of 100
-    outputs = []
-    for workers in (1, 2):
-        out = tmp_path / f"out{workers}.jsonl"
-        summary = run_batch(
-            ROOT, BatchOptions(input=source, output=out, policy="standard", workers=workers)
-        )
-        assert (summary.rows, summary.failed) == (700, 2)
-        outputs.append(out.read_bytes())
-    assert outputs[0] == outputs[1]
+    write_jsonl(source, 350, bad={5: '{"id": 1}', 320: "{}"})  # chunks of 100, 100, 100, 50
+    one, two = tmp_path / "out1.jsonl", tmp_path / "out2.jsonl"
+    store = tmp_path / "audit.sqlite"
+    summary = run_batch(ROOT, BatchOptions(input=source, output=one, policy="standard"))
+    assert (summary.rows, summary.failed) == (350, 2)
+    options = BatchOptions(input=source, output=two, policy="standard", workers=2, audit=store)
+    summary = run_batch(ROOT, options)
+    assert (summary.rows, summary.failed) == (350, 2)
+    # The same bytes but for the audit ids the second run recorded.
+    uuid = rb'"audit_id": "[0-9a-f-]{36}"'
+    assert re.sub(uuid, b'"audit_id": null', two.read_bytes()) == one.read_bytes()
+    # Both processes wrote to one store: one record per valued row, one unbroken chain.
+    ids = [r["valuation"]["audit_id"] for r in read_jsonl(two) if "valuation" in r]
+    log = audit.AuditLog(store)
+    assert len(ids) == len(set(ids)) == len(log) == 348
+    assert log.verify().ok
+    assert log.get(ids[0]).result["total_insured_value"] == expected_tiv(0)
 
 
 CSV_HEADER = [
@@ -210,8 +220,8 @@ def test_an_unfinished_run_needs_resume(tmp_path: Path) -> None:
 
 def test_resume_after_kill_9_loses_and_repeats_nothing(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
-    total = 3000
-    write_jsonl(source, total, bad={17: "{}", 2345: "[]"})
+    total = 2000
+    write_jsonl(source, total, bad={17: "{}", 1345: "[]"})
     reference = tmp_path / "reference.jsonl"
     run_batch(ROOT, BatchOptions(input=source, output=reference, policy="standard"))
 
@@ -269,18 +279,88 @@ def test_unknown_policy_fails_before_any_row(tmp_path: Path, policy: str) -> Non
     assert not out.exists()
 
 
-def test_audit_records_every_valued_row(tmp_path: Path) -> None:
-    audit = pytest.importorskip("engine.audit")
+# The blue-harbour pack's first example (policies/blue-harbour/1.0.0.yaml), and its
+# jewellery example that refers.
+FOB_ELECTRONICS = shipment(
+    id="BH-FOB",
+    date="2025-05-02",
+    incoterm="FOB",
+    destination={"country": "DE"},
+    invoice={"amount": "200000.00"},
+    goods=[
+        {
+            "description": "Laptop computers",
+            "hs_code": "847130",
+            "category": "electronics",
+            "value": "200000.00",
+        }
+    ],
+    charges=[
+        {"type": "ocean_freight", "amount": "6000.00"},
+        {"type": "origin_charges", "amount": "800.00"},
+        {"type": "destination_charges", "amount": "700.00"},
+    ],
+    duties=[{"type": "import_duty", "amount": "4000.00"}],
+)
+JEWELLERY = shipment(
+    id="BH-JEWEL",
+    date="2025-07-01",
+    incoterm="FOB",
+    origin={"country": "IT"},
+    invoice={"amount": "300000.00"},
+    goods=[{"description": "Gold necklaces", "category": "jewellery", "value": "300000.00"}],
+    charges=[{"type": "ocean_freight", "amount": "2000.00"}],
+)
+
+
+def test_csv_output_is_a_premium_bordereau(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
-    write_jsonl(source, 12, bad={4: "{}"})
-    out = tmp_path / "out.jsonl"
-    store = tmp_path / "audit.sqlite"
-    options = BatchOptions(input=source, output=out, policy="standard", workers=2, audit=store)
+    source.write_text(json.dumps(FOB_ELECTRONICS) + "\n" + json.dumps(JEWELLERY) + "\n")
+    out = tmp_path / "out.csv"
+    options = BatchOptions(input=source, output=out, policy="blue-harbour")
     summary = run_batch(ROOT, options)
-    assert (summary.rows, summary.failed) == (12, 1)
-    ids = [r["valuation"]["audit_id"] for r in read_jsonl(out) if "valuation" in r]
-    log = audit.AuditLog(store)
-    # Two processes wrote to one store: one record per valued row, one unbroken chain.
-    assert len(ids) == len(set(ids)) == len(log) == 11
-    assert log.verify().ok
-    assert log.get(ids[0]).result["total_insured_value"] == expected_tiv(0)
+    assert (summary.rows, summary.failed) == (2, 0)
+    with out.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        fob, jewel = list(reader)
+    assert header[7:12] == ["total_insured_value", "premium", "deductible", "decision", "reasons"]
+    assert "figures.base_rate" in header and "figures.insured_amount" in header
+    # TIV = 200,000.00 + 7,500.00 + 20,750.00 + 4,000.00 = 232,250.00
+    # premium = 232,250.00 x 0.0035 = 812.875 -> 812.88
+    # deductible = max(232,250.00 x 0.005, 250) = 1,161.25
+    assert fob["total_insured_value"] == "232250.00"
+    assert (fob["premium"], fob["deductible"]) == ("812.88", "1161.25")
+    assert (fob["decision"], fob["reasons"]) == ("accept", "")
+    assert fob["figures.base_rate"] == "0.0035"
+    assert fob["figures.insured_amount"] == "232250.00"
+    # TIV = (300,000.00 + 2,000.00) x 1.10 = 332,200.00; no base rate for class 4 by ocean
+    assert (jewel["total_insured_value"], jewel["decision"]) == ("332200.00", "refer")
+    rules = [reason.split(":")[0] for reason in jewel["reasons"].split(" | ")]
+    assert sorted(rules) == ["professional-valuation", "tables.base_rate"]
+    assert jewel["figures.base_rate"] == ""  # the table gap: no figure
+
+
+def test_progress_starts_with_the_valuing_and_its_rate_is_the_summarys(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, 250)
+    out = tmp_path / "out.jsonl"
+    calls: list[tuple[float, int, int]] = []
+
+    def progress(done: int, failed: int) -> None:
+        calls.append((time.monotonic(), done, failed))
+
+    started = time.monotonic()
+    summary = run_batch(ROOT, BatchOptions(input=source, output=out, policy="standard"), progress)
+    ended = time.monotonic()
+    # The first call marks the start of valuing, before any row (so rule loading is not
+    # counted in the bar's rate); then one call per chunk of 100 rows.
+    assert [(done, failed) for _, done, failed in calls] == [(0, 0), (100, 0), (200, 0), (250, 0)]
+    assert calls[0][0] - started < summary.seconds
+    # The bar's clock runs from the first call to the last; the summary's rate is over
+    # the same span, so the two agree (the summary's span ends after the last write).
+    bar_seconds = calls[-1][0] - calls[0][0]
+    # (0.01 s: the summary's clock starts a call before the bar's first update.)
+    assert bar_seconds <= summary.valuing_seconds <= bar_seconds + (ended - calls[-1][0]) + 0.01
+    assert summary.rate == pytest.approx(250 / summary.valuing_seconds)
+    assert summary.valuing_seconds < summary.seconds

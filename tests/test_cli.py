@@ -1,4 +1,5 @@
-"""The `tiv` command, run as a real process: exit statuses, one-line errors, no tracebacks."""
+"""The `tiv` command: exit statuses, one-line errors, no tracebacks. Run in process through
+`run_cli` (engine.cli.main), except the console script test, which launches it for real."""
 
 from __future__ import annotations
 
@@ -10,20 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, Ran, run_cli, shipment
 
 SEED = "examples/shipments/seed-electronics.yaml"
 
 
-def tiv(*args: str, cwd: Path = ROOT, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", *args],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def tiv(*args: str, cwd: Path = ROOT, stdin: str | None = None) -> Ran:
+    return run_cli(*args, cwd=cwd, stdin=stdin)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, status: int, *fragments: str):
@@ -55,17 +49,8 @@ def test_value_json_contract() -> None:
 
 
 def test_value_from_stdin_json() -> None:
-    facts = {
-        "id": "J1",
-        "date": "2024-02-02",
-        "currency": "USD",
-        "mode": "air",
-        "origin": {"country": "DE"},
-        "destination": {"country": "US"},
-        "invoice": {"amount": 1000.10},
-        "charges": [],
-        "duties": [],
-    }
+    facts = shipment(id="J1", date="2024-02-02", mode="air", origin={"country": "DE"})
+    facts["invoice"] = {"amount": 1000.10}  # a JSON number, not text
     proc = tiv("value", "-", "--policy", "standard", "--format", "json", stdin=json.dumps(facts))
     assert proc.returncode == 0, proc.stderr
     # 1,000.10 read exactly (not as a float): × 1.10 = 1,100.11
@@ -191,3 +176,20 @@ def test_claim_explains_and_is_recorded_in_the_audit_log(tmp_path: Path) -> None
     verify = tiv("audit", "verify", str(store))
     assert verify.returncode == 0 and "1 record(s)" in verify.stdout
     assert tiv("claim", SEED, "--policy", "blue-harbour").returncode == 64  # no loss given
+
+
+def test_the_console_script_runs_in_a_process_of_its_own() -> None:
+    """The CLI tests run `engine.cli.main` in process; this one runs the installed `tiv`
+    script for real: its entry point, its exit status, its streams."""
+    script = Path(sys.executable).with_name("tiv")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "engine.cli"]
+    proc = subprocess.run(
+        [*command, "value", SEED, "--policy", "standard", "--format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # TIV = 500,000.00 + 9,070.00 + 50,907.00 + 1,732.00 = 561,709.00 (the seed example)
+    assert json.loads(proc.stdout)["total_insured_value"] == "561709.00"

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from engine import RuleSet, read_facts, value
-from engine.corpus import generate, shipment
+from engine.compliance.corpus import generate, shipment
 from engine.facts import INCOTERMS, MODES, FactsReference
-from tests.conftest import ROOT
+from tests.conftest import run_cli
 
 N = 250
 
@@ -97,13 +95,12 @@ def test_estimated_duties_go_only_to_the_countries_named() -> None:
 
 
 def test_corpus_generate_on_the_command_line(tmp_path: Path) -> None:
-    run = [sys.executable, "-m", "engine.cli", "corpus", "generate", "--n", "25", "--seed", "4"]
-    first = subprocess.run(run, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    run = ("corpus", "generate", "--n", "25", "--seed", "4")
+    first = run_cli(*run)
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
     assert len(lines) == 25 and json.loads(lines[0])["id"] == "SYN-4-0000001"
     out = tmp_path / "c.jsonl"
-    second = subprocess.run([*run, "-o", str(out)], capture_output=True, text=True, cwd=ROOT,
-                            timeout=120)  # fmt: skip
+    second = run_cli(*run, "-o", str(out))
     assert second.returncode == 0 and second.stdout == "" and second.stderr == ""
     assert out.read_text() == first.stdout

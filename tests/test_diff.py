@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from engine import MemorySource, load_rules
-from engine.diff import Change, diff_documents, diff_packs, render_diff
+from engine.compliance.diff import Change, diff_documents, diff_packs, render_diff
 from engine.loading.yamlfile import load_yaml
-from tests.conftest import line_of, mini, repo
+from tests.conftest import line_of, mini, repo, run_cli
 
 RULES_A = """\
 - id: big-invoice
@@ -200,16 +198,13 @@ def test_diff_on_the_command_line(tmp_path: Path) -> None:
     for path, text in repo(A, B).items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)
-    run = [sys.executable, "-m", "engine.cli", "--rules", str(tmp_path), "diff"]
-    proc = subprocess.run([*run, "mini@1.0.0", "mini@1.1.0", "--format", "json"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = ("--rules", str(tmp_path), "diff")
+    proc = run_cli(*run, "mini@1.0.0", "mini@1.1.0", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["summary"]["changed"] == 10
-    proc = subprocess.run([*run, "mini", "mini@1.1.0"], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    proc = run_cli(*run, "mini", "mini@1.1.0")
     assert proc.returncode == 64 and "PACK@VERSION" in proc.stderr
-    proc = subprocess.run([*run, "mini@1.0.0", "mini@9.9.9"], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    proc = run_cli(*run, "mini@1.0.0", "mini@9.9.9")
     assert proc.returncode == 2 and "no version 9.9.9" in proc.stderr
 
 

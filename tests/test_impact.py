@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import shutil
-import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,9 +13,9 @@ from types import SimpleNamespace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.corpus import generate
-from engine.impact import details_csv, impact, premium_of, render_impact, statistics
-from tests.conftest import ROOT, mini, repo, shipment
+from engine.compliance.corpus import generate
+from engine.compliance.impact import details_csv, impact, premium_of, render_impact, statistics
+from tests.conftest import ROOT, mini, repo, run_cli, shipment
 
 BEFORE = mini()
 AFTER = mini(
@@ -150,10 +148,9 @@ def test_impact_on_the_command_line(tmp_path: Path) -> None:
         (tmp_path / path).write_text(text)
     corpus = write_corpus(tmp_path / "corpus.jsonl", CORPUS)
     out = tmp_path / "changes.csv"
-    proc = subprocess.run(
-        [sys.executable, "-m", "engine.cli", "--rules", str(tmp_path), "impact", "mini@1.0.0",
-         "mini@1.1.0", "--corpus", str(corpus), "--details", str(out), "--format", "json"],
-        capture_output=True, text=True, timeout=120,
+    proc = run_cli(
+        "--rules", str(tmp_path), "impact", "mini@1.0.0", "mini@1.1.0", "--corpus",
+        str(corpus), "--details", str(out), "--format", "json", "--workers", "1",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # no progress bar when stderr is not a terminal

@@ -6,14 +6,13 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from engine import RulesError, load_rules
-from engine.lock import LOCK_FILE, check_lock, read_lock, write_lock
-from tests.conftest import ROOT
+from engine.compliance.lock import LOCK_FILE, check_lock, read_lock, write_lock
+from tests.conftest import ROOT, Ran, run_cli
 
 PACK = "policies/standard/1.0.0.yaml"
 DRAFT = "policies/standard/1.1.0.yaml"
@@ -45,14 +44,8 @@ def _draft_text() -> str:
     return text
 
 
-def tiv(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "engine.cli", "--rules", str(root), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=root,
-    )
+def tiv(root: Path, *args: str) -> Ran:
+    return run_cli("--rules", root, *args, cwd=root)
 
 
 def codes(problems: list) -> list[tuple[str, str]]:

@@ -16,25 +16,22 @@ import pytest
 
 from engine import EvaluationError, FactsError, RuleSet, SelectionError, claim, value
 from engine.result import Valuation
+from tests.conftest import shipment
 
 
 def _forwarder_shipment(date: str) -> dict[str, Any]:
-    return {
-        "id": f"FAR-{date}",
-        "date": date,
-        "currency": "USD",
-        "incoterm": "FOB",
-        "mode": "ocean",
-        "origin": {"country": "CN"},
-        "destination": {"country": "US"},
-        "invoice": {"amount": "100000.00"},
-        "charges": [
+    return shipment(
+        id=f"FAR-{date}",
+        date=date,
+        incoterm="FOB",
+        invoice={"amount": "100000.00"},
+        charges=[
             {"type": "ocean_freight", "amount": "4000.00"},
             {"type": "origin_charges", "amount": "500.00"},
             {"type": "destination_charges", "amount": "300.00"},
         ],
-        "duties": [{"type": "import_duty", "amount": "2500.00"}],
-    }
+        duties=[{"type": "import_duty", "amount": "2500.00"}],
+    )
 
 
 def test_forwarder_on_the_last_day_of_2021_uses_the_older_formula(shipped: RuleSet) -> None:
@@ -127,10 +124,7 @@ def _blue(**overrides: Any) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "id": "BH-T",
         "date": "2025-05-02",
-        "currency": "USD",
         "incoterm": "FOB",
-        "mode": "ocean",
-        "origin": {"country": "CN"},
         "destination": {"country": "DE"},
         "invoice": {"amount": "200000.00"},
         "goods": [{"description": "Laptops", "category": "electronics", "value": "200000.00"}],
@@ -140,9 +134,9 @@ def _blue(**overrides: Any) -> dict[str, Any]:
             {"type": "destination_charges", "amount": "700.00"},
         ],
         "duties": [{"type": "import_duty", "amount": "4000.00"}],
+        **overrides,
     }
-    facts.update(overrides)
-    return facts
+    return shipment(**facts)
 
 
 def _reasons(result: Valuation) -> dict[str, str]:

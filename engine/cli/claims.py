@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from engine.cli.common import UsageError, add_audit_option, audit_log, emit, load, parse_date
+from engine.cli.common import (
+    UsageError,
+    add_audit_option,
+    audit_log,
+    emit_result,
+    load,
+    parse_date,
+    read_facts_arg,
+)
 
 
 def cmd_claim(args: argparse.Namespace) -> int:
     from engine import claim
-    from engine.audit import AuditError
+    from engine.compliance.audit import AuditError
     from engine.explaining.render import render_claim_text
 
     rules = load(args)
-    if args.file != "-" and not Path(args.file).is_file():
-        raise UsageError(f"{args.file}: no such file")
-    facts: Any = sys.stdin.read() if args.file == "-" else Path(args.file)
+    facts = read_facts_arg(args.file)
     if args.total:
         loss: dict[str, Any] = {"kind": "total"}
     elif args.damage_percent is not None:
@@ -49,13 +53,8 @@ def cmd_claim(args: argparse.Namespace) -> int:
         # Recording was asked for: a settlement that could not be recorded is not given out.
         print(f"tiv: not recorded, so not settled: {exc}", file=sys.stderr)
         return exc.exit_code
-    if args.format == "json":
-        text = json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
-    else:
-        text = render_claim_text(result)
-        if result.audit_id:
-            text += f"Audit record: {result.audit_id}\n"
-    emit(text, args.output)
+    text = "" if args.format == "json" else render_claim_text(result)
+    emit_result(result, text, args.format, args.output)
     return 0
 
 

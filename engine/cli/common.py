@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from engine import Claim, Valuation
+from engine.atomic import write_atomic
 
 EXIT_EXAMPLES_FAILED = 1
 EXIT_USAGE = 64
@@ -29,13 +32,13 @@ def rules_root(args: argparse.Namespace) -> Path:
         if not (root / "policies").is_dir():
             raise UsageError(f"{root} is not a rule repository (it has no policies/ folder)")
         return root
-    root = find_root(Path.cwd())
-    if root is None:
+    found = find_root(Path.cwd())
+    if found is None:
         raise UsageError(
             "no rule repository here: run inside one (a folder with policies/), "
             "or give --rules DIR or set TIV_RULES"
         )
-    return root
+    return found
 
 
 def load(args: argparse.Namespace) -> Any:
@@ -51,23 +54,52 @@ def parse_date(text: str) -> datetime.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
+def read_facts_arg(name: str) -> str | Path:
+    """The FILE argument of value and claim: the facts' path, or the text of stdin for -."""
+    if name == "-":
+        return sys.stdin.read()
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"{name}: no such file")
+    return path
+
+
+def emit_result(result: Valuation | Claim, text: str, form: str, output: str | None) -> None:
+    """A valuation or claim as JSON, or as its explained `text` naming its audit record."""
+    if form == "json":
+        text = json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+    elif result.audit_id:
+        text += f"Audit record: {result.audit_id}\n"
+    emit(text, output)
+
+
+def positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return number
+
+
+def seconds(text: str) -> float:
+    try:
+        number = float(text)  # a duration, not money: a float is fine here
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return number
+
+
 def emit(text: str, output: str | None) -> None:
     """Write all of `text` or nothing: to stdout, or atomically replace `output`."""
     if output is None or output == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    target = Path(output)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(output, text)
 
 
 def add_audit_option(parser: argparse.ArgumentParser, what: str) -> None:
@@ -81,7 +113,7 @@ def add_audit_option(parser: argparse.ArgumentParser, what: str) -> None:
 
 def audit_log(given: str | None) -> Any:
     """The audit store to record in: --audit PATH, else $TIV_AUDIT; `--audit ""` is none."""
-    from engine.audit import AuditError, AuditLog
+    from engine.compliance.audit import AuditError, AuditLog
 
     path = given if given is not None else os.environ.get(AUDIT_ENV)
     if not path:

@@ -28,7 +28,7 @@ def cmd_rules_list(args: argparse.Namespace) -> int:
                         "title": item.title,
                         "source": item.source,
                         "sha256": item.sha256,
-                        "customs_union": getattr(item, "customs_union", None),
+                        "customs_union": getattr(item, "customs_union", None),  # countries only
                     }
                 )
     if args.kind:

@@ -1,18 +1,27 @@
-"""Verbs for running tiv at volume: `serve` (the HTTP service) and `batch` (a bordereau)."""
+"""`tiv serve`: the HTTP valuation service."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
-import time
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import UsageError, parse_date, rules_root
-from engine.errors import FactsError, RulesError
+from engine.cli.common import (
+    UsageError,
+    positive_int,
+    rules_root,
+    seconds,
+)
+from engine.errors import RulesError
 
-EXIT_ROWS_FAILED = FactsError.exit_code  # some rows of a batch had bad facts
+# prometheus_client reads it at import (in each worker): see engine.service.metrics.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _SERVE_EPILOG = """\
 access:
@@ -35,29 +44,6 @@ examples:
        -H 'Content-Type: application/json' --data @shipment.json
 """
 
-_BATCH_EPILOG = """\
-input:
-  JSONL: one JSON object of shipment facts per line (blank lines skipped).
-  CSV: a header row of field paths, one shipment per row, e.g.
-    id,date,currency,mode,origin.country,destination.country,invoice.amount,
-    charges[0].type,charges[0].amount,charges[1].type,charges[1].amount,fx.EUR
-  A blank cell is an absent field; fill list elements in order; a `duties` column
-  takes [] or none for "no duties". --columns FILE maps your headers to paths
-  (YAML: `Invoice Value: invoice.amount`; map a header to ~ to ignore it).
-
-output:
-  One row per input row, in input order: JSONL rows {"row", "line", "valuation"} or
-  {"row", "line", "error"}; CSV rows with status ok/error, the figures, and for an
-  error the field path, the CSV column and the message.
-
-interruption:
-  OUTPUT.progress records what is complete (fsynced). After a crash, a kill or
-  Ctrl-C, run the same command with --resume: it continues after the last complete
-  row, with no row missing or repeated.
-
-exit status: 0 every row valued; 2 some rows failed (the summary says how many)
-or the input is unreadable; 3 invalid rules; 64 bad command line.
-"""
 
 _KEYS_HELP = """\
 keys file (YAML), given with --keys FILE or $TIV_KEYS_FILE:
@@ -90,8 +76,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(
             "the HTTP service needs the server extra: pip install 'tiv-engine[server]'"
         ) from None
+    from engine.loading.snapshot import load_snapshot
     from engine.service.settings import Settings, SettingsError, check, is_loopback, load_keys
-    from engine.service.state import RulesState, load_snapshot
+    from engine.service.state import RulesState
 
     root = rules_root(args)
     try:
@@ -126,10 +113,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"tiv: not serving: {len(error.problems)} problem(s) in the rules", file=sys.stderr)
         return RulesError.exit_code
     if settings.audit is not None:
-        try:
-            from engine.audit import AuditError, AuditLog
-        except ImportError:
-            raise UsageError("--audit: this build of tiv has no audit log") from None
+        from engine.compliance.audit import AuditError, AuditLog
+
         try:
             AuditLog(settings.audit).close()  # create it, or find it unusable, now
         except AuditError as error:
@@ -171,12 +156,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(settings, RulesState(settings.rules, snapshot))
         uvicorn.run(app, **common)
     else:
-        # Worker processes build their own app: settings travel in the environment.
+        # Worker processes build their own app: settings travel in the environment, and so
+        # does the folder where each worker's metrics are kept for /metrics to sum.
         os.environ["TIV_SERVICE_SETTINGS"] = settings.to_json()
-        from engine.service.app import run_workers
+        from engine.service.server import run_workers
 
-        run_workers(args.workers, common)
+        with _metrics_folder():
+            run_workers(args.workers, common)
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_folder() -> Iterator[None]:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for the workers, removed when they have stopped;
+    one given by the operator is used as it is."""
+    if os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="tiv-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _url_host(host: str) -> str:
@@ -185,137 +188,6 @@ def _url_host(host: str) -> str:
 
 def _stderr(text: str) -> None:
     print(f"tiv serve: {text}", file=sys.stderr, flush=True)
-
-
-def cmd_batch(args: argparse.Namespace) -> int:
-    from engine.batch import BatchError, BatchOptions, count_rows, run_batch
-
-    root = rules_root(args)
-    columns = _columns(args.columns) if args.columns else None
-    options = BatchOptions(
-        input=Path(args.input),
-        output=Path(args.output),
-        policy=args.policy,
-        as_of=args.as_of,
-        allow_draft=args.allow_draft,
-        workers=args.workers or os.cpu_count() or 1,
-        audit=Path(args.audit) if args.audit else None,
-        resume=args.resume,
-        trace=args.trace,
-        input_format=args.input_format,
-        output_format=args.output_format,
-        columns=columns,
-        delimiter=args.delimiter,
-    )
-    if not options.input.is_file():
-        raise UsageError(f"{args.input}: no such file")
-    bar = None
-    if not args.quiet and sys.stderr.isatty():
-        bar = _Bar(count_rows(options))
-    try:
-        summary = run_batch(root, options, bar)
-    except BatchError as error:
-        raise UsageError(str(error)) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    if not args.quiet:
-        if summary.already_complete:
-            print(
-                f"tiv batch: nothing to resume: {args.output} is complete "
-                f"({summary.rows:,} rows, {summary.failed:,} failed)",
-                file=sys.stderr,
-            )
-        else:
-            new = summary.rows - summary.resumed_from
-            rate = new / summary.seconds if summary.seconds else 0
-            resumed = (
-                f" (resumed after row {summary.resumed_from:,})" if summary.resumed_from else ""
-            )
-            print(
-                f"tiv batch: {summary.rows:,} rows, {summary.rows - summary.failed:,} valued, "
-                f"{summary.failed:,} failed{resumed}; {new:,} rows in {summary.seconds:.1f} s "
-                f"({rate:,.0f} rows/s); rules {summary.rules_id}; output {args.output}",
-                file=sys.stderr,
-            )
-            if summary.failed:
-                print(
-                    f"tiv batch: {summary.failed:,} row(s) failed: see the rows with an "
-                    "error in the output",
-                    file=sys.stderr,
-                )
-    return EXIT_ROWS_FAILED if summary.failed else 0
-
-
-def _columns(path: str) -> dict[str, str | None]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise UsageError(f"--columns {path}: {error.strerror}") from None
-    except yaml.YAMLError as error:
-        first = str(error).splitlines()[0]
-        raise UsageError(f"--columns {path}: not valid YAML: {first}") from None
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in data.items()
-    ):
-        raise UsageError(f"--columns {path}: expected a mapping of CSV header -> field path")
-    return data
-
-
-class _Bar:
-    """A one-line progress bar on stderr: rows, percent, rate, ETA, failures."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.started = time.monotonic()
-        self.shown = 0.0
-        self.first: int | None = None
-
-    def __call__(self, done: int, failed: int) -> None:
-        now = time.monotonic()
-        if self.first is None:
-            self.first = done  # rows of an earlier run do not count toward the rate
-            self.started = now
-        if now - self.shown < 0.1 and done < self.total:
-            return
-        self.shown = now
-        rate = (done - self.first) / (now - self.started) if now > self.started else 0.0
-        left = (self.total - done) / rate if rate else 0.0
-        share = done / self.total if self.total else 1.0
-        filled = int(share * 24)
-        bar = "#" * filled + "-" * (24 - filled)
-        eta = time.strftime("%H:%M:%S", time.gmtime(left)) if rate else "--:--:--"
-        sys.stderr.write(
-            f"\r[{bar}] {done:,}/{self.total:,} {share:6.1%}  {rate:,.0f} rows/s  "
-            f"ETA {eta}  failed {failed:,} "
-        )
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-def _positive_int(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return number
-
-
-def _seconds(text: str) -> float:
-    try:
-        number = float(text)  # a duration, not money: a float is fine here
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not number >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return number
 
 
 def register(verbs: Any) -> None:
@@ -343,14 +215,14 @@ def register(verbs: Any) -> None:
     p.add_argument("--port", type=int, default=8000, help="default 8000")
     p.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help="worker processes, each with its own copy of the rules (default 1)",
     )
     p.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=4,
         metavar="N",
         help="valuations in flight per worker (default 4)",
@@ -362,28 +234,28 @@ def register(verbs: Any) -> None:
     p.add_argument("--audit", metavar="PATH", help="record every valuation in this audit log")
     p.add_argument(
         "--max-body",
-        type=_positive_int,
+        type=positive_int,
         default=1_048_576,
         metavar="BYTES",
         help="largest request body, else 413 (default 1048576)",
     )
     p.add_argument(
         "--max-batch",
-        type=_positive_int,
+        type=positive_int,
         default=1000,
         metavar="N",
         help="most shipments per batch request, else 422 (default 1000)",
     )
     p.add_argument(
         "--time-budget",
-        type=_seconds,
+        type=seconds,
         default=10.0,
         metavar="SECONDS",
         help="longest a request may take, queueing included, else 503 (default 10)",
     )
     p.add_argument(
         "--watch",
-        type=_seconds,
+        type=seconds,
         default=None,
         metavar="SECONDS",
         help="poll the rule files and reload on change; 0 off (default: off, 2 with --workers > 1)",
@@ -393,64 +265,3 @@ def register(verbs: Any) -> None:
     )
     p.add_argument("--no-access-log", action="store_true", help="do not log each request")
     p.set_defaults(func=cmd_serve)
-
-    p = verbs.add_parser(
-        "batch",
-        help="value a bordereau (JSONL or CSV), one output row per input row",
-        description="Value every shipment of INPUT under one policy, across worker "
-        "processes, into OUTPUT (JSONL or CSV by suffix) in input order. Bad rows become "
-        "error rows; the batch goes on.",
-        epilog=_BATCH_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("input", metavar="INPUT", help="bordereau: .jsonl/.ndjson or .csv")
-    p.add_argument(
-        "--rules",
-        metavar="DIR",
-        default=argparse.SUPPRESS,
-        help="the rule repository (as tiv --rules)",
-    )
-    p.add_argument("--policy", required=True, metavar="ID[@VERSION]", help="pack to value with")
-    p.add_argument(
-        "--as-of",
-        type=parse_date,
-        metavar="DATE",
-        help="value every row with the version in effect on DATE (default: each shipment's date)",
-    )
-    p.add_argument("--allow-draft", action="store_true", help="let a pinned draft version value")
-    p.add_argument(
-        "-o",
-        "--output",
-        required=True,
-        metavar="OUTPUT",
-        help="results: .jsonl or .csv (by suffix, or --output-format)",
-    )
-    p.add_argument(
-        "--workers",
-        type=_positive_int,
-        metavar="N",
-        help="worker processes (default: one per CPU core)",
-    )
-    p.add_argument("--audit", metavar="PATH", help="record every valuation in this audit log")
-    p.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run of the same command"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
-    p.add_argument(
-        "--trace",
-        action="store_true",
-        help="include each valuation's trace (JSONL output only; large)",
-    )
-    p.add_argument("--columns", metavar="FILE", help="CSV header -> field path mapping (YAML)")
-    p.add_argument("--delimiter", default=",", help="CSV delimiter (default ,)")
-    p.add_argument(
-        "--input-format",
-        choices=["jsonl", "csv"],
-        help="default: from the suffix (.csv is CSV, else JSONL)",
-    )
-    p.add_argument(
-        "--output-format",
-        choices=["jsonl", "csv"],
-        help="default: from the suffix (.csv is CSV, else JSONL)",
-    )
-    p.set_defaults(func=cmd_batch)

@@ -8,14 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from engine import RuleSet
 from engine.cli.common import (
     EXIT_EXAMPLES_FAILED,
     UsageError,
     add_audit_option,
     audit_log,
     emit,
+    emit_result,
     load,
     parse_date,
+    read_facts_arg,
     rules_root,
 )
 from engine.errors import RulesError
@@ -23,13 +26,10 @@ from engine.errors import RulesError
 
 def cmd_value(args: argparse.Namespace) -> int:
     from engine import render_text, value
-    from engine.audit import AuditError
+    from engine.compliance.audit import AuditError
 
     rules = load(args)
-    path = Path(args.file)
-    if args.file != "-" and not path.is_file():
-        raise UsageError(f"{args.file}: no such file")
-    facts: Any = sys.stdin.read() if args.file == "-" else path
+    facts = read_facts_arg(args.file)
     policy = args.policy or _only_pack(rules)
     audit = audit_log(args.audit)
     try:
@@ -40,19 +40,14 @@ def cmd_value(args: argparse.Namespace) -> int:
         # Recording was asked for: a valuation that could not be recorded is not given out.
         print(f"tiv: not recorded, so not valued: {exc}", file=sys.stderr)
         return exc.exit_code
-    if args.format == "json":
-        text = json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
-    else:
-        text = render_text(result)
-        if result.audit_id:
-            text += f"Audit record: {result.audit_id}\n"
-    emit(text, args.output)
+    text = "" if args.format == "json" else render_text(result)
+    emit_result(result, text, args.format, args.output)
     return 0
 
 
-def _only_pack(rules: Any) -> str:
+def _only_pack(rules: RuleSet) -> str:
     if len(rules.packs) == 1:
-        return next(iter(rules.packs))
+        return str(next(iter(rules.packs)))
     raise UsageError(
         "choose a policy with --policy ID[@VERSION] (packs: " + ", ".join(rules.packs) + ")"
     )
@@ -60,7 +55,7 @@ def _only_pack(rules: Any) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from engine import load_rules, run_examples
-    from engine.lock import LOCK_FILE, check_lock
+    from engine.compliance.lock import LOCK_FILE, check_lock
 
     root = rules_root(args)
     wanted = [_relative(root, p) for p in args.paths]
@@ -93,10 +88,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if locked:
         print(f"tiv: {len(locked)} problem(s) with {LOCK_FILE}", file=sys.stderr)
     selected_packs = [
-        p.ref
-        for versions in [*rules.packs.values(), *rules.duty_rules.values()]
-        for p in versions
-        if _selected(p.source, wanted)
+        p.ref for versions in rules.packs.values() for p in versions if _selected(p.source, wanted)
+    ] + [
+        c.ref
+        for versions in rules.duty_rules.values()
+        for c in versions
+        if _selected(c.source, wanted)
     ]
     failures = [o for o in run_examples(rules, selected_packs) if not o.passed]
     for outcome in failures:

@@ -38,7 +38,7 @@ class FileSystemSource:
         return str(self.root)
 
     def paths(self) -> list[str]:
-        found = []
+        found: list[str] = []
         for folder in RULE_FOLDERS:
             base = self.root / folder
             if base.is_dir():

@@ -20,7 +20,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
-from engine.errors import Problem, json_path
+from engine.errors import Problem, json_path, pydantic_problems
 from engine.loading.yamlfile import LoadedYaml
 from engine.schema.models import FILE_KINDS
 
@@ -69,7 +69,8 @@ def validate_document(loaded: LoadedYaml, kind: str) -> tuple[BaseModel | None, 
     try:
         return FILE_KINDS[kind].model_validate(data), []
     except PydanticError as exc:
-        return None, _dedupe([_pydantic_problem(err, loaded) for err in exc.errors()])
+        found = pydantic_problems(exc.errors(), lambda kind: f"schema.{kind}", where=loaded.locate)
+        return None, _dedupe(found)
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
@@ -127,10 +128,3 @@ def _problem(error: ValidationError, loaded: LoadedYaml) -> Problem:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _pydantic_problem(error: Any, loaded: LoadedYaml) -> Problem:
-    parts = [p for p in error["loc"] if isinstance(p, str | int)]
-    path = json_path(parts)
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return Problem(f"schema.{error['type']}", message, loaded.locate(path))

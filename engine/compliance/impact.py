@@ -22,7 +22,6 @@ import csv
 import datetime
 import io
 import json
-import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -33,7 +32,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.errors import TivError
+from engine.batch.pool import ordered_map
+from engine.errors import FactsError, TivError
+from engine.loading import jsontext
 from engine.money import exact, plain
 from engine.result import Valuation
 from engine.ruleset import RuleSet
@@ -147,7 +148,7 @@ def impact(
     """
     from engine.api import load_rules
 
-    rules = load_rules(files=source) if isinstance(source, Mapping) else load_rules(source)
+    rules = load_rules(files=source) if isinstance(source, Mapping) else load_rules(Path(source))
     for ref in (before, after):
         if "@" not in ref:
             raise ValueError(f"{ref!r}: name a version, e.g. {ref}@1.0.0")
@@ -180,11 +181,14 @@ def _evaluate(
     if workers == 1:
         yield from map(_value_chunk, chunks)
         return
-    # spawn, not fork: each worker starts clean (no inherited matcher state or threads).
-    context = multiprocessing.get_context("spawn")
     spec = source if isinstance(source, Mapping) else os.fspath(source)
-    with context.Pool(workers, initializer=_init, initargs=(spec, before, after, matcher)) as pool:
-        yield from pool.imap(_value_chunk, chunks)
+    yield from ordered_map(
+        _value_chunk,
+        chunks,
+        workers=workers,
+        initializer=_init,
+        initargs=(spec, before, after, matcher),
+    )
 
 
 def _count_lines(path: Path) -> int:
@@ -218,17 +222,17 @@ _STATE: dict[str, Any] = {}
 def _init(spec: RulesSpec, before: str, after: str, matcher: str | None) -> None:
     from engine.api import load_rules
 
-    # An initializer that raises makes the pool restart workers forever; the error is
-    # kept and raised by the first chunk instead, which ends the run.
+    # An initializer that raises breaks the whole pool with a bare BrokenProcessPool; the
+    # error is kept and raised by the first chunk instead, which ends the run saying why.
     try:
-        rules = load_rules(files=spec) if isinstance(spec, Mapping) else load_rules(spec)
+        rules = load_rules(files=spec) if isinstance(spec, Mapping) else load_rules(Path(spec))
         _setup(rules, before, after, matcher)
     except Exception as exc:
         _STATE["error"] = exc
 
 
 def _setup(rules: RuleSet, before: str, after: str, matcher: str | None) -> None:
-    from engine.evaluating.matcher import available_matchers
+    from engine import available_matchers
 
     found = available_matchers()
     chosen = next((m for m in found if m.name == matcher), None) if matcher else found[0]
@@ -286,32 +290,12 @@ def _value_line(number: int, text: str) -> _Row:
     )  # fmt: skip
 
 
-class _Duplicate(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise _Duplicate("duplicate key")
-    return result
-
-
-def _not_finite(text: str) -> Any:
-    raise ValueError(f"{text} is not a number")
-
-
 def _parse(text: str) -> dict[str, Any] | None:
     """A line's JSON object, numbers exact; None unless it is one, without repeated keys
     or NaN (which readers disagree on), so such a line is unreadable, not guessed at."""
     try:
-        data = json.loads(
-            text,
-            parse_float=Decimal,
-            parse_constant=_not_finite,
-            object_pairs_hook=_no_duplicates,
-        )
-    except (ValueError, RecursionError):
+        data = jsontext.loads(text)
+    except FactsError:
         return None
     return data if isinstance(data, dict) else None
 

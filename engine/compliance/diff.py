@@ -115,8 +115,7 @@ def diff_packs(rules: RuleSet, source: RuleSource, before: str, after: str) -> P
             provenance.get("changelog"),
         )  # fmt: skip
         sides.append((side, loaded))
-        files = getattr(pack, "files", ())
-        bases.append([f"{f.id}@{f.version}" for f in files if f.source != pack.source])
+        bases.append([f"{f.id}@{f.version}" for f in pack.files if f.source != pack.source])
     (side_a, file_a), (side_b, file_b) = sides
     changes = list(_compare_files(file_a, file_b))
     if bases[0] != bases[1]:
@@ -124,7 +123,9 @@ def diff_packs(rules: RuleSet, source: RuleSource, before: str, after: str) -> P
         # written, so say that the resolved base moved (diff the bases for the detail).
         where_a = file_a.locate("extends").source
         where_b = file_b.locate("extends").source
-        base_change = Change("extends", "changed", "resolved bases", *bases, where_a, where_b)
+        base_change = Change(
+            "extends", "changed", "resolved bases", bases[0], bases[1], where_a, where_b
+        )
         changes.append(base_change)
     order = list(SECTIONS)
     extra = [k for k in (*file_a.data, *file_b.data) if k not in order]
@@ -396,6 +397,8 @@ def _field_key(spec: Any, field: str) -> str:
 def _row_keys(before: list[Any], after: list[Any]) -> tuple[list[Any], list[Any]] | None:
     """How to match rows of two lists, or None to compare the lists as values."""
     rows = (*before, *after)
+    keys_a: list[Any]
+    keys_b: list[Any]
     if rows and all(isinstance(r, list) for r in rows):
         # Table rows written as lists (`[ocean, north_america, 0.0025]`): keyed by their
         # text cells, the figures being what changes.

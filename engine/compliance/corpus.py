@@ -306,6 +306,7 @@ class _Maker:
         return valuation
 
     def incoterm(self, mode: str) -> str:
+        table: tuple[tuple[str, int], ...]
         if mode in ("ocean", "multimodal"):
             table = (("FOB", 30), ("CIF", 20), ("CFR", 10), ("EXW", 8), ("FCA", 8), ("FAS", 2),
                      ("DAP", 8), ("DDP", 6), ("DPU", 2), ("CPT", 3), ("CIP", 3))  # fmt: skip

@@ -28,14 +28,13 @@ records it too. Both are deliberate, reviewed steps.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import subprocess
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.atomic import write_atomic
 from engine.errors import Location, Problem, RulesError
 from engine.loading.yamlfile import load_yaml
 from engine.ruleset import RuleFile, RuleSet
@@ -247,17 +246,7 @@ def render_lock(entries: Iterable[tuple[str, str]]) -> str:
 
 
 def _write(target: Path, entries: Iterable[tuple[str, str]]) -> None:
-    text = render_lock(entries)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, render_lock(entries))
 
 
 def _at(line: int) -> Location:

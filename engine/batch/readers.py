@@ -1,0 +1,292 @@
+"""Read a bordereau: JSONL or CSV rows as shipment facts, each with the line it came from.
+
+In: `BatchOptions` (input path, format, CSV delimiter and header mapping). Out: `Row`s in
+input order; a row that cannot be read carries its problems instead of facts, so a bad
+row never stops the batch. A header that cannot be read raises FactsError.
+
+CSV input: the header names fields by their JSON path, as error messages do:
+
+    id,date,currency,mode,origin.country,destination.country,invoice.amount,
+    charges[0].type,charges[0].amount,charges[1].type,charges[1].amount,fx.EUR
+
+A blank cell is an absent field; a list element whose cells are all blank is absent
+(fill list elements in order: a blank one before a filled one is an error of that row).
+A column naming a whole list (`duties`) takes `[]` or `none` for "given as none".
+Numbers are read exactly from the cell text. `columns` maps a bordereau's own headers
+to field paths (a header mapped to None is ignored).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from pydantic import BaseModel
+
+from engine.batch.options import BatchOptions, format_of
+from engine.errors import FactsError, Location, Problem
+from engine.facts import Shipment
+
+__all__ = ["Row", "count_rows", "csv_columns", "parse_path", "path_text", "read_rows"]
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int  # 1-based data row
+    line: int  # physical line of the input where the row starts
+    facts: bytes | dict[str, Any] | None  # JSONL line bytes, or the nested dict of a CSV row
+    problems: tuple[Problem, ...] = ()  # found while reading the row
+
+
+def read_rows(options: BatchOptions) -> Iterator[Row]:
+    if format_of(options.input, options.input_format) == "csv":
+        return _csv_rows(options)
+    return _jsonl_rows(options.input)
+
+
+def _jsonl_rows(path: Path) -> Iterator[Row]:
+    number = 0
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, 1):
+            text = raw.strip()
+            if not text:
+                continue
+            number += 1
+            if line_no == 1:
+                text = text.removeprefix(b"\xef\xbb\xbf")
+            if text[:1] != b"{":
+                problem = Problem(
+                    "facts.type", "each line must be one JSON object of shipment facts"
+                )
+                yield Row(number, line_no, None, (problem,))
+            else:
+                yield Row(number, line_no, text)
+
+
+_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])*(\.[A-Za-z0-9_]+(\[[0-9]+\])*)*")
+_PART = re.compile(r"([A-Za-z0-9_]+)|\[([0-9]+)\]")
+
+
+def parse_path(path: str) -> tuple[str | int, ...]:
+    """`charges[0].amount` -> ("charges", 0, "amount"); ValueError if it is not a path."""
+    if not _PATH.fullmatch(path):
+        raise ValueError(path)
+    return tuple(
+        name if name else int(index) for name, index in _PART.findall(path.replace(".", " "))
+    )
+
+
+def _field_kind(parts: tuple[str | int, ...]) -> str:
+    """What the Shipment model expects at a path: model, list, int, map, value; or unknown."""
+    annotation: Any = Shipment
+    for part in parts:
+        annotation = _unwrap(annotation)
+        if isinstance(part, int):
+            if get_origin(annotation) not in (tuple, list):
+                return "unknown"
+            annotation = get_args(annotation)[0]
+            continue
+        if get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+            continue
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return "unknown"
+        field = annotation.model_fields.get(part)
+        if field is None:
+            return "unknown"
+        annotation = field.annotation
+    annotation = _unwrap(annotation)
+    origin = get_origin(annotation)
+    if origin in (tuple, list):
+        return "list"
+    if origin is dict:
+        return "map"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "model"
+    if annotation is int:
+        return "int"
+    return "value"
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Optional and Annotated: `tuple[Charge, ...] | None` -> `tuple[Charge, ...]`."""
+    while True:
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        origin = get_origin(annotation)
+        if origin is not None and str(origin).endswith("Annotated"):
+            annotation = args[0]
+        elif origin is not None and origin not in (tuple, list, dict) and len(args) == 1:
+            annotation = args[0]  # X | None
+        elif getattr(annotation, "__metadata__", None) is not None:
+            annotation = annotation.__origin__
+        else:
+            return annotation
+
+
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    parts: tuple[str | int, ...] | None  # None: ignored
+    kind: str
+
+
+def csv_columns(
+    header: Sequence[str], mapping: Mapping[str, str | None] | None, file: str
+) -> list[_Column]:
+    """Check a CSV header (through `mapping`) against the facts model; raise FactsError."""
+    columns: list[_Column] = []
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for position, name in enumerate(header, 1):
+        target = mapping.get(name, name) if mapping is not None else name
+        where = Location(file, 1, position, name)
+        if target is None:
+            columns.append(_Column(name, None, "ignored"))
+            continue
+        try:
+            parts = parse_path(target.strip())
+        except ValueError:
+            problems.append(
+                Problem(
+                    "csv.column",
+                    f"column {name!r} is not a field path (e.g. invoice.amount, charges[0].type)",
+                    where,
+                )
+            )
+            continue
+        kind = _field_kind(parts)
+        if kind in ("unknown", "model", "map"):
+            problems.append(
+                Problem(
+                    "csv.column",
+                    f"column {name!r} ({target}) names no single field of the shipment facts"
+                    if kind == "unknown"
+                    else f"column {name!r} ({target}) is a group of fields: name one of them",
+                    where,
+                )
+            )
+            continue
+        if target in seen:
+            problems.append(
+                Problem(
+                    "csv.column", f"columns {seen[target]!r} and {name!r} both give {target}", where
+                )
+            )
+            continue
+        seen[target] = name
+        columns.append(_Column(name, parts, kind))
+    if problems:
+        raise FactsError(problems)
+    return columns
+
+
+def _csv_rows(options: BatchOptions) -> Iterator[Row]:
+    file = str(options.input)
+    with options.input.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, delimiter=options.delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as error:
+            raise _not_utf8(file, 1, error) from None
+        columns = csv_columns(header, options.columns, file)
+        number = 0
+        last_line = reader.line_num
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError as error:
+                raise _not_utf8(file, last_line + 1, error) from None
+            except csv.Error as error:
+                raise FactsError(
+                    Problem(
+                        "csv.syntax", f"unreadable CSV: {error}", Location(file, reader.line_num)
+                    )
+                ) from None
+            start, last_line = last_line + 1, reader.line_num
+            if not any(cell.strip() for cell in cells):
+                continue
+            number += 1
+            yield _csv_row(number, start, cells, columns)
+
+
+def _not_utf8(file: str, line: int, error: UnicodeDecodeError) -> FactsError:
+    return FactsError(
+        Problem(
+            "facts.encoding",
+            f"not UTF-8 text ({error.reason}); save the bordereau as UTF-8",
+            Location(file, line),
+        )
+    )
+
+
+def _csv_row(number: int, line: int, cells: Sequence[str], columns: list[_Column]) -> Row:
+    if len(cells) != len(columns):
+        problem = Problem("csv.cells", f"{len(cells)} cells where the header has {len(columns)}")
+        return Row(number, line, None, (problem,))
+    facts: dict[str, Any] = {}
+    problems = []
+    for column, cell in zip(columns, cells, strict=True):
+        text = cell.strip()
+        if column.parts is None or not text:
+            continue
+        if column.kind == "list":
+            if text.lower() not in ("[]", "none"):
+                problems.append(
+                    Problem(
+                        "csv.list",
+                        f"column {column.header!r} takes [] or none "
+                        "(list elements go in columns like charges[0].type)",
+                        Location(path=path_text(column.parts)),
+                    )
+                )
+                continue
+            cell_value: Any = []
+        elif column.kind == "int" and re.fullmatch(r"-?[0-9]+", text):
+            cell_value = int(text)
+        else:
+            cell_value = text
+        _put(facts, column.parts, cell_value)
+    return Row(number, line, _lists(facts), tuple(problems))
+
+
+def _put(target: dict[str, Any], parts: tuple[str | int, ...], cell: Any) -> None:
+    # Lists are built as {index: item} and turned into lists by `_lists` afterwards.
+    node: Any = target
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = cell
+
+
+def _lists(node: Any) -> Any:
+    """Turn the {index: item} dicts made by `_put` into lists; a gap becomes None."""
+    if not isinstance(node, dict):
+        return node
+    if node and all(isinstance(k, int) for k in node):
+        return [_lists(node.get(i)) for i in range(max(node) + 1)]
+    return {k: _lists(v) for k, v in node.items()}
+
+
+def path_text(parts: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def count_rows(options: BatchOptions) -> int:
+    """Rows in the input (for the progress bar): a quick pass that values nothing."""
+    if format_of(options.input, options.input_format) == "csv":
+        with options.input.open(encoding="utf-8-sig", newline="", errors="replace") as handle:
+            reader = csv.reader(handle, delimiter=options.delimiter)
+            next(reader, None)
+            return sum(1 for cells in reader if any(c.strip() for c in cells))
+    with options.input.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())

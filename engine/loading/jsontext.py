@@ -1,0 +1,128 @@
+"""Strict JSON: the one reader for facts, request bodies, corpora and audit records.
+
+In: JSON text. Out: Python data whose numbers are exact (`Decimal` for every number with a
+fraction or exponent, `int` otherwise), or the problems that make the text unusable, each
+with its JSON path. Stricter than `json.loads` where readers disagree: a repeated key
+(which value wins?) and NaN/Infinity (not JSON) are refused, not guessed at. No amount
+ever passes through a binary float.
+
+`parse` marks those problems in the data and leaves the choice to the caller (a batch of
+shipments reports them per shipment); `problems` lists them; `loads` does both and raises
+`FactsError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+from engine.errors import FactsError, Location, Problem, json_path
+
+__all__ = ["NonFinite", "loads", "parse", "problems", "syntax_problem"]
+
+
+class NonFinite:
+    """Stands in for JSON's NaN/Infinity until `problems` reports it with its path."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _Repeated(dict[str, Any]):
+    """A JSON object that repeated keys (json.loads would silently keep the last)."""
+
+    duplicates: list[str]
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    repeated: list[str] = []
+    for key, value in pairs:
+        if key in result:
+            repeated.append(key)
+        else:
+            result[key] = value
+    if not repeated:
+        return result
+    marked = _Repeated(result)
+    marked.duplicates = repeated
+    return marked
+
+
+_DECODER = json.JSONDecoder(
+    parse_float=Decimal, parse_constant=NonFinite, object_pairs_hook=_object
+)
+
+
+def parse(text: str) -> Any:
+    """The data of `text`, repeated keys and NaN marked (see `problems`).
+
+    Raises json.JSONDecodeError (bad syntax), RecursionError (too deep) or ValueError (an
+    integer beyond Python's int-from-text digit limit); `syntax_problem` words them.
+    """
+    return _DECODER.decode(text)
+
+
+def syntax_problem(error: Exception, file: str = "", path: str = "") -> Problem:
+    """The one-line problem for an exception `parse` raised."""
+    if isinstance(error, json.JSONDecodeError):
+        return Problem(
+            "facts.syntax",
+            f"invalid JSON: {error.msg}",
+            Location(file, error.lineno, error.colno, path),
+        )
+    if isinstance(error, RecursionError):
+        return Problem("facts.too_deep", "the facts nest too deeply to read", Location(file))
+    return Problem("facts.syntax", "invalid JSON: a number has too many digits", Location(file))
+
+
+def problems(data: Any, file: str = "", at: tuple[str | int, ...] = ()) -> list[Problem]:
+    """Every repeated key and NaN/Infinity `parse` marked in `data`, with its JSON path."""
+    return list(_walk(data, at, file))
+
+
+def _walk(value: Any, parts: tuple[str | int, ...], file: str) -> Iterator[Problem]:
+    if isinstance(value, NonFinite):
+        yield Problem(
+            "facts.not_finite",
+            f"{value.text} is not a finite number; write a plain decimal number",
+            Location(file, path=json_path(parts)),
+        )
+    elif isinstance(value, dict):
+        for key in getattr(value, "duplicates", ()):
+            yield Problem(
+                "facts.duplicate_key",
+                f"duplicate key {_quoted(key)}: JSON readers disagree on which value wins, "
+                "so keep only one",
+                Location(file, path=json_path((*parts, key))),
+            )
+        for key, item in value.items():
+            yield from _walk(item, (*parts, key), file)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _walk(item, (*parts, index), file)
+
+
+def _quoted(key: str) -> str:
+    text = repr(key)
+    return text if len(text) <= 60 else text[:56] + "...'"
+
+
+def loads(text: str | bytes, file: str = "") -> Any:
+    """The data of `text`; FactsError listing every problem if it is not strict JSON."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8-sig")
+        data = parse(text)
+    except UnicodeDecodeError as error:
+        raise FactsError(
+            Problem("facts.encoding", f"not UTF-8 text (byte {error.start})", Location(file))
+        ) from None
+    except (ValueError, RecursionError) as error:
+        raise FactsError(syntax_problem(error, file)) from None
+    found = problems(data, file)
+    if found:
+        raise FactsError(found)
+    return data

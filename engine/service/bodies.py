@@ -1,0 +1,154 @@
+"""Request bodies: read as bytes under a size cap, parsed by the strict JSON reader.
+
+No amount ever becomes a float: numbers are Decimal, repeated keys and NaN are refused
+with their JSON path, as the facts reader refuses them in a file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from engine.errors import (
+    FactsError,
+    Location,
+    Problem,
+)
+from engine.loading import jsontext
+from engine.service.errors import ApiError
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, or 413 as soon as it is known to exceed `limit` bytes."""
+    too_large = ApiError(
+        413,
+        "too_large",
+        Problem(
+            "request.too_large",
+            f"the request body is over the limit of {limit} bytes; send fewer shipments "
+            "per request or ask the operator to raise --max-body",
+        ),
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def require_object(body: bytes) -> None:
+    """The facts reader also takes YAML; over HTTP the body must be a JSON object."""
+    if body.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"{":
+        return
+    _text(body)  # not UTF-8 says so first
+    raise ApiError(
+        422,
+        "invalid_facts",
+        Problem("facts.type", "the body must be a JSON object of shipment facts"),
+    )
+
+
+def _text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ApiError(
+            422,
+            "invalid_facts",
+            Problem("facts.encoding", f"the body is not UTF-8 text (byte {error.start})"),
+        ) from None
+
+
+def _parse(body: bytes) -> Any:
+    """The body's data, exact; 422 for text that is not UTF-8 or not JSON."""
+    text = _text(body)
+    try:
+        return jsontext.parse(text)
+    except (ValueError, RecursionError) as error:
+        raise ApiError(422, "invalid_facts", jsontext.syntax_problem(error)) from None
+
+
+def shipments(body: bytes, limit: int) -> list[Any]:
+    """The shipments of a JSON array: each a facts mapping, or the FactsError it earned.
+
+    One bad shipment (a repeated key, NaN, not an object) is that shipment's error; the
+    others are still valued. Bad JSON, or more than `limit` shipments, fails the request.
+    """
+    data = _parse(body)
+    if not isinstance(data, list):
+        raise ApiError(
+            422,
+            "invalid_facts",
+            Problem("facts.type", "the body must be a JSON array of shipment facts objects"),
+        )
+    if len(data) > limit:
+        raise ApiError(
+            422,
+            "too_many_shipments",
+            Problem(
+                "request.too_many_shipments",
+                f"more than {limit} shipments in one request; split the list "
+                "(the limit is the server's --max-batch)",
+            ),
+        )
+    items: list[Any] = []
+    for item in data:
+        found = jsontext.problems(item)
+        if not found and not isinstance(item, dict):
+            found = [Problem("facts.type", "must be a JSON object of shipment facts")]
+        items.append(FactsError(found) if found else item)
+    return items
+
+
+def claim_body(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The shipment facts and the loss of `{"shipment": ..., "loss": ...}`; 422 otherwise."""
+    wanted = ("shipment", "loss")
+    data = _parse(body)
+    if not isinstance(data, dict):
+        raise ApiError(
+            422,
+            "invalid_facts",
+            Problem("facts.type", f"the body must be a JSON object with {' and '.join(wanted)}"),
+        )
+    problems = jsontext.problems(data)
+    problems += [
+        Problem("facts.required", "is required", Location(path=name))
+        for name in wanted
+        if name not in data
+    ] + [
+        Problem(
+            "facts.unknown_field",
+            f"unknown field {name!r}; expected {', '.join(wanted)}",
+            Location(path=name),
+        )
+        for name in data
+        if name not in wanted
+    ]
+    if problems:
+        raise ApiError(422, "invalid_facts", problems)
+    facts, loss = data["shipment"], data["loss"]
+    if not isinstance(facts, dict):
+        raise ApiError(
+            422,
+            "invalid_facts",
+            Problem(
+                "facts.type",
+                "must be a JSON object of shipment facts",
+                Location(path="shipment"),
+            ),
+        )
+    if not isinstance(loss, dict):
+        raise ApiError(
+            422,
+            "invalid_facts",
+            Problem(
+                "facts.loss", 'must be an object such as {"kind": "total"}', Location(path="loss")
+            ),
+        )
+    return facts, loss

@@ -1,0 +1,224 @@
+"""POST /v1/valuations, /v1/valuations/batch and /v1/claims."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+
+from engine.api import claim, value
+from engine.errors import (
+    FactsError,
+    TivError,
+)
+from engine.loading.snapshot import Snapshot
+from engine.result import Claim, Valuation
+from engine.service.auth import Key
+from engine.service.bodies import claim_body, read_body, require_object, shipments
+from engine.service.context import Service
+from engine.service.errors import tiv_error
+from engine.service.models import (
+    BatchResult,
+)
+from engine.service.routes.common import (
+    LOSS_REF,
+    SHIPMENT_REF,
+    body_doc,
+    errors_doc,
+    respond,
+    visible_pack,
+)
+from engine.service.settings import ApiKey
+
+# Parameter types shared by the endpoints. Module level, so FastAPI can resolve them.
+Policy = Annotated[
+    str,
+    Query(
+        description="pack id, or id@version to pin one",
+        pattern=r"^[A-Za-z0-9_.-]+(@[0-9]+(\.[0-9]+)*)?$",
+    ),
+]
+AsOf = Annotated[
+    datetime.date | None,
+    Query(
+        description="value with the version in effect on this date (default: the shipment's date)"
+    ),
+]
+AllowDraft = Annotated[
+    bool, Query(description="let a draft version value (pinned with id@version)")
+]
+
+
+def install(app: FastAPI, service: Service) -> None:
+    settings = service.settings
+
+    async def start(request: Request, key: ApiKey, policy: str) -> tuple[float, Snapshot, bytes]:
+        """The request's deadline, the rules it keeps to its end, and its body; the pack is
+        checked first, so a key that may not use it gets 404 whatever it sent."""
+        deadline = time.monotonic() + settings.time_budget_s
+        snapshot = service.state.current
+        visible_pack(snapshot, key, policy)
+        return deadline, snapshot, await read_body(request, settings.max_body_bytes)
+
+    def value_one(
+        snapshot: Snapshot,
+        facts: bytes | dict[str, Any],
+        policy: str,
+        as_of: Any,
+        allow_draft: bool,
+        trace: bool,
+    ) -> Valuation:
+        result = value(
+            snapshot.rules,
+            facts,
+            policy=policy,
+            as_of=as_of,
+            allow_draft=allow_draft,
+            trace=trace,
+            audit=service.audit,
+        )
+        service.metrics.valuation(result.policy.id, result.policy.version, result.decision)
+        return result
+
+    @app.post(
+        "/v1/valuations",
+        response_model=Valuation,
+        summary="Value one shipment",
+        description="The body is the shipment facts (the JSON form of `tiv value`'s input); "
+        "the answer is exactly `tiv value --format json`.",
+        responses=errors_doc(401, 404, 409, 413, 422, 503),
+        openapi_extra=body_doc(SHIPMENT_REF, "the shipment facts"),
+        tags=["valuations"],
+    )
+    async def post_valuation(
+        request: Request,
+        key: Key,
+        policy: Policy,
+        as_of: AsOf = None,
+        allow_draft: AllowDraft = False,
+        trace: Annotated[bool, Query(description="include the step-by-step trace")] = True,
+    ) -> Any:
+        deadline, snapshot, body = await start(request, key, policy)
+        require_object(body)
+        try:
+            result = await service.in_thread(
+                lambda: value_one(snapshot, body, policy, as_of, allow_draft, trace), deadline
+            )
+        except TivError as error:
+            service.metrics.error(error.kind)
+            status, payload = tiv_error(error, snapshot, policy)
+            return respond(payload, snapshot, status)
+        return respond(result.model_dump(mode="json"), snapshot)
+
+    @app.post(
+        "/v1/valuations/batch",
+        response_model=BatchResult,
+        summary="Value a list of shipments",
+        description="The body is a JSON array of shipment facts. Each shipment gets its own "
+        "result or error, in request order; one bad shipment does not fail the others. "
+        "Traces are left out unless `trace=true`.",
+        responses=errors_doc(401, 404, 413, 422, 503),
+        openapi_extra=body_doc(
+            {"type": "array", "items": SHIPMENT_REF, "maxItems": settings.max_batch},
+            "a list of shipment facts",
+        ),
+        tags=["valuations"],
+    )
+    async def post_batch(
+        request: Request,
+        key: Key,
+        policy: Policy,
+        as_of: AsOf = None,
+        allow_draft: AllowDraft = False,
+        trace: Annotated[bool, Query(description="include each step-by-step trace")] = False,
+    ) -> Any:
+        deadline, snapshot, body = await start(request, key, policy)
+        items = shipments(body, settings.max_batch)
+
+        def work() -> list[dict[str, Any]]:
+            results: list[dict[str, Any]] = []
+            for index, item in enumerate(items):
+                if time.monotonic() > deadline:
+                    break  # the answer is a 503 already; stop spending the CPU
+                try:
+                    if isinstance(item, FactsError):
+                        raise item
+                    result = value_one(snapshot, item, policy, as_of, allow_draft, trace)
+                except TivError as error:
+                    service.metrics.error(error.kind)
+                    _, payload = tiv_error(error, snapshot, policy)
+                    results.append({"index": index, "error": payload})
+                else:
+                    results.append({"index": index, "valuation": result.model_dump(mode="json")})
+            return results
+
+        results = await service.in_thread(work, deadline)
+        if len(results) < len(items):
+            raise service.over_budget()
+        failed = sum("error" in r for r in results)
+        payload = {
+            "rules_id": snapshot.rules_id,
+            "count": len(results),
+            "failed": failed,
+            "results": results,
+        }
+        return respond(payload, snapshot)
+
+    @app.post(
+        "/v1/claims",
+        response_model=Claim,
+        summary="Settle a loss",
+        description='The body is `{"shipment": <facts>, "loss": <loss>}`; the shipment is '
+        "valued, then the pack's claims formulas settle the loss (as `tiv claim --format json`). "
+        'A loss is `{"kind": "total"}`, `{"kind": "partial", "damage_percent": '
+        '"25"}`, or a partial loss with `gross_sound_value` and `gross_damaged_value`.',
+        responses=errors_doc(401, 404, 409, 413, 422, 503),
+        openapi_extra=body_doc(
+            {
+                "type": "object",
+                "required": ["shipment", "loss"],
+                "properties": {"shipment": SHIPMENT_REF, "loss": LOSS_REF},
+                "additionalProperties": False,
+            },
+            "the shipment facts and the loss",
+        ),
+        tags=["claims"],
+    )
+    async def post_claim(
+        request: Request,
+        key: Key,
+        policy: Policy,
+        as_of: AsOf = None,
+        allow_draft: AllowDraft = False,
+        trace: Annotated[bool, Query(description="include the step-by-step traces")] = True,
+    ) -> Any:
+        deadline, snapshot, body = await start(request, key, policy)
+        facts, loss = claim_body(body)
+
+        def settle() -> Claim:
+            result = claim(
+                snapshot.rules,
+                facts,
+                loss,
+                policy=policy,
+                as_of=as_of,
+                allow_draft=allow_draft,
+                trace=trace,
+                audit=service.audit,
+            )
+            service.metrics.claim(result.valuation.policy.id, result.valuation.policy.version)
+            return result
+
+        try:
+            result = await service.in_thread(settle, deadline)
+        except TivError as error:
+            service.metrics.error(error.kind)
+            status, payload = tiv_error(error, snapshot, policy)
+            for problem in payload["problems"]:  # facts paths are inside `shipment`
+                path = problem.get("path")
+                if path and not path.startswith("loss") and error.kind == "invalid_facts":
+                    problem["path"] = f"shipment.{path}"
+            return respond(payload, snapshot, status)
+        return respond(result.model_dump(mode="json"), snapshot)

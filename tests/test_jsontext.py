@@ -1,0 +1,75 @@
+"""The strict JSON reader (engine.loading.jsontext) and the atomic writer (engine.atomic)."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.atomic import write_atomic
+from engine.errors import FactsError
+from engine.loading import jsontext
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=4))
+def test_numbers_are_read_exactly(amount: Decimal) -> None:
+    text = f'{{"amount": {amount}}}'
+    read = jsontext.loads(text)["amount"]
+    # A number with a fraction is the Decimal of its text, never a float's neighbour.
+    assert read == amount and not isinstance(read, float)
+
+
+def test_repeated_keys_and_nan_are_refused_with_their_paths() -> None:
+    text = '{"charges": [{"amount": "1", "amount": "2"}], "fx": {"EUR": NaN}, "id": 1}'
+    with pytest.raises(FactsError) as caught:
+        jsontext.loads(text, "<input>")
+    found = {(p.code, p.location.path) for p in caught.value.problems}
+    assert found == {
+        ("facts.duplicate_key", "charges[0].amount"),
+        ("facts.not_finite", "fx.EUR"),
+    }
+    # parse marks them and leaves the choice to the caller: the first value is kept.
+    data = jsontext.parse(text)
+    assert data["charges"][0]["amount"] == "1"
+    assert [p.location.path for p in jsontext.problems(data["fx"], at=("fx",))] == ["fx.EUR"]
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "where"),
+    [
+        ('{"id": "x",\n  "date": }', "facts.syntax", (2, 11)),
+        ("[" * 100_000, "facts.too_deep", (0, 0)),
+        ('{"n": ' + "9" * 5000 + "}", "facts.syntax", (0, 0)),  # over the int digit limit
+        (b'{"id": "\xff"}', "facts.encoding", (0, 0)),
+    ],
+)
+def test_bad_text_is_one_problem_with_its_place(
+    text: str | bytes, code: str, where: tuple[int, int]
+) -> None:
+    with pytest.raises(FactsError) as caught:
+        jsontext.loads(text, "f.json")
+    (problem,) = caught.value.problems
+    assert problem.code == code and problem.location.file == "f.json"
+    assert (problem.location.line, problem.location.col) == where
+    assert "\n" not in problem.message
+
+
+def test_atomic_write_replaces_whole_or_leaves_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    write_atomic(target, "first\n")
+    assert target.read_text() == "first\n"
+
+    def half_then_fail(handle: object) -> None:
+        handle.write("second, half")  # type: ignore[attr-defined]
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(target, half_then_fail)
+    assert target.read_text() == "first\n"  # untouched
+    assert os.listdir(tmp_path) == ["out.txt"]  # no temporary file left behind
+    write_atomic(target, lambda handle: handle.write("third\n"))
+    assert target.read_text() == "third\n"

@@ -31,8 +31,7 @@ test: $(VENV)/.installed-dev
 	$(TIV) test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-# mypy --strict on the files listed under [tool.mypy] in pyproject.toml (all of engine/
-# once the evaluation core is typed).
+# mypy --strict on all of engine/ (configured under [tool.mypy] in pyproject.toml).
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy --strict
 

@@ -116,7 +116,7 @@ class _Estimate:
         self.lines.append(
             DutyLine(
                 id=item_id,
-                kind=kind,  # type: ignore[arg-type]
+                kind=kind,
                 name=name,
                 subject=subject,
                 base=plain(base),

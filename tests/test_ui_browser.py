@@ -84,6 +84,18 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     browser.quit()
 
 
+@pytest.fixture()
+def signed_in(driver: Any, server: UiServer) -> Any:
+    """The browser, signed in as insurer A (through the login form, as a person would)."""
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(server.url + "/ui")
+    if driver.get_cookie("tiv_ui_key") is None:
+        wait_for(driver, "#key").send_keys(KEY_A, Keys.ENTER)
+        wait_for(driver, "#packs")
+    return driver
+
+
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Any, str], Path]:
     folder = Path(os.environ.get("TIV_UI_SCREENSHOTS") or tmp_path_factory.mktemp("shots"))
@@ -180,12 +192,14 @@ SEED_FORM = {
 }
 
 
-# --- the tests run in order: the first signs in ------------------------------------
+# --- pages ----------------------------------------------------------------------------
 
 
 def test_sign_in_by_keyboard_and_see_the_rules(driver: Any, server: UiServer, shots: Any) -> None:
     from selenium.webdriver.common.keys import Keys
 
+    driver.get(server.url + "/ui")
+    driver.delete_all_cookies()  # signed out, whatever ran before
     driver.get(server.url + "/ui")
     field = wait_for(driver, "#key")
     assert find(driver, 'label[for="key"]').text == "API key"
@@ -201,8 +215,9 @@ def test_sign_in_by_keyboard_and_see_the_rules(driver: Any, server: UiServer, sh
 
 
 def test_a_pack_page_links_each_line_to_the_file_view(
-    driver: Any, server: UiServer, shots: Any
+    signed_in: Any, server: UiServer, shots: Any
 ) -> None:
+    driver = signed_in
     driver.get(server.url + "/ui/packs/standard/1.0.0")
     wait_for(driver, "#parameters")
     assert "Institute Cargo Clauses practice" in find(driver, "#parameters + div").text
@@ -220,7 +235,10 @@ def test_a_pack_page_links_each_line_to_the_file_view(
     shots(driver, "file")
 
 
-def test_the_simulator_values_the_seed_shipment(driver: Any, server: UiServer, shots: Any) -> None:
+def test_the_simulator_values_the_seed_shipment(
+    signed_in: Any, server: UiServer, shots: Any
+) -> None:
+    driver = signed_in
     driver.get(server.url + "/ui/simulate")
     wait_for(driver, "form.sim")
     # Every input has a label.
@@ -242,8 +260,9 @@ def test_the_simulator_values_the_seed_shipment(driver: Any, server: UiServer, s
 
 
 def test_a_bad_amount_shows_its_error_next_to_its_field(
-    driver: Any, server: UiServer, shots: Any
+    signed_in: Any, server: UiServer, shots: Any
 ) -> None:
+    driver = signed_in
     driver.get(server.url + "/ui/simulate")
     wait_for(driver, "form.sim")
     fill(driver, {"pack": "standard", **SEED_FORM, "charges[1].amount": "6,50x"})
@@ -259,7 +278,8 @@ def test_a_bad_amount_shows_its_error_next_to_its_field(
     shots(driver, "simulator-error")
 
 
-def test_the_diff_page_shows_what_changed(driver: Any, server: UiServer, shots: Any) -> None:
+def test_the_diff_page_shows_what_changed(signed_in: Any, server: UiServer, shots: Any) -> None:
+    driver = signed_in
     driver.get(server.url + "/ui/diff")
     wait_for(driver, "#f-before")
     fill(driver, {"before": "forwarder-all-risks@1.0.0", "after": "forwarder-all-risks@2.0.0"})
@@ -271,7 +291,8 @@ def test_the_diff_page_shows_what_changed(driver: Any, server: UiServer, shots: 
     shots(driver, "diff")
 
 
-def test_the_impact_page_shows_the_flips(driver: Any, server: UiServer, shots: Any) -> None:
+def test_the_impact_page_shows_the_flips(signed_in: Any, server: UiServer, shots: Any) -> None:
+    driver = signed_in
     driver.get(server.url + "/ui/impact")
     wait_for(driver, "#impact-form")
     shots(driver, "impact-form")
@@ -285,8 +306,9 @@ def test_the_impact_page_shows_the_flips(driver: Any, server: UiServer, shots: A
 
 
 def test_a_long_impact_run_shows_progress_and_cancels(
-    driver: Any, server: UiServer, shots: Any
+    signed_in: Any, server: UiServer, shots: Any
 ) -> None:
+    driver = signed_in
     driver.get(server.url + "/ui/impact")
     wait_for(driver, "#impact-form")
     fill(driver, {"before": "standard@1.0.0", "after": "acme-marine@1.0.0"})
@@ -303,7 +325,10 @@ def test_a_long_impact_run_shows_progress_and_cancels(
     assert status.text.startswith("Cancelled after")
 
 
-def test_the_audit_pages_show_a_tampered_record(driver: Any, server: UiServer, shots: Any) -> None:
+def test_the_audit_pages_show_a_tampered_record(
+    signed_in: Any, server: UiServer, shots: Any
+) -> None:
+    driver = signed_in
     first = server.value_seed()
     second = server.value_seed()
     driver.get(server.url + "/ui/audit")
@@ -328,15 +353,17 @@ def test_the_audit_pages_show_a_tampered_record(driver: Any, server: UiServer, s
 
 
 def test_docs_render_offline_from_the_vendored_assets(
-    driver: Any, server: UiServer, shots: Any
+    signed_in: Any, server: UiServer, shots: Any
 ) -> None:
+    driver = signed_in
     driver.get(server.url + "/docs")
     title = wait_for(driver, ".swagger-ui .info .title", timeout=60)
     assert "tiv valuation service" in title.text
     shots(driver, "docs")
 
 
-def test_pages_fit_a_phone(driver: Any, server: UiServer, shots: Any) -> None:
+def test_pages_fit_a_phone(signed_in: Any, server: UiServer, shots: Any) -> None:
+    driver = signed_in
     driver.set_window_size(390, 844)
     try:
         for name, path in (
@@ -354,7 +381,8 @@ def test_pages_fit_a_phone(driver: Any, server: UiServer, shots: Any) -> None:
         driver.set_window_size(1280, 800)
 
 
-def test_the_skip_link_comes_first_for_the_keyboard(driver: Any, server: UiServer) -> None:
+def test_the_skip_link_comes_first_for_the_keyboard(signed_in: Any, server: UiServer) -> None:
+    driver = signed_in
     from selenium.webdriver.common.keys import Keys
 
     driver.get(server.url + "/ui/simulate")

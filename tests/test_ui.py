@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.service.ui import charts, simulator
-from tests.ui_server import KEY_A, KEY_B, UiServer, tamper
+from tests.ui_server import KEY_A, KEY_B, SEED, UiServer, tamper
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,38 @@ def test_the_seed_shipment_values_to_the_worked_example(server: UiServer) -> Non
     assert 'data-figure="tiv">561,709.00 USD' in result.text
     assert "Demurrage is a penalty" in result.text  # an excluded charge with its reason
     assert "<svg" in result.text  # the waterfall
+
+
+def test_pasted_yaml_values_and_fills_the_form(server: UiServer) -> None:
+    text = SEED.read_text(encoding="utf-8")
+    page = server.post("/ui/simulate", {"pack": "standard", "source": "paste", "facts_text": text})
+    assert page.status_code == 200, page.text
+    assert 'data-figure="tiv">561,709.00 USD' in page.text
+    assert 'name="invoice.amount" type="text" value="500000.00"' in page.text
+    bad = text.replace('amount: "650.00"', 'amount: "6x50"')
+    page = server.post("/ui/simulate", {"pack": "standard", "source": "paste", "facts_text": bad})
+    assert page.status_code == 422
+    assert re.search(r'id="f-charges-1-amount-error"[^>]*>[^<]*decimal', page.text)
+
+
+def test_two_pinned_versions_side_by_side(server: UiServer) -> None:
+    page = server.get("/ui/simulate?pack=standard&example=0").text
+    fields = dict(re.findall(r'name="([^"]+)" type="[a-z]+" value="([^"]*)"', page))
+    form = {k: v for k, v in fields.items() if v}
+    form.update({"mode": "ocean", "duties_mode": "declared", "source": "form"})
+    form.update({"version": "standard@1.0.0", "compare_version": "acme-marine@1.0.0"})
+    result = server.post("/ui/simulate", form)
+    assert result.status_code == 200, result.text
+    heads = re.findall(r'<section class="result" aria-label="Result under ([^"]+)"', result.text)
+    assert heads == ["standard@1.0.0", "acme-marine@1.0.0"]
+    assert 'class="results side-by-side"' in result.text
+
+
+def test_a_form_over_the_limit_is_refused_whole(server: UiServer) -> None:
+    corpus = "x" * (4 * 1024 * 1024 + 1)
+    data = {"before": "standard@1.0.0", "after": "acme-marine@1.0.0", "corpus": corpus}
+    refused = server.post("/ui/impact", data)
+    assert refused.status_code == 413 and "The form is over 4 MiB" in refused.text
 
 
 def test_a_bad_amount_is_reported_at_its_field(server: UiServer) -> None:

@@ -87,6 +87,11 @@ def ui_router(settings: Settings, current: Callable[[], Snapshot]) -> APIRouter:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/ui/login?next={quote(target)}", status_code=303)
 
+    def too_large(request: Request, key: ApiKey | None) -> HTMLResponse:
+        limit = f"{MAX_FORM_BYTES // (1024 * 1024)} MiB"
+        message = f"The form is over {limit}; send fewer shipments, or use `tiv impact`."
+        return page(request, "message.html", key, 413, title="Too large", message=message)
+
     def not_found(request: Request, key: ApiKey, message: str) -> HTMLResponse:
         return page(request, "message.html", key, 404, title="Not found", message=message)
 
@@ -98,7 +103,9 @@ def ui_router(settings: Settings, current: Callable[[], Snapshot]) -> APIRouter:
 
     @router.post("/login")
     async def login(request: Request) -> Response:
-        form = form_fields(await _body(request))
+        form = await _form(request)
+        if form is None:
+            return too_large(request, None)
         target = _local(form.get("next", "/ui"))
         token = form.get("key", "").strip()
         if access.check(token) is None and not access.open:
@@ -190,7 +197,9 @@ def ui_router(settings: Settings, current: Callable[[], Snapshot]) -> APIRouter:
         key = access.key_of(request)
         if key is None:
             return login_redirect(request)
-        form = form_fields(await _body(request))
+        form = await _form(request)
+        if form is None:
+            return too_large(request, key)
         snapshot = current()
         errors: dict[str, list[str]] = {}
         general: list[str] = []
@@ -209,10 +218,13 @@ def ui_router(settings: Settings, current: Callable[[], Snapshot]) -> APIRouter:
             facts = simulator.facts_from_form(form)
         runs = []
         for prefix in ("", "compare_"):
-            pack_id = form.get(f"{prefix}pack", "").strip()
+            # A chosen version names its pack (`standard@1.0.0`); else the pack's in effect.
+            pinned = form.get(f"{prefix}version", "").strip()
+            pack_id, _, version = pinned.partition("@")
+            if not pinned:
+                pack_id = form.get(f"{prefix}pack", "").strip()
             if not pack_id:
                 continue
-            version = form.get(f"{prefix}version", "").strip()
             as_of_text = form.get("as_of", "").strip()
             if not _visible(snapshot, key, pack_id):
                 general.append(f"No policy pack `{pack_id}`.")
@@ -351,7 +363,9 @@ def ui_router(settings: Settings, current: Callable[[], Snapshot]) -> APIRouter:
         key = access.key_of(request)
         if key is None:
             return login_redirect(request)
-        form = form_fields(await _body(request))
+        form = await _form(request)
+        if form is None:
+            return too_large(request, key)
         snapshot = current()
         choices = refs(snapshot, key)
         before, after = form.get("before", ""), form.get("after", "")
@@ -522,14 +536,15 @@ def ui_router(settings: Settings, current: Callable[[], Snapshot]) -> APIRouter:
 # --- helpers ------------------------------------------------------------------------
 
 
-async def _body(request: Request) -> bytes:
+async def _form(request: Request) -> dict[str, str] | None:
+    """The posted form, or None when it is over MAX_FORM_BYTES (never half of it)."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_FORM_BYTES:
-            break
+            return None
         chunks.append(chunk)
-    return b"".join(chunks)
+    return form_fields(b"".join(chunks))
 
 
 def _local(target: str) -> str:

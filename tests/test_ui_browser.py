@@ -9,7 +9,6 @@ test's temporary folder) and each is checked not to be blank.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -22,8 +21,9 @@ from tests.ui_server import KEY_A, UiServer, tamper
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+# Debian's paths; the variables point elsewhere (or nowhere, to see the skip).
+CHROMIUM = os.environ.get("TIV_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("TIV_CHROMEDRIVER", "/usr/bin/chromedriver")
 INSTALL = "apt-get install -y chromium chromium-driver"
 FLAGS = (
     "--headless",
@@ -38,19 +38,12 @@ FLAGS = (
 )
 
 
-_PROGRAMS = (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER))
-
-
 def _missing() -> str | None:
     try:
         import selenium  # noqa: F401
     except ImportError:
         return "selenium is not installed (pip install -e '.[dev]')"
-    browser = shutil.which("chromium") or (CHROMIUM if os.path.exists(CHROMIUM) else None)
-    driver = shutil.which("chromedriver") or (
-        CHROMEDRIVER if os.path.exists(CHROMEDRIVER) else None
-    )
-    if browser is None or driver is None:
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
         return f"the browser tests need Debian's chromium and chromium-driver: {INSTALL}"
     return None
 
@@ -74,10 +67,10 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     profile = tempfile.mkdtemp(prefix="tiv-chromium-", dir=tmp_path_factory.getbasetemp())
     options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or CHROMIUM
+    options.binary_location = CHROMIUM
     for flag in (*FLAGS, f"--user-data-dir={profile}", "--window-size=1280,800"):
         options.add_argument(flag)
-    service = Service(executable_path=shutil.which("chromedriver") or CHROMEDRIVER)
+    service = Service(executable_path=CHROMEDRIVER)
     browser = webdriver.Chrome(service=service, options=options)
     browser.set_page_load_timeout(60)
     yield browser
@@ -137,6 +130,16 @@ def find(driver: Any, css: str) -> Any:
     return driver.find_element(By.CSS_SELECTOR, css)
 
 
+def click_and_wait(driver: Any, element: Any) -> None:
+    """Click something that loads a page, and wait until the old page is gone."""
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = find(driver, "html")
+    element.click()
+    WebDriverWait(driver, 60).until(ec.staleness_of(old))
+
+
 def fill(driver: Any, fields: dict[str, str]) -> None:
     for name, text in fields.items():
         element = find(driver, f'[name="{name}"]')
@@ -149,12 +152,11 @@ def fill(driver: Any, fields: dict[str, str]) -> None:
             element.send_keys(text)
 
 
-def no_horizontal_scroll(driver: Any) -> bool:
-    return bool(
-        driver.execute_script(
-            "return document.documentElement.scrollWidth <= window.innerWidth + 1"
-        )
-    )
+def page_width(driver: Any) -> tuple[int, int]:
+    """(the document's width, the window's): equal when nothing scrolls sideways."""
+    script = "return [document.documentElement.scrollWidth, window.innerWidth]"
+    wide, window = driver.execute_script(script)
+    return int(wide), int(window)
 
 
 # The seed shipment (examples/shipments/seed-electronics.yaml), as a person types it.
@@ -334,8 +336,8 @@ def test_the_audit_pages_show_a_tampered_record(
     driver.get(server.url + "/ui/audit")
     assert "Chain verified" in wait_for(driver, "#chain-status").text
     fill(driver, {"shipment": "SEED"})
-    find(driver, "form.inline button").click()
-    wait_for(driver, "#chain-status")
+    click_and_wait(driver, find(driver, "form.inline button"))
+    assert "shipment=SEED" in driver.current_url
     assert first in driver.page_source and second in driver.page_source
     driver.get(server.url + f"/ui/audit/{first}")
     assert "identical" in wait_for(driver, "#replay").text
@@ -372,11 +374,15 @@ def test_pages_fit_a_phone(signed_in: Any, server: UiServer, shots: Any) -> None
             ("simulator", "/ui/simulate?pack=standard&example=0"),
             ("impact", "/ui/impact"),
             ("audit", "/ui/audit"),
+            ("file", "/ui/files/policies/standard/1.0.0.yaml#L30"),
+            ("diff", "/ui/diff?before=forwarder-all-risks@1.0.0&after=forwarder-all-risks@2.0.0"),
         ):
             driver.get(server.url + path)
             wait_for(driver, "main h1")
-            assert no_horizontal_scroll(driver), f"{path} scrolls sideways at phone width"
             shots(driver, f"phone-{name}")
+            wide, window = page_width(driver)
+            assert window < 500, f"the window did not narrow: {window} px"
+            assert wide <= window + 1, f"{path} is {wide} px wide in a {window} px window"
     finally:
         driver.set_window_size(1280, 800)
 

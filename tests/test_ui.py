@@ -245,3 +245,20 @@ def test_a_histogram_counts_every_value_once(values: list[Decimal]) -> None:
     svg = charts.histogram("h", values)
     counts = [int(n) for n in re.findall(r": (\d+)</title><rect", svg)]
     assert sum(counts) == len(values)
+
+
+def test_sources_split_into_file_and_line_and_lock_states_read_plainly() -> None:
+    from engine.service.ui.rulebook import lock_state, split_source
+
+    assert split_source("policies/standard/1.0.0.yaml:28") == ("policies/standard/1.0.0.yaml", 28)
+    assert split_source("rules/countries/US/1.0.0.yaml:138:5") == (
+        "rules/countries/US/1.0.0.yaml",
+        138,
+    )
+    assert split_source("charges[2].amount") is None
+    locked = {"a.yaml": "1" * 64}
+    assert lock_state(locked, "a.yaml", "1" * 64, "published") == "locked"
+    assert lock_state(locked, "a.yaml", "2" * 64, "published") == "changed since locked"
+    assert lock_state(locked, "b.yaml", "1" * 64, "published") == "not locked"
+    assert lock_state(locked, "b.yaml", "1" * 64, "draft") == "draft (never locked)"
+    assert lock_state(None, "a.yaml", "1" * 64, "published") == "no rules.lock"

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from engine.api import value
 from engine.errors import FactsError, TivError
@@ -211,7 +211,7 @@ def ui_router(settings: Settings, current: Callable[[], Snapshot]) -> APIRouter:
             if parsed is None:
                 general.append("The pasted text is not a JSON or YAML mapping of shipment facts.")
                 return simulate_page(request, key, form, [], errors, general, 422)
-            kept = {k: v for k, v in form.items() if not simulator._is_fact(k)}
+            kept = {k: v for k, v in form.items() if not simulator.is_fact(k)}
             form = {**kept, **simulator.form_from_facts(parsed), "facts_text": text}
             facts = text
         else:
@@ -586,7 +586,7 @@ def _result_view(result: Any) -> dict[str, Any]:
     chart = charts.waterfall(
         f"{result.policy.id}@{result.policy.version}: from invoice to TIV", steps, total
     )
-    return {"v": result, "chart": Markup(chart), "escape": escape}
+    return {"v": result, "chart": Markup(chart)}
 
 
 def _impact_view(job: Any) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def facts_from_form(form: Mapping[str, str]) -> dict[str, Any]:
     facts: dict[str, Any] = {}
     for name, raw in form.items():
         text = raw.strip()
-        if not text or name.startswith("fx[") or not _is_fact(name):
+        if not text or name.startswith("fx[") or not is_fact(name):
             continue
         last = name.rsplit(".", 1)[-1]
         _put(facts, name, int(text) if last in _WHOLE and text.isdigit() else text)
@@ -72,9 +72,10 @@ def facts_from_form(form: Mapping[str, str]) -> dict[str, Any]:
     return facts
 
 
-def _is_fact(name: str) -> bool:
+def is_fact(name: str) -> bool:
+    """Whether a form field holds a fact (the pack choices and the pasted text do not)."""
     head = name.split("[", 1)[0].split(".", 1)[0]
-    return name in SCALARS or head in ("goods", "charges", "duties")
+    return name in SCALARS or head in ("goods", "charges", "duties", "fx")
 
 
 def _put(target: dict[str, Any], path: str, value: Any) -> None:

@@ -42,7 +42,7 @@ from engine.ruleset import RuleSet
 _ANY_DAY = datetime.date(2000, 1, 1)  # pinned versions are selected whatever the day
 CHUNK = 200  # shipments per task: large enough to amortise pickling, small for progress
 
-RulesSpec = str | os.PathLike[str] | Mapping[str, str]
+RulesSpec = str | os.PathLike[str] | Mapping[str, str] | Mapping[str, bytes]
 Progress = Callable[[int, int], None]  # (shipments done, total)
 
 

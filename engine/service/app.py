@@ -99,6 +99,7 @@ def create_app(settings: Settings, state: RulesState | None = None) -> FastAPI:
             f"valuation response carries the `{RULES_HEADER}` header: the loaded rule set."
         ),
         lifespan=lifespan,
+        docs_url=None,  # issue 14: /docs comes from engine/service/ui, with no CDN
     )
     app.state.service = service
     app.add_middleware(_Timing, metrics=service.metrics)
@@ -126,4 +127,10 @@ def create_app(settings: Settings, state: RulesState | None = None) -> FastAPI:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+    # Issue 14: the offline /docs and the /ui workbench (engine/service/ui).
+    from engine.service.ui import docs_router, ui_router
+
+    app.include_router(docs_router())
+    app.include_router(ui_router(settings, lambda: service.state.current))
     return app

@@ -14,6 +14,8 @@ prices with the engine's public API and records every change in the audit chain:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from engine.applications.errors import ApplicationError
 from engine.applications.models import (
     Certificate,
@@ -24,7 +26,20 @@ from engine.applications.models import (
     Review,
     canonical_json,
 )
-from engine.applications.workflow import Book
+
+if TYPE_CHECKING:
+    from engine.applications.workflow import Book
+
+
+def __getattr__(name: str) -> Any:
+    # Book needs SQLAlchemy (the `applications` extra); importing the package, as the
+    # HTTP service does for its router, must not.
+    if name == "Book":
+        from engine.applications.workflow import Book
+
+        return Book
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ApplicationError",

@@ -629,6 +629,12 @@ def create_app(settings: Settings, state: RulesState | None = None) -> FastAPI:
     app.state.service = service
     app.add_middleware(_Timing, metrics=service.metrics)
     _install_error_handlers(app, service)
+    # Insurance applications (quotes, binds, certificates): their own router and module.
+    from engine.applications.http import applications_router
+
+    app.include_router(
+        applications_router(settings, lambda: service.state.current.rules, _principal)
+    )
 
     def require_role(key: ApiKey, role: str) -> None:
         if role not in key.roles:

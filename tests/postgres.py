@@ -45,8 +45,10 @@ def free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, binaries: Path) -> None:
+    def __init__(self, binaries: Path, *, durable: bool = False) -> None:
         self.bin = binaries
+        # Tests need no crash safety (fsync off, faster); a bench compares durable commits.
+        self.durable = durable
         self.folder = Path(tempfile.mkdtemp(prefix="tiv-pg-"))
         self.data = self.folder / "data"
         self.port = 0
@@ -83,7 +85,7 @@ class Cluster:
             self.port = free_port()
             options = (
                 f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} "
-                "-c fsync=off -c max_connections=200"
+                "-c max_connections=200" + ("" if self.durable else " -c fsync=off")
             )
             try:
                 self._run(

@@ -137,7 +137,11 @@ def render_pdf(cert: Certificate) -> bytes:
         line("Conditions", cert.conditions)
 
     heading("Verification")
-    line("Rules", f"{cert.pack.id}@{cert.pack.version} (sha256 {cert.pack.sha256})")
+    line("Rules", f"{cert.pack.id}@{cert.pack.version}")
+    pdf.set_font("Helvetica", "", 9)
+    pdf.multi_cell(width, 5, "sha256 of the pack file:", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Courier", "", 9)
+    pdf.multi_cell(width, 5, cert.pack.sha256, new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 9)
     pdf.multi_cell(
         width,

@@ -208,9 +208,8 @@ class Book:
                     f"quote {quote_id} expired on {row.valid_until.isoformat()}: "
                     "quote the application again",
                 )
-            valuation = Valuation.model_validate_json(row.valuation)
             if override is not None:
-                _check_minor_units(override, valuation, "premium")
+                _check_minor_units(override, Valuation.model_validate_json(row.valuation))
             state = "approved" if approve else "declined"
             changed = conn.execute(
                 update(quotes)
@@ -235,7 +234,7 @@ class Book:
                 "conditions": conditions,
             }
             audit_id = self._audit_event(
-                "review", quote_id, None, detail, row.facts, valuation, rules
+                "review", quote_id, None, detail, row.facts, row.valuation, rules
             )
             self._event(conn, now, "review", quote_id, None, detail, audit_id)
             return self._quote(conn, quote_id)
@@ -277,7 +276,6 @@ class Book:
             ).rowcount
             if claimed != 1:
                 raise ApplicationError("bind.already_bound", f"quote {quote_id} is already bound")
-            valuation = Valuation.model_validate_json(row.valuation)
             policy_id = _new_id("P")
             facts = json.loads(row.facts)
             conn.execute(
@@ -301,7 +299,7 @@ class Book:
             )
             detail = {"payment_ref": payment_ref, "amount": paid, "premium_due": due}
             audit_id = self._audit_event(
-                "bind", quote_id, policy_id, detail, row.facts, valuation, rules
+                "bind", quote_id, policy_id, detail, row.facts, row.valuation, rules
             )
             self._event(conn, now, "bind", quote_id, policy_id, detail, audit_id)
             return self._policy(conn, policy_id)
@@ -325,10 +323,9 @@ class Book:
             returned = row.premium
             seq = self._next_endorsement(conn, policy_id)
             quote = self._quote_row(conn, row.quote_id)
-            valuation = Valuation.model_validate_json(quote.valuation)
             detail = {"returned_premium": returned, "by": by, "reason": reason}
             audit_id = self._audit_event(
-                "cancel", row.quote_id, policy_id, detail, row.facts, valuation, rules
+                "cancel", row.quote_id, policy_id, detail, row.facts, quote.valuation, rules
             )
             conn.execute(
                 insert(endorsements).values(
@@ -543,11 +540,13 @@ class Book:
         policy_id: str | None,
         detail: dict[str, Any],
         facts: str | Mapping[str, Any],
-        valuation: Valuation,
+        valuation: Valuation | str,
         rules: RuleSet,
     ) -> str | None:
         if self.audit is None:
             return None
+        if isinstance(valuation, str):  # the stored JSON: parsed only when it is recorded
+            valuation = Valuation.model_validate_json(valuation)
         record = BookEvent(
             event=event,  # type: ignore[arg-type]
             quote_id=quote_id,
@@ -785,7 +784,7 @@ def _sum_insured(facts: Mapping[str, Any], tiv: Decimal) -> Decimal:
     return Decimal(str(declared)) if declared is not None else tiv
 
 
-def _check_minor_units(amount: Decimal, valuation: Valuation, what: str) -> None:
+def _check_minor_units(amount: Decimal, valuation: Valuation, what: str = "premium") -> None:
     exponent = amount.as_tuple().exponent
     if isinstance(exponent, int) and -exponent > valuation.currency_minor_units:
         raise ApplicationError(

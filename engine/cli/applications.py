@@ -235,8 +235,13 @@ def _policy_text(p: Any) -> str:
     ]
     for e in p.endorsements:
         change = e.premium_change if e.premium_change.startswith("-") else f"+{e.premium_change}"
-        what = ", ".join(f"{k}={v}" for k, v in e.changes.items()) or "cancelled"
-        lines.append(f"  {e.kind} #{e.seq}     {what}: premium {change} {ccy} -> {e.premium_after}")
+        if e.kind == "cancel":
+            what = "cancelled"
+        else:
+            what = ", ".join(e.changes) + f" changed, TIV {e.total_insured_value} {ccy}"
+        lines.append(f"  {e.kind} #{e.seq:<6} {what}: premium {change} {ccy} -> {e.premium_after}")
+    if p.returned_premium is not None:
+        lines.append(f"  returned       {p.returned_premium} {ccy} (cancelled {p.cancelled_at})")
     if p.state == "in_force":
         lines.append(f"Next: tiv certificate {p.id} -o certificate.pdf")
     return "\n".join(lines) + "\n"

@@ -3,11 +3,13 @@
 A `Book` keeps quotes and policies in a database (SQLite by default, PostgreSQL by URL),
 prices with the engine's public API and records every change in the audit chain:
 
+    from pathlib import Path
+
     from engine import load_rules
     from engine.applications import Book
 
     with Book("book.db", load_rules("."), audit="audit.db") as book:
-        quote = book.quote("shipment.yaml", policy="blue-harbour", insured="Acme Ltd")
+        quote = book.quote(Path("shipment.yaml"), policy="blue-harbour", insured="Acme Ltd")
         policy = book.bind(quote.id, payment_ref="PAY-1", amount=quote.premium_due)
         pdf = book.certificate_pdf(policy.id)
 """

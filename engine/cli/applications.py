@@ -239,7 +239,8 @@ def _policy_text(p: Any) -> str:
             what = "cancelled"
         else:
             what = ", ".join(e.changes) + f" changed, TIV {e.total_insured_value} {ccy}"
-        lines.append(f"  {e.kind} #{e.seq:<6} {what}: premium {change} {ccy} -> {e.premium_after}")
+        label = f"{e.kind} #{e.seq}"
+        lines.append(f"  {label:14} {what}: premium {change} {ccy} -> {e.premium_after}")
     if p.returned_premium is not None:
         lines.append(f"  returned       {p.returned_premium} {ccy} (cancelled {p.cancelled_at})")
     if p.state == "in_force":

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine import FactsError, RuleSet
 from engine.applications import ApplicationError, Book, canonical_json
@@ -203,6 +205,9 @@ def check_expiry(books: Books) -> None:
     assert "expired on 2026-12-29" in error.message
     on_time = books(clock=at("2026-12-29", hour=23))
     assert on_time.bind(quote.id, payment_ref="W", amount="812.88").state == "in_force"
+    # A referred quote past its validity cannot be approved either: it is quoted again.
+    waiting = books().quote(referred(), policy="blue-harbour", insured="Acme")
+    refused("review.expired", lambda: late.review(waiting.id, approve=True, by="U", reason="r"))
 
 
 def check_review(books: Books) -> None:
@@ -653,6 +658,26 @@ def test_cli_review_flow(tmp_path: Path) -> None:
 def test_cli_quote_help_names_the_exit_statuses() -> None:
     shown = tiv("quote", "--help")
     assert shown.returncode == 0 and "5 refused" in shown.stdout
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    amount=st.decimals(
+        min_value=Decimal("-1e15"), max_value=Decimal("1e15"), places=None, allow_nan=False
+    ).filter(lambda d: d.is_finite())
+)
+def test_money_columns_give_back_the_decimal_as_written(amount: Decimal) -> None:
+    from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert, select
+
+    from engine.applications.tables import Money
+
+    table = Table("t", MetaData(), Column("k", Integer, primary_key=True), Column("m", Money))
+    engine = create_engine("sqlite://")
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(table).values(k=1, m=amount))
+        back = conn.execute(select(table.c.m)).scalar_one()
+    assert (back, str(back)) == (amount, str(amount))  # the value and its written scale
 
 
 def test_decimal_amounts_survive_a_round_trip(books: Books) -> None:

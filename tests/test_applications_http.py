@@ -229,3 +229,26 @@ def test_bad_facts_name_their_path(server: Server) -> None:
     assert (missing.status_code, missing.json()["problems"][0]["path"]) == (422, "insured")
     not_json = server.call("POST", "/v1/quotes?policy=blue-harbour", BROKER_A, content=b"{oops")
     assert not_json.status_code == 422
+
+
+def test_a_service_without_a_book_says_how_to_configure_one(monkeypatch: Any) -> None:
+    # No network needed to check a configuration message: the app in-process over ASGI.
+    from engine.service.app import create_app
+    from engine.service.settings import Settings
+
+    monkeypatch.delenv("TIV_BOOK", raising=False)
+    app = create_app(Settings(rules=ROOT))
+
+    async def ask() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tiv") as client:
+            return await client.post(
+                "/v1/quotes?policy=blue-harbour", json={"insured": "A", "shipment": {}}
+            )
+
+    import anyio
+
+    answer = anyio.run(ask)
+    assert answer.status_code == 503
+    assert answer.json()["problems"][0]["code"] == "book.none"
+    assert "TIV_BOOK" in answer.json()["problems"][0]["message"]

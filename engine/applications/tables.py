@@ -109,6 +109,7 @@ policies = Table(
     Column("total_insured_value", Money, nullable=False),
     Column("sum_insured", Money, nullable=False),
     Column("deductible", Money, nullable=True),
+    Column("clauses", Text, nullable=False),  # JSON list: the pack's, fixed when bound
     Column("endorsements", Integer, nullable=False),
     Column("cancelled_at", String(32), nullable=True),
     Column("returned_premium", Money, nullable=True),

@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
 
-from engine import RuleSet, TivError, Valuation, read_facts, value
+from engine import RuleSet, Valuation, read_facts, value
 from engine.applications.audit import AuditChain, AuditTarget
 from engine.applications.errors import ApplicationError
 from engine.applications.models import (
@@ -294,6 +294,7 @@ class Book:
                     total_insured_value=row.total_insured_value,
                     sum_insured=_sum_insured(facts, row.total_insured_value),
                     deductible=row.deductible,
+                    clauses=canonical_json(self._clauses_of(row)),
                     endorsements=0,
                 )
             )
@@ -600,6 +601,14 @@ class Book:
             )
         return row
 
+    def _clauses_of(self, quote: Any) -> list[str]:
+        """The clauses of the quote's pack version, copied into the policy when bound, so
+        the policy record (and its certificate's hash) never depends on the rules loaded."""
+        pack = self.rules.select(
+            f"{quote.pack_id}@{quote.pack_version}", quote.as_of, allow_draft=True
+        )
+        return _clauses(pack.parameters.get(CLAUSES_PARAMETER), pack.ref)
+
     def _next_endorsement(self, conn: Connection, policy_id: str) -> int:
         last = conn.execute(
             select(func.max(endorsements.c.seq)).where(endorsements.c.policy_id == policy_id)
@@ -651,15 +660,6 @@ class Book:
         if row is None:
             raise ApplicationError("policy.unknown", f"no policy {policy_id} in the book")
         quote = self._quote_row(conn, row.quote_id)
-        clauses: list[str] = []
-        rules = self.rules
-        try:
-            pack = rules.select(
-                f"{quote.pack_id}@{quote.pack_version}", quote.as_of, allow_draft=True
-            )
-            clauses = _clauses(pack.parameters.get(CLAUSES_PARAMETER), pack.ref)
-        except (TivError, ApplicationError):  # that pack version is no longer loaded
-            clauses = []
         changes = conn.execute(
             select(endorsements)
             .where(endorsements.c.policy_id == policy_id)
@@ -683,7 +683,7 @@ class Book:
             premium=str(row.premium),
             rule_premium=_text(row.rule_premium),
             deductible=_text(row.deductible),
-            clauses=clauses,
+            clauses=json.loads(row.clauses),
             conditions=quote.override_conditions,
             endorsements=[
                 Endorsement(

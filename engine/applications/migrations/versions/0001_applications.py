@@ -68,6 +68,7 @@ def upgrade() -> None:
         sa.Column("total_insured_value", money(), nullable=False),
         sa.Column("sum_insured", money(), nullable=False),
         sa.Column("deductible", money(), nullable=True),
+        sa.Column("clauses", sa.Text, nullable=False),
         sa.Column("endorsements", sa.Integer, nullable=False),
         sa.Column("cancelled_at", sa.String(32), nullable=True),
         sa.Column("returned_premium", money(), nullable=True),

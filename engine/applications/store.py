@@ -30,6 +30,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 BUSY_TIMEOUT_S = 60
 # Any fixed 64-bit number: the PostgreSQL advisory lock that serialises migrations.
 _MIGRATION_LOCK = 0x7469765F61707073
+_READ_ONLY = "tiv_read_only"
 
 
 def database_url(given: str | os.PathLike[str]) -> str:
@@ -86,7 +87,9 @@ def _sqlite(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader needs no write lock: under WAL it reads a snapshot beside the writer.
+        reading = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -111,6 +114,16 @@ def transaction(engine: Engine) -> Iterator[Connection]:
     try:
         with engine.begin() as connection:
             yield connection
+    except SQLAlchemyError as exc:
+        raise ApplicationError("db.error", f"the book's database failed: {_first(exc)}") from None
+
+
+@contextlib.contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction: one consistent snapshot, taking no write lock."""
+    try:
+        with engine.connect() as connection:
+            yield connection.execution_options(**{_READ_ONLY: True})
     except SQLAlchemyError as exc:
         raise ApplicationError("db.error", f"the book's database failed: {_first(exc)}") from None
 

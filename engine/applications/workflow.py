@@ -47,7 +47,7 @@ from engine.applications.models import (
     Review,
     canonical_json,
 )
-from engine.applications.store import open_engine, transaction
+from engine.applications.store import open_engine, reading, transaction
 from engine.applications.tables import endorsements, events, policies, quotes
 
 VALIDITY_PARAMETER = "quote_validity_days"
@@ -455,11 +455,11 @@ class Book:
     # --- reading -------------------------------------------------------------------
 
     def get_quote(self, quote_id: str) -> Quote:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return self._quote(conn, quote_id)
 
     def get_policy(self, policy_id: str) -> Policy:
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return self._policy(conn, policy_id)
 
     def policies(
@@ -475,7 +475,7 @@ class Book:
             query = query.where(policies.c.state == state)
         if packs is not None:
             query = query.where(quotes.c.pack_id.in_(sorted(packs)))
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             return [self._policy(conn, pid) for pid in conn.execute(query).scalars()]
 
     def certificate(self, policy_id: str) -> Certificate:
@@ -494,7 +494,7 @@ class Book:
         """Value the quote's recorded facts again under its recorded pack version and
         date, and compare every figure and the pack's bytes."""
         quote = self.get_quote(quote_id)
-        with self.engine.connect() as conn:
+        with reading(self.engine) as conn:
             row = self._quote_row(conn, quote_id)
         recorded = Valuation.model_validate_json(row.valuation)
         now = value(

@@ -447,6 +447,14 @@ def test_bad_facts_are_facts_errors_and_nothing_is_stored(books: Books) -> None:
         assert conn.execute("SELECT count(*) FROM tiv_quotes").fetchone() == (0,)
 
 
+def test_an_audit_log_object_may_be_given(tmp_path: Path, shipped: RuleSet) -> None:
+    log = AuditLog(tmp_path / "audit.db")  # opened on this thread; the book writes on its own
+    with Book(str(tmp_path / "b.db"), shipped, audit=log, clock=lambda: TODAY) as book:
+        quote = book.quote(blue(), policy="blue-harbour", insured="A")
+    assert [r.id for r in log] == [quote.audit_id]
+    log.close()
+
+
 def test_a_refused_audit_write_rolls_the_change_back(tmp_path: Path, shipped: RuleSet) -> None:
     class Broken:
         def record(self, *args: Any) -> str:

@@ -29,6 +29,10 @@ class AuditChain:
 
     def __init__(self, target: str | os.PathLike[str] | AuditTarget) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tiv-book-audit")
+        if isinstance(target, AuditLog):
+            # Its SQLite connection belongs to the thread that opened it: open the same
+            # store again on ours (the mask is the store's own, kept in the file).
+            target = target.path
         if isinstance(target, str | os.PathLike):
             self._log: AuditTarget = self._thread.submit(AuditLog, target).result()
         else:

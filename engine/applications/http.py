@@ -115,7 +115,9 @@ def applications_router(
 
         try:
             quote = book().get_quote(quote_id)
-        except ApplicationError:
+        except ApplicationError as exc:
+            if exc.meaning != "not_found":
+                raise
             quote = None
         if quote is None or not key.may_use(quote.policy.id):
             raise _Refusal(404, "not_found", "quote.unknown", f"no quote {quote_id}")
@@ -126,7 +128,9 @@ def applications_router(
 
         try:
             policy = book().get_policy(policy_id)
-        except ApplicationError:
+        except ApplicationError as exc:
+            if exc.meaning != "not_found":
+                raise
             policy = None
         if policy is None or not key.may_use(policy.policy.id):
             raise _Refusal(404, "not_found", "policy.unknown", f"no policy {policy_id}")

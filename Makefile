@@ -11,17 +11,24 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Stamp files record what was installed, so a change to pyproject.toml reinstalls.
-# The server extra (FastAPI, uvicorn) is installed too: `tiv serve` is part of the demo.
+# The server, ui and applications extras are installed too: `make serve` runs the service
+# with the workbench and the application endpoints.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[server]'
+	$(BIN)/python -m pip install --quiet -e '.[server,ui,applications]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev,server]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,server,ui,applications]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(TIV) value examples/shipments/seed-electronics.yaml --policy standard
+
+# The HTTP service with the /ui workbench on loopback, recording to audit.sqlite.
+PORT ?= 8000
+serve: $(VENV)/.installed
+	@echo "tiv workbench: http://127.0.0.1:$(PORT)/ui   (API docs: http://127.0.0.1:$(PORT)/docs)"
+	$(TIV) serve --port $(PORT) --audit $(or $(AUDIT),audit.sqlite)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check engine tests bench examples

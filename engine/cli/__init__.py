@@ -14,12 +14,23 @@ import sys
 from collections.abc import Callable, Sequence
 
 from engine._version import __version__
-from engine.cli import audit, batch, changes, claims, corpus, lock, rules, serving, valuing
+from engine.cli import (
+    applications,
+    audit,
+    batch,
+    changes,
+    claims,
+    corpus,
+    lock,
+    rules,
+    serving,
+    valuing,
+)
 from engine.cli.common import EXIT_INTERNAL, EXIT_USAGE, UsageError
 from engine.errors import RulesError, TivError
 
 # Each module adds its verbs with register(subparsers): one module per area of work.
-VERB_MODULES = [valuing, claims, rules, serving, batch, lock, audit, changes, corpus]
+VERB_MODULES = [valuing, claims, rules, serving, batch, lock, audit, changes, corpus, applications]
 
 _EPILOG = """\
 exit status: 0 ok, 1 examples failed, 2 bad facts or no policy in effect,

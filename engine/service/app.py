@@ -34,15 +34,18 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine._version import __version__
+from engine.applications.http import applications_router
 from engine.facts import Shipment
 from engine.schema.models import Loss
 from engine.service import routes
+from engine.service.auth import principal
 from engine.service.context import Service, watch
 from engine.service.errors import install_error_handlers
 from engine.service.metrics import Metrics
 from engine.service.routes.common import RULES_HEADER
 from engine.service.settings import Settings
 from engine.service.state import RulesState
+from engine.service.ui import docs_router, ui_router
 
 
 class _Timing:
@@ -99,7 +102,7 @@ def create_app(settings: Settings, state: RulesState | None = None) -> FastAPI:
             f"valuation response carries the `{RULES_HEADER}` header: the loaded rule set."
         ),
         lifespan=lifespan,
-        docs_url=None,  # issue 14: /docs comes from engine/service/ui, with no CDN
+        docs_url=None,  # /docs is served by engine/service/ui from vendored assets, no CDN
     )
     app.state.service = service
     app.add_middleware(_Timing, metrics=service.metrics)
@@ -128,9 +131,12 @@ def create_app(settings: Settings, state: RulesState | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    # Issue 14: the offline /docs and the /ui workbench (engine/service/ui).
-    from engine.service.ui import docs_router, ui_router
-
+    # Routers of their own: the offline /docs and the /ui workbench (engine/service/ui), and
+    # insurance applications (engine/applications), which imports SQLAlchemy only when a
+    # book is opened, so the service runs without the `applications` extra.
     app.include_router(docs_router())
     app.include_router(ui_router(settings, lambda: service.state.current))
+    app.include_router(
+        applications_router(settings, lambda: service.state.current.rules, principal)
+    )
     return app

@@ -64,10 +64,10 @@ def require_role(key: ApiKey, role: str) -> None:
         )
 
 
-def _principal(request: Request) -> ApiKey:
+def principal(request: Request) -> ApiKey:
     authenticate: Authenticator = request.app.state.service.authenticate
     return authenticate(request)
 
 
 # Module level, so FastAPI can resolve it.
-Key = Annotated[ApiKey, Depends(_principal)]
+Key = Annotated[ApiKey, Depends(principal)]

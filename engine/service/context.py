@@ -20,11 +20,11 @@ import anyio
 import anyio.to_thread
 
 from engine.compliance.audit import AuditError, AuditLog, AuditRecord
+from engine.compliance.audit.record import Recordable
 from engine.errors import (
     Problem,
     RulesError,
 )
-from engine.result import Claim, Valuation
 from engine.ruleset import RuleSet
 from engine.service.auth import Authenticator
 from engine.service.errors import ApiError
@@ -99,7 +99,7 @@ class _AuditThread:
         self._log = self._thread.submit(AuditLog, path).result()
 
     def record(
-        self, kind: str, facts: Mapping[str, Any], result: Valuation | Claim, rules: RuleSet
+        self, kind: str, facts: Mapping[str, Any], result: Recordable, rules: RuleSet
     ) -> str:
         return str(self._thread.submit(self._log.record, kind, facts, result, rules).result())
 

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 ALL_PACKS = "*"
-ROLES = frozenset({"admin", "metrics"})
+ROLES = frozenset({"admin", "metrics", "underwriter"})  # underwriter: reviews referred quotes
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 

@@ -23,6 +23,10 @@ from engine.ruleset import RuleSet
 
 FORMAT = 1
 
+# What a record can hold: a valuation, or a result resting on one (a Claim; an insurance
+# application's event, engine.applications), each a pydantic model dumped as the result.
+Recordable = Valuation | Claim | BaseModel
+
 
 class AuditError(Exception):
     """The audit store cannot do what was asked; the message is one line for a person.
@@ -133,7 +137,7 @@ def digest(body: str) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def files_used(result: Valuation | Claim, rules: RuleSet) -> list[RuleFileUsed]:
+def files_used(result: Recordable, rules: RuleSet) -> list[RuleFileUsed]:
     """Every file of the pack (bases first), the country rules, every other file the
     trace cites, and the reference data (minor units decide rounding, codes validity).
     """
@@ -181,9 +185,14 @@ def files_used(result: Valuation | Claim, rules: RuleSet) -> list[RuleFileUsed]:
     return used
 
 
-def valuation_of(result: Valuation | Claim) -> Valuation:
-    """The valuation a result is, or holds (a claim settles under one)."""
-    return result.valuation if isinstance(result, Claim) else result
+def valuation_of(result: Recordable) -> Valuation:
+    """The valuation a result is, or rests on (a claim, an application's event)."""
+    if isinstance(result, Valuation):
+        return result
+    inner = getattr(result, "valuation", None)
+    if not isinstance(inner, Valuation):
+        raise TypeError(f"a {type(result).__name__} holds no valuation to record")
+    return inner
 
 
 def _file_of(source: str) -> str:
@@ -191,7 +200,7 @@ def _file_of(source: str) -> str:
     return path if path and line.isdigit() else source
 
 
-def functions_used(result: Valuation | Claim) -> list[FunctionUsed]:
+def functions_used(result: Recordable) -> list[FunctionUsed]:
     """The custom functions (and versions) the result's pack calls."""
     functions = valuation_of(result).policy.functions
     return [FunctionUsed(name=f.name, version=f.version) for f in functions]

@@ -43,6 +43,7 @@ from engine.compliance.audit.record import (
     AuditError,
     AuditModel,
     AuditRecord,
+    Recordable,
     canonical_json,
     digest,
     files_used,
@@ -51,7 +52,6 @@ from engine.compliance.audit.record import (
 )
 from engine.errors import FactsError
 from engine.loading import jsontext
-from engine.result import Claim, Valuation
 from engine.ruleset import RuleSet
 
 GENESIS = "0" * 64
@@ -192,7 +192,7 @@ class AuditLog:
     # --- writing ---
 
     def record(
-        self, kind: str, facts: Mapping[str, Any], result: Valuation | Claim, rules: RuleSet
+        self, kind: str, facts: Mapping[str, Any], result: Recordable, rules: RuleSet
     ) -> str:
         """Append one record; return its id once it is committed to disk.
 

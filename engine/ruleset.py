@@ -297,11 +297,32 @@ def _resolve(layer: Layer, every: list[Layer]) -> tuple[list[Layer] | None, list
         assert spec is not None  # the loop's condition
         base_id, _, wanted = spec.partition("@")
         where = child.loaded.locate("extends")
-        candidates = [
+        matching = [
             c for c in every if c.model.id == base_id and _satisfies(c.model.version, wanted)
         ]
+        candidates, by = matching, ""
         if child.model.status == "published":
-            candidates = [c for c in candidates if c.model.status == "published"]
+            # A published pack's base is exact: the highest published match that had taken
+            # effect when the pack took effect. A base version published later never reaches
+            # it (rules.lock records the resolution; compliance/lock.py checks it).
+            start = child.model.effective_from
+            by = f" taking effect by {start}"
+            candidates = [
+                c
+                for c in matching
+                if c.model.status == "published" and c.model.effective_from <= start
+            ]
+        if matching and any(c.model.id == base_id for c in chain):  # whatever the dates
+            top = max(matching, key=lambda c: _semver(c.model.version))
+            cycle = " -> ".join(
+                [
+                    *(f"{c.model.id}@{c.model.version}" for c in chain),
+                    f"{base_id}@{top.model.version}",
+                ]
+            )
+            return None, [
+                Problem("pack.extends_cycle", f"extends goes round in a cycle: {cycle}", where)
+            ]
         if not candidates:
             known = (
                 ", ".join(
@@ -315,21 +336,11 @@ def _resolve(layer: Layer, every: list[Layer]) -> tuple[list[Layer] | None, list
             return None, [
                 Problem(
                     "pack.missing_base",
-                    f"no {kind}version of `{base_id}` matches {wanted} (versions: {known})",
+                    f"no {kind}version of `{base_id}` matches {wanted}{by} (versions: {known})",
                     where,
                 )
             ]
         base = max(candidates, key=lambda c: _semver(c.model.version))
-        if any(c.model.id == base.model.id for c in chain):
-            cycle = " -> ".join(
-                [
-                    *(f"{c.model.id}@{c.model.version}" for c in chain),
-                    f"{base.model.id}@{base.model.version}",
-                ]
-            )
-            return None, [
-                Problem("pack.extends_cycle", f"extends goes round in a cycle: {cycle}", where)
-            ]
         chain.insert(0, base)
     return chain, []
 

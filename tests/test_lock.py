@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import RulesError, load_rules
+from engine import RulesError, load_rules, value
 from engine.compliance.lock import LOCK_FILE, check_lock, read_lock, write_lock
-from tests.conftest import ROOT, Ran, run_cli
+from tests.conftest import ROOT, Ran, mini, repo, run_cli, shipment
 
 PACK = "policies/standard/1.0.0.yaml"
 DRAFT = "policies/standard/1.1.0.yaml"
@@ -220,3 +220,113 @@ def test_closing_an_open_window_is_the_one_change_tiv_lock_records(tmp_path: Pat
     subprocess.run(["git", "commit", "-qam", "closed"], cwd=root, check=True, env=env)
     pack.write_text(pack.read_text().replace("value: 0.10", "value: 0.11"))
     assert codes(check_lock(root, load_rules(root))) == [("lock.immutable", PACK)]
+
+
+# Exact `extends`: a published pack keeps the base it took effect with; a draft follows
+# its range. Hand-made in-memory repositories: `mini` (margin 10%) and a child of it.
+CHILD = """\
+kind: policy
+schema_version: 1
+id: child
+version: 1.0.0
+status: published
+effective_from: 2021-01-01
+title: Child
+description: Extends mini and changes no figure.
+provenance: {author: a, approver: b, approved_on: 2021-01-01, changelog: c}
+extends: mini@^1
+"""
+EFFECTIVE_TO_2023 = "effective_from: 2020-01-01\neffective_to: 2023-01-01"
+EARLY_CLOSE = "effective_from: 2020-01-01\neffective_to: 2020-06-01"
+# mini 1.0.0's window closes where 1.1.0 (margin 20%) starts: the project's lock flow.
+MINI_CLOSED = mini(replace={"effective_from: 2020-01-01": EFFECTIVE_TO_2023})
+MINI_NEXT = mini(
+    replace={
+        "version: 1.0.0": "version: 1.1.0",
+        "effective_from: 2020-01-01": "effective_from: 2023-01-01",
+        "margin_rate: 0.10": "margin_rate: 0.20",
+    }
+)
+
+
+def _files_of(result: object) -> list[tuple[str, str]]:
+    return [(f.id, f.version) for f in result.policy.files]  # type: ignore[attr-defined]
+
+
+def test_a_new_base_version_leaves_a_published_pack_on_its_base() -> None:
+    before = value(load_rules(files=repo(mini(), CHILD)), shipment(), policy="child")
+    rules = load_rules(files=repo(MINI_CLOSED, MINI_NEXT, CHILD))
+    after = value(rules, shipment(), policy="child")
+    # T-1 is dated 2024-01-15, inside mini 1.1.0's window, yet child 1.0.0 (from 2021-01-01)
+    # keeps mini 1.0.0: 1,000.00 + 1,000.00 × 0.10 = 1,100.00, before and after.
+    assert before.total_insured_value == after.total_insured_value == "1100.00"
+    assert _files_of(after) == [("mini", "1.0.0"), ("child", "1.0.0")]
+    # mini itself moved on: 1,000.00 + 1,000.00 × 0.20 = 1,200.00.
+    assert value(rules, shipment(), policy="mini").total_insured_value == "1200.00"
+
+
+def test_a_draft_pack_follows_its_range() -> None:
+    draft = CHILD.replace("version: 1.0.0", "version: 1.1.0").replace(
+        "status: published", "status: draft"
+    )
+    rules = load_rules(files=repo(MINI_CLOSED, MINI_NEXT, CHILD, draft))
+    result = value(rules, shipment(), policy="child@1.1.0", allow_draft=True)
+    # ^1 -> the highest 1.x, mini 1.1.0: 1,000.00 + 1,000.00 × 0.20 = 1,200.00.
+    assert result.total_insured_value == "1200.00"
+    assert _files_of(result) == [("mini", "1.1.0"), ("child", "1.1.0")]
+
+
+def test_a_published_pack_cannot_extend_a_base_that_starts_after_it() -> None:
+    early = CHILD.replace("mini@^1", "mini@1.1.0")
+    with pytest.raises(RulesError) as info:
+        load_rules(files=repo(MINI_CLOSED, MINI_NEXT, early))
+    assert info.value.problems[0].code == "pack.missing_base"
+    assert "matches 1.1.0 taking effect by 2021-01-01" in info.value.problems[0].message
+    assert str(info.value.problems[0].location).startswith("policies/child/1.0.0.yaml:10:")
+
+
+def _write_repo(root: Path, files: dict[str, str]) -> Path:
+    for path, text in files.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    return root
+
+
+def test_tiv_lock_pins_the_base_and_validate_names_the_extends_line_when_it_moves(
+    tmp_path: Path,
+) -> None:
+    root = _write_repo(tmp_path, repo(mini(), CHILD))
+    changes = write_lock(root, load_rules(root))
+    assert changes.pinned == ("policies/child/1.0.0.yaml -> mini@1.0.0",)
+    assert "# extends policies/child/1.0.0.yaml -> mini@1.0.0\n" in (root / LOCK_FILE).read_text()
+    assert check_lock(root, load_rules(root)) == []
+    assert write_lock(root, load_rules(root)).pinned == ()  # recorded once
+
+    # A new mini published with a window that starts before the child's: the child's
+    # extends would now resolve to it. validate names the child's extends line; tiv lock
+    # refuses to re-pin it.
+    _write_repo(
+        root,
+        {
+            "policies/mini/1.0.0.yaml": mini(replace={"effective_from: 2020-01-01": EARLY_CLOSE}),
+            "policies/mini/1.1.0.yaml": MINI_NEXT.replace("2023-01-01", "2020-06-01"),
+        },
+    )
+    problems = [p for p in check_lock(root, load_rules(root)) if p.code.startswith("lock.base")]
+    assert [(p.code, str(p.location)) for p in problems] == [
+        ("lock.base_changed", "policies/child/1.0.0.yaml:10:10")
+    ]
+    assert "now resolves to mini@1.1.0, but rules.lock pins mini@1.0.0" in problems[0].message
+    with pytest.raises(RulesError, match=r"pins mini@1\.0\.0"):
+        write_lock(root, load_rules(root))
+
+
+def test_a_published_pack_not_yet_pinned_is_reported(tmp_path: Path) -> None:
+    root = _write_repo(tmp_path, repo(mini()))
+    write_lock(root, load_rules(root))
+    _write_repo(root, {"policies/child/1.0.0.yaml": CHILD})
+    problems = check_lock(root, load_rules(root))
+    assert [p.code for p in problems] == ["lock.unlocked", "lock.unpinned"]
+    assert "run tiv lock to pin it" in problems[1].message
+    write_lock(root, load_rules(root))
+    assert check_lock(root, load_rules(root)) == []

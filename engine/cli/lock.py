@@ -43,6 +43,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
             ("added", changes.added),
             ("updated", changes.updated),
             ("removed", changes.removed),
+            ("base(s) pinned", changes.pinned),
         )
         if names
     ]
@@ -61,7 +62,10 @@ def register(verbs: Any) -> None:
         description="Write rules.lock at the repository root: the sha256 of every published "
         "rule file\n(policy packs, country rules) and of the reference data. `tiv validate` "
         "then fails,\nnaming the file, when a published file changes: published versions are "
-        "immutable;\ncopy the file to a new version instead. Drafts are never locked.",
+        "immutable;\ncopy the file to a new version instead. Drafts are never locked.\n\n"
+        "It also pins the exact base version of every published pack that extends another\n"
+        "(`# extends <pack> -> <base>@<version>` lines); `tiv validate` fails at the pack's\n"
+        "extends line if a new base version would change that resolution.",
         epilog="examples:\n  tiv lock            # after adding or publishing a version; "
         "commit rules.lock\n  tiv lock --check    # report, write nothing (exit 3 on a problem)"
         "\n  sha256sum -c rules.lock   # the same check without tiv",

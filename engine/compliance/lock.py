@@ -23,6 +23,13 @@ published version that had none, with nothing else changed in meaning (checked a
 the locked bytes, found in git history); `tiv lock` records it, and replays of older
 records read the old bytes from git. Reference data may change (ISO lists do); `tiv lock`
 records it too. Both are deliberate, reviewed steps.
+
+A published pack's `extends` resolves to one exact base version (the highest published
+match that had taken effect when the pack took effect, see `ruleset._resolve`), and the
+lock records it on a comment line that `sha256sum -c` skips:
+`# extends policies/acme-marine/1.0.0.yaml -> standard@1.0.0`. `tiv validate` fails at the
+pack's `extends` line when the resolution differs from that record, so a new base
+version changes no published pack silently. Drafts follow their range and are not pinned.
 """
 
 from __future__ import annotations
@@ -43,6 +50,11 @@ LOCK_FILE = "rules.lock"
 REFERENCE_FOLDER = "rules/reference/"
 
 _LINE = re.compile(r"([0-9a-f]{64})  (\S(?:.*\S)?)")
+_PIN = re.compile(r"# extends (\S+) -> (\S+@\S+)")
+_PINS_HEADER = (
+    "# The exact base of every published pack that extends another (`extends` resolves to it;\n"
+    "# tiv validate fails at the pack's extends line if that ever changes):\n"
+)
 _HEADER = """\
 # rules.lock: the sha256 of every published rule file and of the reference data.
 # Written by `tiv lock`, checked by `tiv validate`. Published versions are immutable:
@@ -58,10 +70,11 @@ class LockChanges:
     updated: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     forced: tuple[str, ...] = field(default=())  # published files re-recorded by force
+    pinned: tuple[str, ...] = field(default=())  # `path -> base@version`, newly recorded
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.updated or self.removed)
+        return bool(self.added or self.updated or self.removed or self.pinned)
 
 
 def lockable(file: RuleFile) -> bool:
@@ -107,6 +120,67 @@ def read_lock(root: Path) -> tuple[dict[str, str] | None, list[Problem]]:
     return entries, problems
 
 
+def read_pins(root: Path) -> dict[str, str]:
+    """`pack path -> base@version` from the `# extends` lines of root/rules.lock."""
+    try:
+        text = (Path(root) / LOCK_FILE).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    return {m[1]: m[2] for line in text.splitlines() if (m := _PIN.fullmatch(line))}
+
+
+def resolved_bases(rules: RuleSet) -> dict[str, str]:
+    """`pack path -> base@version` for every published pack that extends another."""
+    found: dict[str, str] = {}
+    for versions in rules.packs.values():
+        for pack in versions:
+            if pack.status == "published" and len(pack.files) > 1:
+                base = pack.files[-2]  # files run base first; the pack's own file is last
+                found[pack.source] = f"{base.id}@{base.version}"
+    return found
+
+
+def _check_pins(root: Path, rules: RuleSet) -> list[Problem]:
+    pins = read_pins(root)
+    problems: list[Problem] = []
+    for path, base in sorted(resolved_bases(rules).items()):
+        pinned = pins.get(path)
+        if pinned == base:
+            continue
+        where, spec = _extends_of(Path(root), path)
+        if pinned is None:
+            problems.append(
+                Problem(
+                    "lock.unpinned",
+                    f"{spec} resolves to {base}, which {LOCK_FILE} does not record; "
+                    "run tiv lock to pin it",
+                    where,
+                )
+            )
+        else:
+            problems.append(
+                Problem(
+                    "lock.base_changed",
+                    f"{spec} now resolves to {base}, but {LOCK_FILE} pins {pinned}: "
+                    "a published pack's base never changes. Give the new base version an "
+                    "effective_from after this pack's, or publish a new version of this pack "
+                    "that extends it",
+                    where,
+                )
+            )
+    return problems
+
+
+def _extends_of(root: Path, path: str) -> tuple[Location, str]:
+    """The `extends` line of a pack file, and what it says."""
+    try:
+        loaded = load_yaml((root / path).read_text(encoding="utf-8"), path)
+    except (RulesError, OSError, UnicodeDecodeError):
+        return Location(path), "?"
+    spec = loaded.data.get("extends") if isinstance(loaded.data, dict) else None
+    return loaded.locate("extends"), str(spec)
+
+
 def check_lock(root: Path, rules: RuleSet) -> list[Problem]:
     """Every disagreement between rules.lock and the repository's files, located by file."""
     locked, problems = read_lock(root)
@@ -145,6 +219,7 @@ def check_lock(root: Path, rules: RuleSet) -> list[Problem]:
                     Location(file.path),
                 )
             )
+    problems.extend(_check_pins(root, rules))
     return problems
 
 
@@ -228,7 +303,9 @@ def write_lock(root: Path, rules: RuleSet, *, force: bool = False) -> LockChange
     locked, _ = read_lock(root)
     locked = locked or {}
     # Includes a locked published file turned back into a draft: its bytes changed too.
-    refused = [p for p in check_lock(root, rules) if p.code in ("lock.immutable", "lock.deleted")]
+    # A published pack whose base changed is refused too: re-pinning would change its figures.
+    stuck = ("lock.immutable", "lock.deleted", "lock.base_changed")
+    refused = [p for p in check_lock(root, rules) if p.code in stuck]
     if refused and not force:
         raise RulesError(refused)
     forced = tuple(p.location.file for p in refused)
@@ -236,17 +313,24 @@ def write_lock(root: Path, rules: RuleSet, *, force: bool = False) -> LockChange
     added = tuple(sorted(p for p in entries if p not in locked))
     updated = tuple(sorted(p for p in entries if p in locked and locked[p] != entries[p]))
     removed = tuple(sorted(p for p in locked if p not in entries))
-    _write(Path(root) / LOCK_FILE, entries.items())
-    return LockChanges(added, updated, removed, forced)
+    bases = resolved_bases(rules)
+    old_pins = read_pins(root)
+    pinned = tuple(f"{p} -> {b}" for p, b in sorted(bases.items()) if old_pins.get(p) != b)
+    _write(Path(root) / LOCK_FILE, entries.items(), bases.items())
+    return LockChanges(added, updated, removed, forced, pinned)
 
 
-def render_lock(entries: Iterable[tuple[str, str]]) -> str:
+def render_lock(entries: Iterable[tuple[str, str]], bases: Iterable[tuple[str, str]] = ()) -> str:
     lines = [f"{digest}  {path}" for path, digest in sorted(entries)]
-    return _HEADER + "".join(line + "\n" for line in lines)
+    pins = [f"# extends {path} -> {base}" for path, base in sorted(bases)]
+    text = _HEADER + "".join(line + "\n" for line in lines)
+    return text + (_PINS_HEADER + "".join(pin + "\n" for pin in pins) if pins else "")
 
 
-def _write(target: Path, entries: Iterable[tuple[str, str]]) -> None:
-    write_atomic(target, render_lock(entries))
+def _write(
+    target: Path, entries: Iterable[tuple[str, str]], bases: Iterable[tuple[str, str]] = ()
+) -> None:
+    write_atomic(target, render_lock(entries, bases))
 
 
 def _at(line: int) -> Location:

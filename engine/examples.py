@@ -222,15 +222,20 @@ def compare(expect: object, result: Valuation) -> list[str]:
 
     assert isinstance(expect, Expectation)
     diffs = []
-    for label, wanted_amount, got_amount in (("premium", expect.premium, result.premium),):
-        if wanted_amount is not None and (
-            got_amount is None or Decimal(got_amount) != wanted_amount
-        ):
-            diffs.append(f"{label}: expected {wanted_amount}, got {got_amount}")
+    checked = expect.checked()
+    for label, wanted_amount, got_amount in (
+        ("premium", expect.premium, result.premium),
+        ("deductible", expect.deductible, result.deductible),
+    ):
+        if label in checked and not _same(wanted_amount, got_amount):
+            diffs.append(f"{label}: expected {_shown(wanted_amount)}, got {_shown(got_amount)}")
     for key, wanted_figure in (expect.figures or {}).items():
-        got_figure = result.figures.get(key)
-        if got_figure is None or Decimal(got_figure) != wanted_figure:
-            diffs.append(f"figures.{key}: expected {wanted_figure}, got {got_figure}")
+        if key not in result.figures:
+            known = ", ".join(sorted(result.figures)) or "none"
+            diffs.append(f"figures.{key}: not a figure of this pack (figures: {known})")
+        elif not _same(wanted_figure, result.figures[key]):
+            got_figure = _shown(result.figures[key])
+            diffs.append(f"figures.{key}: expected {_shown(wanted_figure)}, got {got_figure}")
     if expect.total_insured_value is not None:
         got = Decimal(result.total_insured_value)
         if got != expect.total_insured_value:
@@ -254,6 +259,17 @@ def compare(expect: object, result: Valuation) -> list[str]:
         if wanted_list is not None and sorted(wanted_list) != sorted(got_list):
             diffs.append(f"{label}: expected {sorted(wanted_list)}, got {sorted(got_list)}")
     return diffs
+
+
+def _same(wanted: Decimal | None, got: Decimal | str | None) -> bool:
+    """An expected amount (None: expected null) against a result's text (None: null)."""
+    if wanted is None or got is None:
+        return wanted is None and got is None
+    return Decimal(got) == wanted
+
+
+def _shown(amount: Decimal | str | None) -> str:
+    return "null" if amount is None else str(amount)
 
 
 def _outcome(pack: CompiledPack, example: CompiledExample, diffs: list[str]) -> ExampleOutcome:

@@ -201,8 +201,15 @@ class Claims(_Model):
 class Expectation(_Model):
     total_insured_value: Amount | None = None
     components: dict[str, Amount] | None = None
-    premium: Amount | None = None
-    figures: dict[str, Amount] | None = None
+    premium: Amount | None = Field(
+        None, description="the premium; written as null, it expects none (a rating gap)"
+    )
+    deductible: Amount | None = Field(
+        None, description="the deductible; written as null, it expects none"
+    )
+    figures: dict[str, Amount | None] | None = Field(
+        None, description="figures the pack reports; null expects a null figure (a table gap)"
+    )
     decision: Literal["accept", "refer", "decline"] | None = None
     reasons: list[str] | None = Field(None, description="ids of the rules that decided")
     flags: list[str] | None = None
@@ -211,13 +218,17 @@ class Expectation(_Model):
 
     @model_validator(mode="after")
     def _something(self) -> Expectation:
-        if not any(v is not None for v in self.__dict__.values()):
+        if not self.checked():
             raise ValueError("an example must expect something")
-        if self.error is not None and any(
-            v is not None for k, v in self.__dict__.items() if k != "error"
-        ):
+        if self.error is not None and self.checked() != {"error"}:
             raise ValueError("an example expects either an error or figures, not both")
         return self
+
+    def checked(self) -> set[str]:
+        """The keys this expectation checks: those given, and premium or deductible
+        written as null (which expect none)."""
+        given = {k for k, v in self.__dict__.items() if v is not None}
+        return given | (self.model_fields_set & {"premium", "deductible"})
 
 
 class Example(_Model):

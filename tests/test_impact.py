@@ -120,23 +120,23 @@ def test_a_generated_corpus_against_the_shipped_pack_and_a_draft(tmp_path: Path)
     for folder in ("policies", "rules", "examples"):
         shutil.copytree(ROOT / folder, root / folder)
     pack = (root / "policies/standard/1.0.0.yaml").read_text()
-    draft = pack.replace("version: 1.0.0", "version: 1.1.0").replace(
+    draft = pack.replace("version: 1.0.0", "version: 1.2.0").replace(
         "status: published", "status: draft"
     )
     assert "    value: 0.10\n" in draft
-    (root / "policies/standard/1.1.0.yaml").write_text(
+    (root / "policies/standard/1.2.0.yaml").write_text(
         draft.replace("    value: 0.10\n", "    value: 0.11\n")
     )
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps(s) + "\n" for s in generate(120, 5)))
     seen = []
-    single, rows = impact(root, "standard@1.0.0", "standard@1.1.0", corpus,
+    single, rows = impact(root, "standard@1.0.0", "standard@1.2.0", corpus,
                           progress=lambda done, total: seen.append((done, total)))  # fmt: skip
     assert seen[0] == (0, 120) and seen[-1] == (120, 120)
     # A higher margin raises every TIV that is not zero, and changes nothing else.
     assert single.valued == 120 and single.changed == single.tiv_changed == 120
     assert all(Decimal(r.tiv_change) > 0 for r in rows) and single.decision_flips == {}
-    multi, rows_multi = impact(root, "standard@1.0.0", "standard@1.1.0", corpus, workers=2,
+    multi, rows_multi = impact(root, "standard@1.0.0", "standard@1.2.0", corpus, workers=2,
                                chunk=40)  # fmt: skip
     assert single.model_dump(exclude={"workers"}) == multi.model_dump(exclude={"workers"})
     assert rows == rows_multi

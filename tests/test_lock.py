@@ -27,14 +27,24 @@ def make_repo(tmp_path: Path, *, draft: bool = True) -> Path:
     for pack in (root / "policies").iterdir():
         if pack.name != "standard":
             shutil.rmtree(pack)
+    for version in (root / "policies" / "standard").iterdir():
+        if version.name != "1.0.0.yaml":
+            version.unlink()
+    (root / PACK).write_text(_open_ended())
     (root / LOCK_FILE).unlink(missing_ok=True)
     if draft:
         (root / DRAFT).write_text(_draft_text())
     return root
 
 
-def _draft_text() -> str:
+def _open_ended() -> str:
+    """standard 1.0.0 as first published, before 1.1.0 closed its window."""
     text = (ROOT / PACK).read_text()
+    return text.replace("effective_to: 2027-01-01\n", "", 1)
+
+
+def _draft_text() -> str:
+    text = _open_ended()
     for old, new in (
         ("version: 1.0.0", "version: 1.1.0"),
         ("status: published", "status: draft"),

@@ -312,3 +312,50 @@ def test_a_pack_without_claims_cannot_settle(shipped: RuleSet) -> None:
     with pytest.raises(SelectionError) as raised:
         claim(shipped, _blue(), {"kind": "total"}, policy="acme-marine")
     assert [p.code for p in raised.value.problems] == ["claims.none"]
+
+
+# Incoterms from 2027 (issue 11): standard 1.1.0, forwarder-all-risks 2.1.0, acme-marine 1.1.0
+
+
+def _cif_shipment(date: str) -> dict[str, Any]:
+    facts = _forwarder_shipment(date)
+    facts["incoterm"] = "CIF"
+    return facts
+
+
+def test_a_published_base_version_leaves_acme_1_0_0_on_standard_1_0_0(shipped: RuleSet) -> None:
+    # A CIF shipment in 2026, under acme-marine 1.0.0, still on standard 1.0.0: the listed
+    # ocean freight counts as before. (100,000 + 4,800) × 1.15 + 2,500 = 123,020.00
+    result = value(shipped, _cif_shipment("2026-06-01"), policy="acme-marine")
+    assert result.policy.version == "1.0.0"
+    assert [(f.id, f.version) for f in result.policy.files] == [
+        ("standard", "1.0.0"),
+        ("acme-marine", "1.0.0"),
+    ]
+    assert result.total_insured_value == "123020.00"
+    assert result.excluded_charges == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "tiv"),
+    [
+        # ocean freight 4,000 excluded (in the CIF price): (100,000 + 500 + 300) × 1.10
+        # + 2,500 = 110,880.00 + 2,500 = 113,380.00
+        ("standard", "113380.00"),
+        ("forwarder-all-risks", "113380.00"),
+        # at 15%: 100,800 × 1.15 + 2,500 = 115,920.00 + 2,500 = 118,420.00
+        ("acme-marine", "118420.00"),
+    ],
+)
+def test_from_2027_a_cif_price_holds_its_freight(shipped: RuleSet, policy: str, tiv: str) -> None:
+    result = value(shipped, _cif_shipment("2027-03-01"), policy=policy)
+    assert result.total_insured_value == tiv
+    assert [(c.type, c.rule) for c in result.excluded_charges] == [
+        ("ocean_freight", "main-carriage-in-price")
+    ]
+    assert "main carriage in the invoice price" in result.excluded_charges[0].reason
+    if policy == "acme-marine":
+        assert [(f.id, f.version) for f in result.policy.files] == [
+            ("standard", "1.1.0"),
+            ("acme-marine", "1.1.0"),
+        ]

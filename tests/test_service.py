@@ -382,8 +382,14 @@ def test_no_version_in_effect_is_409_with_the_windows(keyed: Server) -> None:
             "version": "1.0.0",
             "status": "published",
             "effective_from": "2020-01-01",
+            "effective_to": "2027-01-01",
+        },
+        {
+            "version": "1.1.0",
+            "status": "published",
+            "effective_from": "2027-01-01",
             "effective_to": None,
-        }
+        },
     ]
 
 
@@ -498,7 +504,7 @@ def test_pack_version_text_and_sha256(keyed: Server) -> None:
     assert data["sha256"] == hashlib.sha256(raw).hexdigest()
     assert data["effective_from"] == "2020-01-01"
     versions = keyed.request("GET", "/v1/packs/standard", KEY_A).json()["versions"]
-    assert [v["version"] for v in versions] == ["1.0.0"]
+    assert [v["version"] for v in versions] == ["1.0.0", "1.1.0"]
 
 
 def test_country_rules_listed_with_windows(keyed: Server) -> None:

@@ -329,6 +329,11 @@ def test_tiv_lock_pins_the_base_and_validate_names_the_extends_line_when_it_move
     assert "now resolves to mini@1.1.0, but rules.lock pins mini@1.0.0" in problems[0].message
     with pytest.raises(RulesError, match=r"pins mini@1\.0\.0"):
         write_lock(root, load_rules(root))
+    ran = tiv(root, "validate")
+    assert ran.returncode == 3
+    assert (
+        "policies/child/1.0.0.yaml:10:10: extends: mini@^1 now resolves to mini@1.1.0" in ran.stderr
+    )
 
 
 def test_a_published_pack_not_yet_pinned_is_reported(tmp_path: Path) -> None:

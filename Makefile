@@ -38,6 +38,16 @@ test: $(VENV)/.installed-dev
 	$(TIV) test
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+# The core suite while you work: everything in `test` but the integration suites that drive
+# real outside parts (headless Chromium, PostgreSQL, Spark). CI runs `test`, never this.
+quick: $(VENV)/.installed-dev
+	$(BIN)/ruff check engine tests bench examples
+	$(BIN)/ruff format --check engine tests bench examples
+	$(MAKE) --no-print-directory typecheck
+	$(TIV) validate
+	$(TIV) test
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not browser and not integration and not spark"
+
 # mypy --strict on all of engine/ (configured under [tool.mypy] in pyproject.toml).
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy --strict

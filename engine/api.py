@@ -105,7 +105,7 @@ def value(
         # The record holds the result as evaluated; its id is added to the copy returned.
         record_id = audit.record("valuation", shipment.canonical(), result, rules)
         result = result.model_copy(update={"audit_id": record_id})
-    if not trace and result.trace:
+    if not trace and audit is not None:  # recorded for the audit log, not asked for here
         result = result.model_copy(update={"trace": []})
     return result
 

@@ -453,8 +453,8 @@ class _ConditionCompiler:
             # `value` is a typed constant, so it equals neither MISSING nor GAP: both
             # compare by identity only, and equality with them is false, as it must be.
             if on_line:
-                return lambda s, line: line.get(name, MISSING) == value  # type: ignore[no-any-return]
-            return lambda s, line: s.get(name, MISSING) == value  # type: ignore[no-any-return]
+                return lambda s, line: line.get(name, MISSING) == value
+            return lambda s, line: s.get(name, MISSING) == value
         if on_line:
 
             def line_leaf(s: Env, line: Env) -> bool:

@@ -115,13 +115,13 @@ def build_environment(
         for index, duty in enumerate(shipment.duties):
             path = f"duties[{index}].amount"
             totals[duty.type] += convert(shipment, duty.amount, duty.currency, path, tracer)
-        for key, value in totals.items():
-            env[f"declared_duties.{key}"] = value
+        for key, total in totals.items():
+            env[f"declared_duties.{key}"] = total
         env["declared_duties.total"] = sum(totals.values(), Decimal(0))
 
     env["shipment.goods.main_category"] = _main_category(goods_in) if goods_in else MISSING
 
-    charges = []
+    charges: list[Line] = []
     append = charges.append
     groups_get = charge_groups.get
     for index, charge in enumerate(charges_in):
@@ -147,10 +147,10 @@ def build_environment(
             )
         )
 
-    goods = []
+    goods: list[Line] = []
     for index, item in enumerate(goods_in):
         path = _GOODS_PATHS[index] if index < len(_GOODS_PATHS) else f"goods[{index}]"
-        value = item.value
+        value: Any = item.value
         if value is None:
             value = MISSING
         elif item.currency is not None and item.currency != valuation_currency:

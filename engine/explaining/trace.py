@@ -12,7 +12,7 @@ steps (`engine.explaining.render`), never from logs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -90,17 +90,19 @@ class NullTracer:
         return None
 
 
-@dataclass
 class RecordingTracer:
     """Records each step's values as given; `steps`/`rendered` turn them into text on demand.
 
     The expression, the inputs' names and the source of a step are the plan's own
     (static) strings: recording a step costs a tuple, and nothing is formatted until the
-    result is built.
+    result is built. A plain class with slots: one is made per valuation.
     """
 
-    enabled: bool = True
-    recorded: list[tuple[str, str, str, Mapping[str, Any], Any, str]] = field(default_factory=list)
+    __slots__ = ("enabled", "recorded")
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.recorded: list[tuple[str, str, str, Mapping[str, Any], Any, str]] = []
 
     def step(
         self,

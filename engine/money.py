@@ -86,8 +86,13 @@ def round_to(value: Decimal, places: int, mode: str) -> Decimal:
         rounding = ROUNDING_MODES[mode]
     except KeyError:
         raise ValueError(f"unknown rounding mode {mode!r}") from None
+    quantum = _QUANTA[places] if 0 <= places < len(_QUANTA) else Decimal(1).scaleb(-places)
     with exact():
-        return value.quantize(Decimal(1).scaleb(-places), rounding=rounding)
+        return value.quantize(quantum, rounding=rounding)
+
+
+# 1, 0.1, 0.01, ... made once: the places of round() are 0 to 12, a currency's 0 to 4.
+_QUANTA = tuple(Decimal(1).scaleb(-places) for places in range(13))
 
 
 def plain(value: Decimal) -> str:

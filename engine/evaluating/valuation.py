@@ -148,7 +148,7 @@ def _evaluate(
         values = env.shipment
         values[DUTIES] = duties
         values[SHIPMENT_FX] = (shipment.fx, shipment.currency)
-        values["duty_rules.available"] = duties.available
+        values["duty_rules.available"] = country is not None  # DutyEstimator.available
 
         excluded = _charge_rules(pack, env, matcher, plan.by_id)
         _count_charges(pack, plan, env, excluded, tracer)
@@ -168,8 +168,9 @@ def _evaluate(
             tracer.step(
                 "decision",
                 "decision",
-                "strongest of: "
-                + (", ".join(f"{r.rule} → {r.decision}" for r in reasons) or "no rule fired"),
+                "strongest of: " + ", ".join(f"{r.rule} → {r.decision}" for r in reasons)
+                if reasons
+                else "strongest of: no rule fired",
                 {},
                 decision,
                 pack.where.source,

@@ -68,8 +68,9 @@ class RuleSet:
     _references: dict[str, FactsReference] = field(default_factory=dict, compare=False, repr=False)
     # (policy, day, allow_draft) -> the version `select` picked: a rule set never changes,
     # and a stream of shipments repeats few dates. Bounded: cleared when it grows large.
+    # Not an init field: a copy made with dataclasses.replace starts with its own.
     _selected: dict[tuple[str, datetime.date, bool], CompiledPack] = field(
-        default_factory=dict, compare=False, repr=False
+        default_factory=dict, compare=False, repr=False, init=False
     )
 
     def duty_rules_for(

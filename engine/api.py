@@ -29,6 +29,7 @@ from engine.result import Claim, Valuation
 from engine.ruleset import RuleSet, load_ruleset
 from engine.schema.models import Loss
 
+_NO_TRACE = NullTracer()  # stateless: one serves every call
 FactsInput = Shipment | Mapping[str, Any] | str | bytes | os.PathLike[str]
 
 
@@ -92,7 +93,7 @@ def value(
     SelectionError or EvaluationError.
     """
     shipment, pack, day = _prepare(rules, facts, policy, as_of, allow_draft)
-    tracer = RecordingTracer() if trace or audit is not None else NullTracer()
+    tracer = RecordingTracer() if trace or audit is not None else _NO_TRACE
     result = evaluate(
         rules,
         pack,
@@ -105,7 +106,7 @@ def value(
         # The record holds the result as evaluated; its id is added to the copy returned.
         record_id = audit.record("valuation", shipment.canonical(), result, rules)
         result = result.model_copy(update={"audit_id": record_id})
-    if not trace and result.trace:
+    if not trace and audit is not None:  # recorded for the audit log, not asked for here
         result = result.model_copy(update={"trace": []})
     return result
 
@@ -187,9 +188,13 @@ def _prepare(
     pack_id = policy.partition("@")[0]
     # The date picks the version, so facts are read before it is known: against every
     # charge type of the pack, then checked against the selected version's own.
-    shipment = _read(facts, rules.pack_facts_reference(pack_id))
+    reference = rules.pack_facts_reference(pack_id)
+    shipment = _read(facts, reference)
     day = as_of or shipment.date
     pack = rules.select(policy, day, allow_draft=allow_draft)
+    read_against = reference.charge_types
+    if read_against is not None and pack.charge_types.keys() >= read_against:
+        return shipment, pack, day  # read against types this version all has: none unknown
     unknown = [
         (i, c.type) for i, c in enumerate(shipment.charges) if c.type not in pack.charge_types
     ]

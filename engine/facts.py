@@ -651,13 +651,19 @@ def _finish(
         ("duties", shipment.duties or (), valuation),
     )
     for name, models, inherited in groups:
+        if not models:
+            continue
         items = None if data is None else data.get(name)
-        as_given = data is None or isinstance(items, list | tuple)
+        # `type(...) is` first: the usual list of dicts skips the slower ABC checks.
+        as_given = data is None or type(items) is list or isinstance(items, list | tuple)
         for index, model in enumerate(models):
             written = model.currency
             if written is None:
-                if as_given and (items is None or isinstance(items[index], Mapping)):
-                    _inherit(model, inherited)
+                if as_given and (
+                    items is None or type(items[index]) is dict or isinstance(items[index], Mapping)
+                ):
+                    model.__dict__["currency"] = inherited  # as `_inherit`, inline
+                    model.__pydantic_fields_set__.add("currency")
             elif written != valuation and (written not in currencies or written not in rates):
                 return None
     return shipment

@@ -8,6 +8,7 @@ parse a binary float to read a figure.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -135,7 +136,26 @@ class TraceStep(_Out):
     source: str = Field(description="`path:line` of the rule text that made this figure")
 
 
+# The instance-dict slot pydantic's BaseModel declares: what `__dict__` means underneath the
+# property `Valuation` puts over it.
+_DICT_SLOT: Any = BaseModel.__dict__["__dict__"]
+_get_dict: Callable[[Any], dict[str, Any]] = _DICT_SLOT.__get__
+_set_dict: Callable[[Any, dict[str, Any]], None] = _DICT_SLOT.__set__
+# Where a valuation keeps the function that makes its deferred fields (a key no field has).
+_DEFERRED = "\x00deferred"
+
+
 class Valuation(_Out):
+    """A valuation. The engine may defer its costlier fields (the trace, texts of figures).
+
+    `deferred(...)` builds one whose instance dict holds the computed fields and, under a
+    key no field has, a function making the rest. Reading `__dict__` (which is what
+    pydantic's serializer, `==`, `repr`, `copy` and pickling all do) or a deferred field
+    first merges that function's fields in, once: every reader sees the same complete,
+    byte-identical model. Plain attribute reads of computed fields never trigger it, so a
+    caller who only reads `decision` never pays for rendering the trace.
+    """
+
     shipment_id: str
     currency: str
     currency_minor_units: int = Field(description="decimal places of the valuation currency")
@@ -161,6 +181,48 @@ class Valuation(_Out):
     duty_estimate: DutyEstimate | None = None
     trace: list[TraceStep]
     audit_id: str | None = Field(None, description="the audit record, when one was written")
+
+    @property
+    def __dict__(self) -> dict[str, Any]:
+        values = _get_dict(self)
+        make = values.get(_DEFERRED)
+        if make is None:
+            return values
+        # Serializers write fields in the dict's order: rebuild it in declaration order.
+        made = make()
+        values = {name: values[name] if name in values else made[name] for name in _FIELD_ORDER}
+        _set_dict(self, values)
+        return values
+
+    @__dict__.setter
+    def __dict__(self, values: dict[str, Any]) -> None:
+        _set_dict(self, values)
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for a name not in the instance dict: a deferred field, or an error.
+        values = _get_dict(self)
+        if _DEFERRED in values and name in _FIELD_NAMES:
+            return self.__dict__[name]
+        return super().__getattr__(name)  # type: ignore[misc]
+
+    @classmethod
+    def deferred(cls, make: Callable[[], dict[str, Any]], **values: Any) -> Valuation:
+        """A valuation of `values` whose other fields `make()` returns when first needed.
+
+        Like `built`, for values the engine computed itself: nothing is validated.
+        """
+        model = cls.__new__(cls)
+        values[_DEFERRED] = make
+        _set_dict(model, values)
+        setattr_ = object.__setattr__
+        setattr_(model, "__pydantic_fields_set__", set(_FIELD_ORDER))
+        setattr_(model, "__pydantic_extra__", None)
+        setattr_(model, "__pydantic_private__", None)
+        return model
+
+
+_FIELD_ORDER = tuple(Valuation.model_fields)
+_FIELD_NAMES = frozenset(_FIELD_ORDER)
 
 
 class LossIn(_Out):

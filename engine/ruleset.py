@@ -66,6 +66,12 @@ class RuleSet:
     # What valuations reuse, built on first use: pack id -> the facts reference with every
     # charge type of its versions (facts are read before the date picks a version).
     _references: dict[str, FactsReference] = field(default_factory=dict, compare=False, repr=False)
+    # (policy, day, allow_draft) -> the version `select` picked: a rule set never changes,
+    # and a stream of shipments repeats few dates. Bounded: cleared when it grows large.
+    # Not an init field: a copy made with dataclasses.replace starts with its own.
+    _selected: dict[tuple[str, datetime.date, bool], CompiledPack] = field(
+        default_factory=dict, compare=False, repr=False, init=False
+    )
 
     def duty_rules_for(
         self, country: str, day: datetime.date
@@ -97,6 +103,17 @@ class RuleSet:
 
     def select(self, policy: str, on: datetime.date, *, allow_draft: bool = False) -> CompiledPack:
         """`standard` -> the published version in effect on `on`; `standard@1.0.0` -> that one."""
+        key = (policy, on, allow_draft)
+        found = self._selected.get(key)
+        if found is not None:
+            return found
+        found = self._select(policy, on, allow_draft)
+        if len(self._selected) >= _SELECTED_MAX:
+            self._selected.clear()
+        self._selected[key] = found
+        return found
+
+    def _select(self, policy: str, on: datetime.date, allow_draft: bool) -> CompiledPack:
         pack_id, _, version = policy.partition("@")
         versions = self.pack_versions(pack_id)
         if version:
@@ -144,6 +161,9 @@ class RuleSet:
 
     def facts_reference(self, pack: CompiledPack) -> FactsReference:
         return FactsReference(self.currencies, self.countries, frozenset(pack.charge_types))
+
+
+_SELECTED_MAX = 4096
 
 
 def _in_effect(versions: tuple[CompiledCountry, ...], day: datetime.date) -> CompiledCountry | None:

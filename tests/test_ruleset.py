@@ -165,6 +165,28 @@ def test_drafts_are_not_selected_unless_asked() -> None:
         rules.select("mini@2.0.0", day)
 
 
+def test_selection_remembered_per_policy_day_and_draft_flag_gives_the_same_answers() -> None:
+    # select() remembers its picks: asked again, in any order, each answer is unchanged,
+    # the draft flag is part of the question, and a draft still needs it.
+    draft = mini(
+        replace={
+            "version: 1.0.0": "version: 2.0.0",
+            "status: published": "status: draft",
+            "effective_from: 2020-01-01": "effective_from: 2024-01-01",
+        }
+    )
+    rules = load_rules(files=repo(mini(), draft))
+    day = datetime.date(2025, 1, 1)
+    for _ in range(3):
+        assert rules.select("mini", day, allow_draft=True).version == "2.0.0"
+        assert rules.select("mini", day).version == "1.0.0"
+        assert rules.select("mini", datetime.date(2023, 1, 1), allow_draft=True).version == "1.0.0"
+        with pytest.raises(SelectionError, match="draft"):
+            rules.select("mini@2.0.0", day)
+        with pytest.raises(SelectionError, match="no published version"):
+            rules.select("mini", datetime.date(2019, 12, 31))
+
+
 def test_file_name_must_match_version() -> None:
     files = repo()
     files["policies/mini/1.0.1.yaml"] = mini()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import json
+import pickle
 from decimal import Decimal
 
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import EvaluationError, FactsError, SelectionError, value
+from engine.result import Valuation
 from tests.conftest import ROOT, line_of, load_mini, mini, shipment
 
 SEED = ROOT / "examples/shipments/seed-electronics.yaml"
@@ -284,3 +287,43 @@ def test_results_are_the_models_validation_would_build(shipped) -> None:
     assert again == result
     assert again.model_dump_json() == result.model_dump_json()
     assert len(result.trace) > 10
+
+
+def _read_in(order: str, result: Valuation) -> str:
+    """The result's JSON after reading it in one of the ways a caller may come first."""
+    if order == "trace":
+        assert result.trace  # a deferred field read by attribute
+    elif order == "components":
+        assert result.components["invoice"] == "500000.00"
+    elif order == "dump":
+        result.model_dump(mode="json")
+    elif order == "copy":
+        result = result.model_copy(update={"audit_id": None})
+    elif order == "pickle":
+        result = pickle.loads(pickle.dumps(result))
+    elif order == "repr":
+        assert "trace=" in repr(result)
+    return result.model_dump_json()
+
+
+@pytest.mark.parametrize("order", ["json", "trace", "components", "dump", "copy", "pickle", "repr"])
+def test_deferred_fields_read_the_same_whatever_comes_first(shipped, order: str) -> None:
+    # The engine writes the trace and the figures' texts only when first read: the
+    # result must be the same model, field for field and byte for byte, as one validated
+    # from its own JSON, whichever way it is read first.
+    result = value(shipped, SEED, policy="standard")
+    assert result.decision == "accept" and result.total_insured_value == "561709.00"
+    text = _read_in(order, result)
+    validated = Valuation.model_validate_json(text)
+    assert validated.model_dump_json() == text
+    assert validated == result and result == validated
+    assert list(json.loads(text)) == list(Valuation.model_fields)
+    assert json.loads(text)["components"]["margin"] == "50907.00"  # (500,000 + 9,070) × 0.10
+    assert len(json.loads(text)["trace"]) == len(validated.trace) > 6
+
+
+def test_unknown_attribute_of_a_deferred_valuation_is_an_attribute_error(shipped) -> None:
+    result = value(shipped, SEED, policy="standard")
+    with pytest.raises(AttributeError):
+        _ = result.no_such_field  # type: ignore[attr-defined]
+    assert getattr(result, "no_such_field", None) is None

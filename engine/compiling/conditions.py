@@ -433,15 +433,41 @@ class _ConditionCompiler:
         else:
             key = self._field(left, kind)
             literal = value
-        read = self._reader(left)
-        compare = _PY[op]
+        json = {key: literal} if op == "==" else {_OPS[op]: {key: literal}}
+        return _Part(json, self._leaf_test(left, op, value))
 
-        def leaf(s: Env, line: Env) -> bool:
-            found = read(s, line)
+    def _leaf_test(self, left: _Operand, op: str, value: Any) -> Test:
+        """The closure for `left op value`; for a name, reading it inline (no reader call)."""
+        compare = _PY[op]
+        if left.name is None:
+            read = self._reader(left)
+
+            def leaf(s: Env, line: Env) -> bool:
+                found = read(s, line)
+                return found is not MISSING and found is not GAP and compare(found, value)
+
+            return leaf
+        name = left.name.dotted
+        on_line = name.startswith(LINE_PREFIXES)
+        if op == "==":
+            # `value` is a typed constant, so it equals neither MISSING nor GAP: both
+            # compare by identity only, and equality with them is false, as it must be.
+            if on_line:
+                return lambda s, line: line.get(name, MISSING) == value
+            return lambda s, line: s.get(name, MISSING) == value
+        if on_line:
+
+            def line_leaf(s: Env, line: Env) -> bool:
+                found = line.get(name, MISSING)
+                return found is not MISSING and found is not GAP and compare(found, value)
+
+            return line_leaf
+
+        def shipment_leaf(s: Env, line: Env) -> bool:
+            found = s.get(name, MISSING)
             return found is not MISSING and found is not GAP and compare(found, value)
 
-        json = {key: literal} if op == "==" else {_OPS[op]: {key: literal}}
-        return _Part(json, leaf)
+        return shipment_leaf
 
     def _compare_values(self, node: Compare, left: _Operand, right: _Operand, op: str) -> _Part:
         """Two values known only per shipment."""

@@ -38,7 +38,7 @@ from engine.compiling.pack import CHARGE_PHASE, DECISION_PHASE, CompiledPack, Co
 from engine.errors import EvaluationError, FactsError, Location, Problem, SelectionError
 from engine.evaluating.duties import DutyEstimator
 from engine.evaluating.environment import Environment, build_environment
-from engine.explaining.trace import NullTracer, RecordingTracer, Tracer, show
+from engine.explaining.trace import NullTracer, RecordingTracer, Tracer, render_steps, show
 from engine.facts import Shipment
 from engine.matching.plan import ConditionLimit, Subject
 from engine.matching.registry import Matcher
@@ -89,6 +89,45 @@ def evaluate(
     return _evaluate(rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=tracer)[0]
 
 
+class _Plan:
+    """What evaluating a pack needs that does not depend on the facts, made once per pack."""
+
+    def __init__(self, pack: CompiledPack) -> None:
+        self.by_id = {rule.id: rule for rule in pack.rules}
+        # The rules of the decision phase, by their index in its plan (pack order).
+        decision = pack.plans.get(DECISION_PHASE)
+        self.decision_rules = tuple(
+            self.by_id[rule_id] for rule_id in (decision.rule_ids if decision else ())
+        )
+        self.charge_groups: dict[str, str | None] = dict(pack.charge_types)
+        groups = dict.fromkeys(group for group in pack.charge_types.values() if group)
+        # The sums every valuation starts from, in the order the environment has them.
+        self.sums = {
+            f"charges.{name}": Decimal(0) for name in ["total", *groups, *pack.charge_types]
+        }
+        # charge type -> (its sum's name, its group's sum's name or None, counted-in text)
+        self.counted = {
+            kind: (
+                f"charges.{kind}",
+                f"charges.{group}" if group else None,
+                f"counted in charges.{group if group else MISSING}",
+            )
+            for kind, group in pack.charge_types.items()
+        }
+        spec = pack.result
+        self.figure_names = (spec.premium, spec.deductible, *spec.figures)
+        self.needed = (spec.total_insured_value, *spec.components)
+        self.parameters = dict(pack.parameters)
+
+
+def _plan(pack: CompiledPack) -> _Plan:
+    plan: _Plan | None = pack.__dict__.get("_evaluation_plan")
+    if plan is None:
+        plan = _Plan(pack)
+        object.__setattr__(pack, "_evaluation_plan", plan)
+    return plan
+
+
 def _evaluate(
     rules: RuleSet,
     pack: CompiledPack,
@@ -99,40 +138,46 @@ def _evaluate(
     tracer: Tracer,
 ) -> tuple[Valuation, dict[str, Any]]:
     """The valuation, and the environment it ended with (claims formulas continue from it)."""
+    plan = _plan(pack)
     with exact():
         places = rules.currencies[shipment.currency]
-        env = build_environment(shipment, places, dict(pack.charge_types), tracer, rules.incoterms)
+        env = build_environment(shipment, places, plan.charge_groups, tracer, rules.incoterms)
         # Country rules follow the shipment's own date: duties are owed on the import.
         country, union = rules.duty_rules_for(shipment.destination.country, shipment.date)
         duties = DutyEstimator(shipment, country, union, tracer)
-        env.shipment[DUTIES] = duties
-        env.shipment[SHIPMENT_FX] = (shipment.fx, shipment.currency)
-        env.shipment["duty_rules.available"] = duties.available
-        by_id = {rule.id: rule for rule in pack.rules}
-
-        excluded = _charge_rules(pack, env, matcher, by_id)
-        _count_charges(pack, env, excluded, places, tracer)
         values = env.shipment
-        values.update(pack.parameters)
+        values[DUTIES] = duties
+        values[SHIPMENT_FX] = (shipment.fx, shipment.currency)
+        values["duty_rules.available"] = country is not None  # DutyEstimator.available
+
+        excluded = _charge_rules(pack, env, matcher, plan.by_id)
+        _count_charges(pack, plan, env, excluded, tracer)
+        values.update(plan.parameters)
         gaps = _run_formulas(pack.formulas, "formula", values, pack, tracer)
 
-        reasons, flags = _decide(pack, env, matcher, by_id, tracer)
-        reasons = gaps + reasons
-        flags = flags + duties.flags
-        decision = max((r.decision for r in reasons), key=_STRENGTH.__getitem__, default="accept")
+        reasons, flags = _decide(pack, plan, env, matcher, tracer)
+        if gaps:
+            reasons = gaps + reasons
+        if duties.flags:
+            flags = flags + duties.flags
+        decision = "accept"
+        for reason in reasons:
+            if _STRENGTH[reason.decision] > _STRENGTH[decision]:
+                decision = reason.decision
         if tracer.enabled:
             tracer.step(
                 "decision",
                 "decision",
-                "strongest of: "
-                + (", ".join(f"{r.rule} → {r.decision}" for r in reasons) or "no rule fired"),
+                "strongest of: " + ", ".join(f"{r.rule} → {r.decision}" for r in reasons)
+                if reasons
+                else "strongest of: no rule fired",
                 {},
                 decision,
                 pack.where.source,
             )
 
         spec = pack.result
-        for name in [spec.total_insured_value, *spec.components]:
+        for name in plan.needed:
             if values[name] is GAP:
                 raise EvaluationError(
                     Problem(
@@ -142,36 +187,49 @@ def _evaluate(
                         pack.where,
                     )
                 )
+        total = money_text(values[spec.total_insured_value], places)
+        # What the deferred fields are made of, taken now: `settle` goes on writing names
+        # into `values`, and a figure must be the one this valuation computed.
+        components = [(name, values[name]) for name in spec.components]
+        figures = [None if name is None else values[name] for name in plan.figure_names]
+        lines = [
+            (index, shipment.charges[index].type, env.charges[index].env["charge.amount"], rule)
+            for index, rule in sorted(excluded.items())
+        ]
+        recorded = tracer.recorded if isinstance(tracer, RecordingTracer) else None
 
-        def figure(name: str | None) -> str | None:
-            if name is None or values[name] is GAP:
-                return None
-            return money_text(values[name], places)
+        def deferred() -> dict[str, Any]:
+            with exact():
+                texts = [None if v is None or v is GAP else money_text(v, places) for v in figures]
+                return {
+                    "components": {name: money_text(v, places) for name, v in components},
+                    "premium": texts[0],
+                    "deductible": texts[1],
+                    "figures": dict(zip(spec.figures, texts[2:], strict=True)),
+                    "excluded_charges": [
+                        built(
+                            ExcludedCharge,
+                            index=index,
+                            type=kind,
+                            amount=money_text(amount, places),
+                            reason=rule.reason,
+                            rule=rule.id,
+                            source=rule.source,
+                        )
+                        for index, kind, amount, rule in lines
+                    ],
+                    "trace": [] if recorded is None else render_steps(recorded),
+                }
 
-        # Every value below is built here from compiled, typed data: constructing the models
-        # without re-validating them is the single largest saving of a valuation.
-        valuation = built(
-            Valuation,
+        # Every value here was computed from compiled, typed data: the model is not
+        # re-validated, and what costs most to write out (the trace, the figures' texts)
+        # is made only when someone reads it.
+        valuation = Valuation.deferred(
+            deferred,
             shipment_id=shipment.id,
             currency=shipment.currency,
             currency_minor_units=places,
-            total_insured_value=money_text(values[spec.total_insured_value], places),
-            components={name: money_text(values[name], places) for name in spec.components},
-            premium=figure(spec.premium),
-            deductible=figure(spec.deductible),
-            figures={name: figure(name) for name in spec.figures},
-            excluded_charges=[
-                built(
-                    ExcludedCharge,
-                    index=index,
-                    type=shipment.charges[index].type,
-                    amount=money_text(env.charges[index].env["charge.amount"], places),
-                    reason=rule.reason,
-                    rule=rule.id,
-                    source=rule.source,
-                )
-                for index, rule in sorted(excluded.items())
-            ],
+            total_insured_value=total,
             decision=decision,
             reasons=reasons,
             flags=flags,
@@ -187,7 +245,6 @@ def _evaluate(
                 else "none"
             ),
             duty_estimate=duties.result,
-            trace=tracer.rendered() if isinstance(tracer, RecordingTracer) else [],
             audit_id=None,
         )
         return valuation, values
@@ -304,43 +361,49 @@ def _charge_rules(
 
 def _count_charges(
     pack: CompiledPack,
+    plan: _Plan,
     env: Environment,
     excluded: dict[int, CompiledRule],
-    places: int,
     tracer: Tracer,
 ) -> None:
-    groups = {group for group in pack.charge_types.values() if group}
-    sums = {f"charges.{name}": Decimal(0) for name in ["total", *groups, *pack.charge_types]}
+    sums = plan.sums.copy()
+    counted = plan.counted
+    tracing = tracer.enabled
     for index, line in enumerate(env.charges):
-        amount = line.env["charge.amount"]
-        kind = line.env["charge.type"]
-        rule = excluded.get(index)
-        if rule is not None:
-            if tracer.enabled:
-                tracer.step(
-                    "charge",
-                    line.path,
-                    f"excluded: {rule.reason}",
-                    {"type": kind, "amount": amount},
-                    Decimal(0),
-                    rule.source,
-                )
-            continue
-        group = line.env["charge.group"]
+        charge = line.env
+        amount = charge["charge.amount"]
+        kind = charge["charge.type"]
+        if excluded:
+            rule = excluded.get(index)
+            if rule is not None:
+                if tracing:
+                    tracer.step(
+                        "charge",
+                        line.path,
+                        f"excluded: {rule.reason}",
+                        {"type": kind, "amount": amount},
+                        _ZERO,
+                        rule.source,
+                    )
+                continue
+        own, group, text = counted[kind]
         sums["charges.total"] += amount
-        sums[f"charges.{kind}"] += amount
-        if group is not MISSING:
-            sums[f"charges.{group}"] += amount
-        if tracer.enabled:
+        sums[own] += amount
+        if group is not None:
+            sums[group] += amount
+        if tracing:
             tracer.step(
                 "charge",
                 line.path,
-                f"counted in charges.{group}",
+                text,
                 {"type": kind, "amount": amount},
                 amount,
                 pack.charge_source_texts[kind],
             )
     env.shipment.update(sums)
+
+
+_ZERO = Decimal(0)
 
 
 def _run_formulas(
@@ -447,12 +510,10 @@ def _run_formula(
 
 
 def _decide(
-    pack: CompiledPack,
-    env: Environment,
-    matcher: Matcher,
-    rules: dict[str, CompiledRule],
-    tracer: Tracer,
+    pack: CompiledPack, plan: _Plan, env: Environment, matcher: Matcher, tracer: Tracer
 ) -> tuple[list[Reason], list[Flag]]:
+    if not plan.decision_rules:
+        return [], []
     shipment = env.shipment
     lines: list[Subject] = [("shipment", "shipment", shipment)]
     paths = ["shipment"]
@@ -462,16 +523,21 @@ def _decide(
     for line in env.goods:
         lines.append(("goods", line.id, line.env))
         paths.append(line.path)
-    rule_ids = pack.plans[DECISION_PHASE].rule_ids
-    subjects: dict[str, list[str]] = {}
+    subjects: dict[int, list[str]] = {}
     for rule_index, index in _fire(pack, DECISION_PHASE, matcher, shipment, lines):
-        subjects.setdefault(rule_ids[rule_index], []).append(paths[index])
+        found = subjects.get(rule_index)
+        if found is None:
+            subjects[rule_index] = [paths[index]]
+        else:
+            found.append(paths[index])
     reasons: list[Reason] = []
     flags: list[Flag] = []
-    for rule in pack.rules:  # pack order, whatever order the matcher fired in
-        if rule.id not in subjects:
-            continue
-        matched = subjects[rule.id]
+    if not subjects:
+        return reasons, flags
+    rules = plan.decision_rules
+    for rule_index in sorted(subjects):  # pack order, whatever order the matcher fired in
+        rule = rules[rule_index]
+        matched = subjects[rule_index]
         if tracer.enabled:
             tracer.step(
                 "rule",

@@ -12,9 +12,11 @@ steps (`engine.explaining.render`), never from logs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
+
+from pydantic import BaseModel
 
 from engine.money import plain
 from engine.result import TraceStep
@@ -88,17 +90,19 @@ class NullTracer:
         return None
 
 
-@dataclass
 class RecordingTracer:
     """Records each step's values as given; `steps`/`rendered` turn them into text on demand.
 
     The expression, the inputs' names and the source of a step are the plan's own
     (static) strings: recording a step costs a tuple, and nothing is formatted until the
-    result is built.
+    result is built. A plain class with slots: one is made per valuation.
     """
 
-    enabled: bool = True
-    recorded: list[tuple[str, str, str, Mapping[str, Any], Any, str]] = field(default_factory=list)
+    __slots__ = ("enabled", "recorded")
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.recorded: list[tuple[str, str, str, Mapping[str, Any], Any, str]] = []
 
     def step(
         self,
@@ -119,44 +123,60 @@ class RecordingTracer:
         ]
 
     def rendered(self) -> list[TraceStep]:
-        """The steps as the result's `TraceStep`s (built from our own strings: not re-validated).
+        """The steps as the result's `TraceStep`s (see `render_steps`)."""
+        return render_steps(self.recorded)
 
-        A value met again (a formula's result read by later formulas) is written once:
-        the recorded steps keep every value alive, so its id is its identity here.
-        """
-        texts: dict[int, str] = {}
 
-        def text(value: Any) -> str:
-            if type(value) is str:
-                return str(value)
-            found = texts.get(id(value))
-            if found is None:
-                found = texts[id(value)] = show(value)
-            return found
+def render_steps(
+    recorded: list[tuple[str, str, str, Mapping[str, Any], Any, str]],
+) -> list[TraceStep]:
+    """Recorded steps as `TraceStep`s, built from our own strings: not re-validated.
 
-        new = TraceStep.__new__
-        setattr_ = object.__setattr__
-        steps: list[TraceStep] = []
-        for kind, name, expression, inputs, value, source in self.recorded:
-            step = new(TraceStep)
-            setattr_(
-                step,
-                "__dict__",
-                {
-                    "kind": kind,
-                    "name": name,
-                    "expression": expression,
-                    "inputs": {k: text(v) for k, v in inputs.items()},
-                    "value": text(value),
-                    "source": source,
-                },
-            )
-            # Shared: a frozen model's fields set is only ever copied, never changed.
-            setattr_(step, "__pydantic_fields_set__", _FIELDS_SET)
-            setattr_(step, "__pydantic_extra__", None)
-            setattr_(step, "__pydantic_private__", None)
-            steps.append(step)
-        return steps
+    A value met again (a formula's result read by later formulas) is written once:
+    the recorded steps keep every value alive, so its id is its identity here.
+    """
+    texts: dict[int, str] = {}
+    get = texts.get
+
+    def text(value: Any) -> str:
+        if type(value) is str:
+            return value
+        found = get(id(value))
+        if found is None:
+            found = texts[id(value)] = show(value)
+        return found
+
+    new = TraceStep.__new__
+    set_dict = _set_dict
+    set_fields = _set_fields
+    set_extra = _set_extra
+    set_private = _set_private
+    fields_set = _FIELDS_SET
+    steps: list[TraceStep] = []
+    append = steps.append
+    for kind, name, expression, inputs, value, source in recorded:
+        step = new(TraceStep)
+        set_dict(
+            step,
+            {
+                "kind": kind,
+                "name": name,
+                "expression": expression,
+                "inputs": {k: text(v) for k, v in inputs.items()} if inputs else {},
+                "value": text(value),
+                "source": source,
+            },
+        )
+        # Shared: a frozen model's fields set is only ever copied, never changed.
+        set_fields(step, fields_set)
+        set_extra(step, None)
+        set_private(step, None)
+        append(step)
+    return steps
 
 
 _FIELDS_SET = set(TraceStep.model_fields)
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__

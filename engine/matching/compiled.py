@@ -22,8 +22,11 @@ class CompiledMatcher:
         self, plan: PhasePlan, shipment: Env, subjects: Sequence[Subject]
     ) -> list[tuple[int, int]]:
         hits: list[tuple[int, int]] = []
-        for rule, (scope, test) in enumerate(zip(plan.scopes, plan.tests, strict=True)):
-            for index, (kind, _, env) in enumerate(subjects):
-                if kind == scope and test(shipment, env):
-                    hits.append((rule, index))
+        append = hits.append
+        tests = plan.tests
+        for rule, scope in enumerate(plan.scopes):
+            test = tests[rule]
+            for index, subject in enumerate(subjects):
+                if subject[0] == scope and test(shipment, subject[2]):
+                    append((rule, index))
         return hits

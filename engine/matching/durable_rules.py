@@ -10,9 +10,9 @@ How it drives durable_rules: each rule's condition is split into its alternative
 (`matcher.alternatives`: an `$or` of `$and`s of comparisons) and each alternative becomes
 one durable rule; the rules are packed, in order, into as many durable rulesets
 ("chunks") as the node budget below requires, and registered once per plan (the
-registration lives in the plan). Each call makes one `assert_facts` per chunk carrying a
-sentinel fact and every fact, in a fresh session, records what the actions report, and
-deletes the session.
+registration lives in the plan). Each call asserts the facts one by one into a fresh
+session per chunk (a sentinel only if none matched), reads the firings from the engine's
+action queue, and deletes the session.
 
 durable-rules 2.0.28 on CPython 3.11, as measured here, and what this module does about it:
 - It does not import on Python 3.13+ (`PyEval_CallObject` was removed): the import is
@@ -26,9 +26,13 @@ durable-rules 2.0.28 on CPython 3.11, as measured here, and what this module doe
   registered once (same name, same content: `matcher.prepare` enforces it), under
   engine names of our own (`tiv<n>`), since names containing `$state`/`$flow` would be
   taken for statecharts and flowcharts.
-- Actions are resolved by `Host.get_action(name)`, which returns a one-argument function
-  of the closure `c`; the fact is `c.m` and its fields are read as `c.m["id"]`
-  (`Content.__getattr__` swallows attribute names, so `c.m.get` is not a method).
+- Firings are read straight from the C engine, not through durable's Python actions:
+  after an `assert_fact` that matched, `start_action_for_state` and then
+  `complete_and_start_action` hand over each queued action as JSON,
+  {rule name: {"m": fact}}, until none is left. durable's `Closure`/`Promise` plumbing
+  and its `update_state` round trip per action (a third of a durable valuation) are
+  skipped: no action of ours changes a session's state. `Host.get_action` is still asked
+  for a callable per rule at registration; it gets one that is never run.
 - `assert_fact`, not `post`: an event is consumed by its first matching rule, a fact
   fires every matching rule. A fact matching no rule raises `MessageNotHandledException`:
   that is "no match". Two identical facts in one session raise `MessageObservedException`
@@ -39,9 +43,9 @@ durable-rules 2.0.28 on CPython 3.11, as measured here, and what this module doe
   segmentation fault; deleting a session that does not exist raises. So every session
   starts with a sentinel fact that its own rule matches, and is deleted only if that
   assertion succeeded.
-- An exception inside an action is not raised by `assert_fact`: it comes back in the
-  returned state under "exception". It is checked after every assertion and raised as
-  a RuntimeError naming the ruleset and rule.
+- A firing that cannot be recorded (`_on_firing` raises) does not stop the draining of
+  the session's actions, so its deletion stays safe; it is raised afterwards as a
+  RuntimeError naming the ruleset and rule.
 - Facts pass through `json.dumps` into the engine's parser: non-integer numbers become
   doubles (0.30000000000000001 > 0.3 is false there); integers compare exactly. Hence
   the int-only contract (`matcher.INT_BOUND`) and no floats.
@@ -100,6 +104,27 @@ except ImportError:  # Python 3.13+: the C extension calls the removed PyEval_Ca
 
 # One encoder for every fact: json.dumps with an option builds a new one per call.
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+if _c_encoder is not None:
+    # JSONEncoder.encode makes a new C encoder on every call; this one is made once.
+    # A fact holds text, ints, bools and lists only, made by us: no circular check.
+    _iterencode = _c_encoder(
+        None,
+        json.JSONEncoder().default,  # raises TypeError, as json.dumps does
+        json.encoder.encode_basestring,
+        None,
+        ": ",
+        ", ",
+        False,
+        False,
+        True,
+    )
+
+    def _encode(value: Any) -> str:  # type: ignore[misc]
+        return "".join(_iterencode(value, 0))
+
+
+_decode = json.JSONDecoder().decode
 _NOT_HANDLED, _OBSERVED = 1, 2  # the engine's result codes: no rule matched; seen before
 
 AVAILABLE = _durable is not None
@@ -120,7 +145,6 @@ _HOST: Any = None
 # Rulesets given to `match` directly have no plan to keep their registration in; durable
 # never forgets a ruleset name, so these are remembered here (tests, ad-hoc use only).
 _AD_HOC: dict[str, _Compiled] = {}
-_ACTIVE: _Call | None = None  # the chunk being matched, for the actions to report to
 _ENGINE_NAMES = itertools.count()
 _SESSIONS = itertools.count()
 
@@ -129,6 +153,7 @@ _SESSIONS = itertools.count()
 class _Chunk:
     engine_name: str
     rule_of: Mapping[str, int]  # durable rule name -> index of our rule
+    handle: Any = None  # the C engine's handle of the registered ruleset
 
 
 @dataclass(frozen=True)
@@ -139,7 +164,7 @@ class _Compiled:
 
 @dataclass
 class _Call:
-    """One chunk of one `match` in flight: what its actions report goes here."""
+    """One chunk of one `match` in flight: what its firings report goes here."""
 
     matcher: DurableMatcher
     prepared: PreparedRuleset
@@ -147,33 +172,31 @@ class _Call:
     index_of: Mapping[str, int]  # fact id -> position
     sentinel_id: str
     hits: set[tuple[int, int]]
+    failed: Exception | None = None  # the first firing that failed, raised after
     failed_rule: str | None = None
     stored: bool = False  # some fact of the session matched: it may (and must) be deleted
 
-    def fired(self, term: str, fact_id: str) -> None:
-        rule = self.chunk.rule_of[term]
-        if fact_id == self.sentinel_id:
-            return  # a condition on `id` may match the sentinel; it is not a fact of ours
-        try:
-            self.matcher._on_firing(self, rule, self.index_of[fact_id])
-        except BaseException:
-            self.failed_rule = self.prepared.rule_ids[rule]
-            raise
+    def fired(self, message: Mapping[str, Any]) -> None:
+        """Record the firings of one action message, {durable rule: {"m": fact}}."""
+        for term, content in message.items():
+            if term == SENTINEL_RULE:
+                continue
+            fact_id = content["m"]["id"]
+            if fact_id == self.sentinel_id:
+                continue  # a condition on `id` may match the sentinel; not a fact of ours
+            rule = self.chunk.rule_of[term]
+            try:
+                self.matcher._on_firing(self, rule, self.index_of[fact_id])
+            except Exception as error:
+                if self.failed is None:
+                    self.failed, self.failed_rule = error, self.prepared.rule_ids[rule]
 
-    def check(self, state: Mapping[str, Any] | None) -> None:
-        if state is not None and "exception" in state:
-            reason = str(state["exception"]).split(", traceback", 1)[0]
+    def check(self) -> None:
+        if self.failed is not None:
             raise RuntimeError(
-                f"ruleset {self.prepared.name}: rule {self.failed_rule or '?'}: an action "
-                f"failed inside durable_rules: {reason}"
-            )
-
-
-def _report(term: str, closure: Any) -> None:
-    call = _ACTIVE
-    if call is None:
-        raise RuntimeError(f"durable_rules ran action {term} outside of a match")
-    call.fired(term, closure.m["id"])
+                f"ruleset {self.prepared.name}: rule {self.failed_rule or '?'}: recording a "
+                f"firing failed: {self.failed}"
+            ) from self.failed
 
 
 def _ignore(closure: Any) -> None:
@@ -188,13 +211,9 @@ if _durable is not None:
             return None
 
         def get_action(self, action_name: str) -> Any:
-            if action_name == SENTINEL_RULE:
-                return _ignore
-
-            def action(closure: Any) -> None:
-                _report(action_name, closure)
-
-            return action
+            # Registration wants a callable per rule; firings are read from the engine's
+            # action messages by `_run`, so durable's own action machinery never runs.
+            return _ignore
 
 
 def _host() -> Any:
@@ -265,7 +284,8 @@ def _register(prepared: PreparedRuleset) -> _Compiled:
             raise RuntimeError(
                 f"ruleset {prepared.name}: durable_rules refused it: {error}"
             ) from error
-        chunks.append(_Chunk(engine_name, rule_of))
+        handle = _host().get_ruleset(engine_name)._handle
+        chunks.append(_Chunk(engine_name, rule_of, handle))
     return _Compiled(prepared.fingerprint, tuple(chunks))
 
 
@@ -336,58 +356,36 @@ class DurableMatcher:
         """Record that rule `rule` holds for fact `fact` (positions); runs inside an action."""
         call.hits.add((rule, fact))
 
-    def _assert(
-        self,
-        call: _Call,
-        ruleset: Any,
-        sid: str,
-        fact: Mapping[str, Any],
-        complete: Any,
-        outcome: list[Any],
-    ) -> None:
-        """Assert one fact and run the actions it queued."""
-        code, handle = _rules_engine.assert_fact(ruleset._handle, _encode({**fact, "sid": sid}))
-        if code == _NOT_HANDLED:
-            return  # no rule of this chunk matches the fact
-        if code == _OBSERVED:
-            raise RuntimeError(f"ruleset {call.prepared.name}: durable_rules saw a fact twice")
-        call.stored = True
-        ruleset.do_actions(handle, complete)
-        if outcome[0] is not None:
-            raise outcome[0]
-        call.check(outcome[1])
-
     def _run(self, call: _Call, facts: Sequence[Mapping[str, Any]]) -> None:
-        """One session: each fact asserted, the actions it queued run, then the deletion.
+        """One session: each fact asserted and the actions it queued read, then the deletion.
 
-        Straight to the engine's own `assert_fact`: `Host.assert_fact` raises (and
-        formats) MessageNotHandledException for every fact no rule matches, the usual
-        case. The sentinel is asserted only when no fact matched. A batched
-        `assert_facts` would be one call, but past a few facts of many fields it crashed
-        the process here (in the C engine), so the envelope in which durable_rules was
-        measured stays one fact per assert.
+        Straight to the C engine: `assert_fact` gives the session's state handle when a
+        rule matched; `start_action_for_state` / `complete_and_start_action` hand over
+        each queued action's message, {durable rule: {"m": fact}}, which is all a firing
+        is. durable's own Python plumbing (closures, promises, JSON state round trips,
+        `update_state`) is not needed: no action changes the session's state. The sentinel
+        is asserted only when no fact matched. A batched `assert_facts` would be one
+        call, but past a few facts of many fields it crashed the process here (in the C
+        engine), so the envelope in which durable_rules was measured stays one fact per
+        assert.
         """
-        global _ACTIVE
-        host = _host()
-        name = call.chunk.engine_name
+        handle = call.chunk.handle
         sid = f"s{next(_SESSIONS)}"
-        ruleset = host.get_ruleset(name)
-        outcome: list[Any] = [None, None]
-
-        def complete(error: Any, state: Any) -> None:
-            outcome[0], outcome[1] = error, state
-
-        _ACTIVE = call
+        # Every fact is a JSON object: the session id goes in as its last member.
+        tail = f', "sid": "{sid}"}}'
         try:
             for fact in facts:
-                self._assert(call, ruleset, sid, fact, complete, outcome)
+                if "sid" in fact:  # a fact of `match` may name one; ours replaces it
+                    fact = {**fact, "sid": sid}
+                    self._assert(call, handle, _encode(fact))
+                else:
+                    self._assert(call, handle, _encode(fact)[:-1] + tail)
             if not call.stored:
                 # A session of facts that matched nothing can be neither kept (1,024 live
                 # sessions at most) nor deleted (that aborts the process): the sentinel
-                # matches its own rule, so the session can be deleted. Only then: a
-                # sentinel is one more action to run.
+                # matches its own rule, so the session can be deleted.
                 sentinel = {"id": call.sentinel_id, SENTINEL_FIELD: True}
-                self._assert(call, ruleset, sid, sentinel, complete, outcome)
+                self._assert(call, handle, _encode(sentinel)[:-1] + tail)
         except RuntimeError:
             raise
         except Exception as error:
@@ -395,6 +393,20 @@ class DurableMatcher:
                 f"ruleset {call.prepared.name}: durable_rules failed: {error}"
             ) from error
         finally:
-            _ACTIVE = None
             if call.stored:
-                host.delete_state(name, sid)
+                _rules_engine.delete_state(handle, sid)
+        call.check()
+
+    def _assert(self, call: _Call, handle: Any, text: str) -> None:
+        """Assert one fact (JSON text) and read every action it queued."""
+        code, state = _rules_engine.assert_fact(handle, text)
+        if code == _NOT_HANDLED:
+            return  # no rule of this chunk matches the fact
+        if code == _OBSERVED:
+            raise RuntimeError(f"ruleset {call.prepared.name}: durable_rules saw a fact twice")
+        call.stored = True
+        started = _rules_engine.start_action_for_state(handle, state)
+        message = started[1] if started else None
+        while message:
+            call.fired(_decode(message))
+            message = _rules_engine.complete_and_start_action(handle, state)

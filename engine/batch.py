@@ -104,13 +104,19 @@ class Row:
 def format_of(path: Path, given: str | None) -> str:
     if given:
         return given
+    if path.suffix.lower() == ".parquet" or path.is_dir():  # hook: Parquet (engine/parquet.py)
+        return "parquet"
     return "csv" if path.suffix.lower() in (".csv", ".tsv") else "jsonl"
 
 
 # --- reading ------------------------------------------------------------------------
 
 
-def read_rows(options: BatchOptions) -> Iterator[Row]:
+def read_rows(options: BatchOptions, minor_units: Mapping[str, int] | None = None) -> Iterator[Row]:
+    if format_of(options.input, options.input_format) == "parquet":  # hook: engine/parquet.py
+        from engine.parquet import batch_rows
+
+        return batch_rows(options.input, minor_units)
     if format_of(options.input, options.input_format) == "csv":
         return _csv_rows(options)
     return _jsonl_rows(options.input)
@@ -349,6 +355,10 @@ def _path_text(parts: tuple[str | int, ...]) -> str:
 
 def count_rows(options: BatchOptions) -> int:
     """Rows in the input (for the progress bar): a quick pass that values nothing."""
+    if format_of(options.input, options.input_format) == "parquet":  # hook: engine/parquet.py
+        from engine.parquet import count_records
+
+        return count_records(options.input)
     if format_of(options.input, options.input_format) == "csv":
         with options.input.open(encoding="utf-8-sig", newline="", errors="replace") as handle:
             reader = csv.reader(handle, delimiter=options.delimiter)
@@ -604,9 +614,9 @@ def run_batch(
         ("input", format_of(options.input, options.input_format)),
         ("output", output_format),
     ):
-        if given not in FORMATS:
+        if given not in FORMATS and (name, given) != ("input", "parquet"):  # hook: Parquet in
             raise BatchError(f"unknown {name} format {given!r} (formats: {', '.join(FORMATS)})")
-    if not options.input.is_file():
+    if not options.input.exists():
         raise BatchError(f"{options.input}: no such file")
     if options.input.resolve() == options.output.resolve():
         raise BatchError("the output must not be the input file")
@@ -636,7 +646,7 @@ def run_batch(
         headers=_headers(options),
         audit=str(options.audit) if options.audit else None,
     )
-    rows = read_rows(options)
+    rows = read_rows(options, snapshot.rules.currencies)  # hook: Parquet money scale
     resumed_from = done
     for _ in range(done):  # rows of the earlier run: already in the output
         next(rows, None)

@@ -9,13 +9,30 @@ import below and nothing else changes.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from engine.batch import Row, _Job, _Valuer  # the batch row encoder; repoint here only
+# The batch row reader and encoder: repoint these imports here only.
+from engine.batch import BatchOptions, Row, _headers, _Job, _Valuer, read_rows
 from engine.service.state import Snapshot
 
-__all__ = ["Row", "RowEncoder"]
+__all__ = ["Row", "RowEncoder", "csv_headers", "csv_rows"]
+
+
+def csv_rows(path: str | Path) -> Iterator[Row]:
+    """A CSV bordereau's rows exactly as `tiv batch` reads them (header of field paths)."""
+    return read_rows(_options(path))
+
+
+def csv_headers(path: str | Path) -> dict[str, str]:
+    """Field path -> CSV header, so error rows name the column as batch's do."""
+    return _headers(_options(path))
+
+
+def _options(path: str | Path) -> BatchOptions:
+    # Only the input matters to the reader; the output is never opened.
+    return BatchOptions(input=Path(path), output=Path(path), policy="", input_format="csv")
 
 
 class RowEncoder:
@@ -30,6 +47,7 @@ class RowEncoder:
         allow_draft: bool = False,
         trace: bool = False,
         audit: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         job = _Job(
             policy=policy,
@@ -38,7 +56,7 @@ class RowEncoder:
             trace=trace,
             output_format="jsonl",
             columns=(),
-            headers={},
+            headers=dict(headers or {}),  # field path -> CSV header, for error rows
             audit=audit,
         )
         self._valuer = _Valuer(snapshot, job)

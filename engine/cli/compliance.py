@@ -172,6 +172,11 @@ def cmd_audit_init(args: argparse.Namespace) -> int:
 
 @_audit_verb
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    segmented = getattr(args, "path", None) or args.audit or os.environ.get(AUDIT_ENV)
+    if segmented and Path(segmented).is_dir():  # hook: a Spark run's segments (spark_audit)
+        from engine.spark_audit import verify_command
+
+        return verify_command(segmented, args.anchor, args.format)
     log = _store(args)
     report = log.verify(anchor=args.anchor)
     if args.format == "json":

@@ -397,7 +397,10 @@ def _spark_schema(df: DataFrame, keys: Sequence[str], fields: Sequence[tuple[str
 
     missing = [k for k in keys if k not in df.columns]
     if missing:
-        raise SparkJobError(f"no key column {missing[0]!r} in the input ({', '.join(df.columns)})")
+        raise SparkJobError(
+            f"no key column {missing[0]!r} in the input (columns: {', '.join(df.columns)}); "
+            "keys are columns of a Parquet input"
+        )
     key_fields = [df.schema[k] for k in keys]
     return StructType(
         [*key_fields, *(StructField(name, from_arrow_type(kind), True) for name, kind in fields)]
@@ -565,12 +568,16 @@ def session(master: str, app_name: str = "tiv", conf: Mapping[str, str] | None =
     settings = {
         # Arrow batches of this size keep a task's memory flat and its progress visible.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "1000",
+        "spark.ui.showConsoleProgress": "false",  # tiv prints the stages itself
         **(conf or {}),
     }
     for key, setting in settings.items():
         builder = builder.config(key, setting)
     try:
-        return builder.getOrCreate()
+        spark = builder.getOrCreate()
+        if not master.startswith("sc://"):
+            spark.sparkContext.setLogLevel("ERROR")  # the summary says what matters
+        return spark
     except Exception as error:  # Java missing, a master that does not answer
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SparkJobError(f"cannot start Spark on {master}: {first}") from None
@@ -826,7 +833,6 @@ def run_spark_impact(
     *,
     matcher: str | None = None,
     input_format: str | None = None,
-    details: str | None = None,
     progress: Callable[[str], None] | None = None,
     spark: Any = None,
 ) -> tuple[ImpactReport, list[ShipmentImpact]]:
@@ -836,10 +842,108 @@ def run_spark_impact(
     df = read_input(session_, corpus, input_format)
     impacts = impact_dataframe(df, snapshot, old, new, matcher=matcher)
     with StageProgress(session_, progress or (lambda _text: None)):
-        if details:  # the per-row differences as Parquet, for the data team
-            impacts.where("changed").write.parquet(details)
         workers = session_.sparkContext.defaultParallelism if not master.startswith("sc://") else 0
         return impact_summary(impacts, old, new, corpus=corpus, workers=workers)
+
+
+# --- the CLI verbs' Spark side (the verb modules call these from a one-line hook) ----
+
+
+def _say(verb: str, quiet: bool) -> Callable[[str], None]:
+    tty = sys.stderr.isatty()
+
+    def say(text: str) -> None:
+        if not quiet:
+            end = "" if tty else "\n"
+            sys.stderr.write(("\r\033[K" if tty else "") + f"tiv {verb}: {text}{end}")
+            sys.stderr.flush()
+
+    return say
+
+
+def batch_command(args: Any, root: Path) -> int:
+    """`tiv batch INPUT --spark MASTER -o OUTPUT`: exit 0, or 2 when rows failed."""
+    from engine.cli.common import UsageError
+    from engine.errors import FactsError
+
+    refused = [
+        flag
+        for flag, given in (
+            ("--resume", args.resume),
+            ("--workers", args.workers),
+            ("--columns", args.columns),
+            ("--delimiter", args.delimiter != ","),
+        )
+        if given
+    ]
+    if refused:
+        raise UsageError(
+            f"{refused[0]} is for local runs; with --spark the cluster decides the workers, "
+            "and a failed job is rerun whole (it writes nothing until it succeeds)"
+        )
+    if args.output_format == "csv" or args.output.lower().endswith(".csv"):
+        raise UsageError("--spark writes Parquet (a folder) or JSON Lines (.jsonl), not CSV")
+    say = _say("batch", args.quiet)
+    try:
+        summary = run_spark_batch(
+            root,
+            args.spark,
+            args.input,
+            args.output,
+            args.policy,
+            as_of=args.as_of,
+            allow_draft=args.allow_draft,
+            trace=args.trace,
+            audit=args.audit,
+            input_format=args.input_format,
+            output_format=args.output_format,
+            partition_by=args.partition_by or (),
+            keys=args.key or (),
+            progress=say,
+        )
+    except SparkJobError as error:
+        raise UsageError(str(error)) from None
+    if not args.quiet:
+        rate = summary.rows / summary.seconds if summary.seconds else 0
+        sys.stderr.write("\r\033[K" if sys.stderr.isatty() else "")
+        print(
+            f"tiv batch: {summary.rows:,} rows, {summary.rows - summary.failed:,} valued, "
+            f"{summary.failed:,} failed; {summary.seconds:.1f} s ({rate:,.0f} rows/s) on "
+            f"Spark {args.spark}; rules {summary.rules_id}; output {summary.output}"
+            + (f"; audit {args.audit} (sealed)" if args.audit else ""),
+            file=sys.stderr,
+        )
+    return FactsError.exit_code if summary.failed else 0
+
+
+def impact_command(args: Any, root: Path) -> int:
+    """`tiv impact A B --corpus FILE --spark MASTER`: the report tiv impact prints."""
+    from engine.cli.common import UsageError, emit
+    from engine.impact import details_csv, details_json, render_impact
+
+    if args.details and not args.details.endswith((".csv", ".json")):
+        raise UsageError(f"{args.details}: the details file must end in .csv or .json")
+    if not Path(args.corpus).exists():
+        raise UsageError(f"{args.corpus}: no such file")
+    say = _say("impact", args.no_progress)
+    try:
+        report, details = run_spark_impact(
+            root, args.spark, args.before, args.after, args.corpus, matcher=args.matcher,
+            progress=say,
+        )  # fmt: skip
+    except (SparkJobError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    sys.stderr.write("\r\033[K" if sys.stderr.isatty() and not args.no_progress else "")
+    if args.details:
+        text = details_csv(details) if args.details.endswith(".csv") else details_json(details)
+        emit(text, args.details)
+    if args.format == "json":
+        body = json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False)
+        emit(body + "\n", args.output)
+    else:
+        extra = f"\nPer-shipment differences: {args.details}\n" if args.details else ""
+        emit(render_impact(report) + extra, args.output)
+    return 0
 
 
 __all__ = [
@@ -850,7 +954,9 @@ __all__ = [
     "SparkJobError",
     "SparkSummary",
     "StageProgress",
+    "batch_command",
     "compiles",
+    "impact_command",
     "impact_dataframe",
     "impact_summary",
     "read_input",

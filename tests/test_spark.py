@@ -214,3 +214,41 @@ def test_the_segmented_audit_verifies_and_catches_tampering(spark: Any, tmp_path
     assert "altered" in found.problems[0]
     done = _verify(altered)
     assert done.returncode == 1 and "BROKEN" in done.stdout
+
+
+def test_the_cli_values_parquet_on_spark_and_impact_prints_tiv_impacts_report(
+    spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+
+    shipments = list(generate(60, seed=31))
+    shipments[7] = {**shipments[7], "currency": "usd"}  # a bad row: exit 2, job goes on
+    parquet = tmp_path / "book.parquet"
+    write_shipments(shipments, parquet, rows_per_group=20)
+    out = tmp_path / "results"
+    code = main(
+        ["--rules", str(ROOT), "batch", str(parquet), "--policy", "standard",
+         "--spark", "local[2]", "-o", str(out), "--key", "id"]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "60 rows, 59 valued, 1 failed" in err and "on Spark local[2]" in err
+    rows = {r["row"]: r for r in spark.read.parquet(str(out)).collect()}
+    assert len(rows) == 60 and rows[8]["status"] == "error" and rows[8]["id"] == shipments[7]["id"]
+    assert rows[8]["error"]["path"] == "currency"
+    local = _local_batch(parquet, tmp_path / "local.jsonl").decode("utf-8").splitlines()
+    assert [rows[n]["result"] for n in range(1, 61)] == local
+
+    corpus = _jsonl(tmp_path / "c.jsonl", shipments)
+    args = ["impact", "forwarder-all-risks@1.0.0", "forwarder-all-risks@2.0.0"]
+    args += ["--corpus", str(corpus), "--no-progress"]
+    assert main(["--rules", str(ROOT), *args, "--workers", "1"]) == 0
+    expected = capsys.readouterr().out
+    assert main(["--rules", str(ROOT), *args, "--spark", "local[2]"]) == 0
+    # The same report; only the worker count line may differ.
+    got = capsys.readouterr().out
+    assert [x for x in got.splitlines() if "worker" not in x] == [
+        x for x in expected.splitlines() if "worker" not in x
+    ]
+    assert main(["--rules", str(ROOT), "batch", str(corpus), "--policy", "standard",
+                 "--spark", "local[2]", "-o", str(tmp_path / "x.csv")]) == 64  # fmt: skip

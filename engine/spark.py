@@ -76,6 +76,14 @@ RESULT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("error", pa.struct([("kind", _TEXT), ("path", _TEXT), ("message", _TEXT)])),
     ("result", _TEXT),
 )
+# `value_dataframe(..., lines_only=True)`: what writing tiv batch's JSON Lines needs, no
+# more (the structured columns cost a JSON parse per row).
+LINE_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("row", pa.int64()),
+    ("line", pa.int64()),
+    ("status", _TEXT),
+    ("result", _TEXT),
+)
 IMPACT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("row", pa.int64()),
     ("line", pa.int64()),
@@ -164,12 +172,10 @@ def _partition_counts(df: DataFrame, text: bool) -> dict[int, tuple[int, int]]:
     """Per input partition: (lines, non-blank lines); lines = records for Parquet."""
     from pyspark.sql import functions as F
 
-    pid = F.spark_partition_id().alias("p")
-    if text:
-        blank = F.when(F.trim(F.col(FACTS)) == "", 0).otherwise(1)
-        counted = df.groupBy(pid).agg(F.count(F.lit(1)).alias("n"), F.sum(blank).alias("k"))
-    else:
-        counted = df.groupBy(pid).agg(F.count(F.lit(1)).alias("n"), F.count(F.lit(1)).alias("k"))
+    # Only the partition id (and for text, blankness) is read: Parquet prunes the rest.
+    filled = F.when(F.trim(F.col(FACTS)) == "", 0).otherwise(1) if text else F.lit(1)
+    narrow = df.select(F.spark_partition_id().alias("p"), filled.alias("filled"))
+    counted = narrow.groupBy("p").agg(F.count(F.lit(1)).alias("n"), F.sum("filled").alias("k"))
     return {r["p"]: (int(r["n"]), int(r["k"] or 0)) for r in counted.collect()}
 
 
@@ -268,6 +274,7 @@ def value_dataframe(
     audit: str | os.PathLike[str] | None = None,
     compile_log: str | os.PathLike[str] | None = None,
     headers: Mapping[str, str] | None = None,
+    lines_only: bool = False,
 ) -> DataFrame:
     """One result row per input row (blank JSON lines are skipped, as batch skips them).
 
@@ -280,6 +287,8 @@ def value_dataframe(
     `matcher`: only the default matcher, the one `tiv batch` values with.
 
     Columns: the keys, then `RESULT_FIELDS`; money as decimal text (see module doc).
+    With `lines_only`, the keys and `LINE_FIELDS` (row, line, status, result): cheaper,
+    for writing the JSON Lines file `tiv batch` writes.
     Raises RulesError / SelectionError (rules or policy unusable) before any task runs.
     """
     _check_matcher(matcher)
@@ -317,12 +326,31 @@ def value_dataframe(
             for batch in batches:
                 rows, kept = _rows_of(batch, text, counters, minor_units, numbered)
                 lines = encoder.encode(rows)
-                yield _result_batch(batch.take(pa.array(kept, pa.int64())), keys, lines, payload)
+                source = batch.take(pa.array(kept, pa.int64()))
+                if lines_only:
+                    yield _line_batch(source, keys, rows, lines)
+                else:
+                    yield _result_batch(source, keys, lines, payload)
         finally:
             encoder.close()
 
-    schema = _spark_schema(df, keys, RESULT_FIELDS)
+    schema = _spark_schema(df, keys, LINE_FIELDS if lines_only else RESULT_FIELDS)
     return df.mapInArrow(value_partition, schema)
+
+
+def _line_batch(
+    source: pa.RecordBatch, keys: Sequence[str], rows: Sequence[Row], lines: Sequence[str]
+) -> pa.RecordBatch:
+    # An error row starts {"row": N, "line": M, "error": ...; a valuation {"row"..., "valuation"
+    status = ["error" if '"error": {' in text[:64] else "ok" for text in lines]
+    arrays = [source.column(k) for k in keys]
+    arrays += [
+        pa.array([r.number for r in rows], pa.int64()),
+        pa.array([r.line for r in rows], pa.int64()),
+        pa.array(status, _TEXT),
+        pa.array(lines, _TEXT),
+    ]
+    return pa.RecordBatch.from_arrays(arrays, names=[*keys, *(n for n, _ in LINE_FIELDS)])
 
 
 def _check_matcher(matcher: str | None) -> None:
@@ -561,11 +589,20 @@ def session(master: str, app_name: str = "tiv", conf: Mapping[str, str] | None =
         raise SparkJobError("--spark needs PySpark: pip install 'tiv-engine[spark]'") from None
     builder = SparkSession.builder.appName(app_name)
     builder = builder.remote(master) if master.startswith("sc://") else builder.master(master)
+    local: dict[str, str] = {}
     if master.startswith("local"):
         # Local executors run this very interpreter (its venv has tiv); a cluster's
         # executors use the Python their own environment names.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        local = {
+            # One machine: listen on loopback only, and shuffle (the row count) into a
+            # few partitions, not 200.
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.sql.shuffle.partitions": "4",
+        }
     settings = {
+        **local,
         # Arrow batches of this size keep a task's memory flat and its progress visible.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "1000",
         "spark.ui.showConsoleProgress": "false",  # tiv prints the stages itself
@@ -607,6 +644,8 @@ def _split_for(spark: Any, path: str) -> None:
         cores = int(spark.sparkContext.defaultParallelism)
     except Exception:  # Spark Connect: no SparkContext on the client
         cores = int(spark.conf.get("spark.default.parallelism", "8"))
+    if "://" in path:  # a remote store: Spark's own splits suit the large files there
+        return
     source = Path(path)
     files = [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
@@ -617,10 +656,9 @@ def _split_for(spark: Any, path: str) -> None:
 
 def _format_of(path: str) -> str:
     lowered = path.lower().rstrip("/")
-    if lowered.endswith(".parquet") or (
-        not lowered.endswith((".jsonl", ".json", ".csv")) and Path(path).is_dir()
-    ):
-        return "parquet"
+    known = lowered.endswith((".jsonl", ".ndjson", ".json", ".csv", ".tsv"))
+    if lowered.endswith(".parquet") or (not known and ("://" in path or Path(path).is_dir())):
+        return "parquet"  # a folder (a table's location) is Parquet
     return "csv" if lowered.endswith((".csv", ".tsv")) else "jsonl"
 
 
@@ -649,6 +687,10 @@ def csv_headers(path: str) -> dict[str, str]:
     return headers(path)
 
 
+def _output_format(output: str) -> str:
+    return "jsonl" if output.lower().endswith((".jsonl", ".ndjson", ".json")) else "parquet"
+
+
 def write_output(
     result: DataFrame,
     output: str,
@@ -657,17 +699,13 @@ def write_output(
 ) -> int:
     """Write `result`: Parquet (a folder, partitioned by `partition_by`) or JSON Lines
     (one file, rows in order, byte-identical to `tiv batch`'s). Returns rows written."""
-    kind = output_format or (
-        "parquet" if not output.lower().endswith((".jsonl", ".json")) else "jsonl"
-    )
+    kind = output_format or _output_format(output)
     if kind == "parquet":
         writer = result.write.mode("errorifexists")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         writer.parquet(output)
-        from engine.parquet import count_records
-
-        return count_records(output)
+        return int(result.sparkSession.read.parquet(output).count())  # footers only
     if kind != "jsonl":
         raise SparkJobError(f"unknown output format {kind!r} (formats: parquet, jsonl)")
     target = Path(output)
@@ -788,7 +826,7 @@ def run_spark_batch(
     """`tiv batch INPUT --spark MASTER`: value a bordereau on Spark, write the results."""
     started = time.monotonic()
     snapshot = _load(root)
-    if Path(output).exists():
+    if "://" not in output and Path(output).exists():  # a remote one: Spark refuses it
         raise SparkJobError(f"{output} exists: remove it or choose another output")
     session_ = spark or session(master)
     df = read_input(session_, input_path, input_format)
@@ -803,6 +841,7 @@ def run_spark_batch(
         trace=trace,
         audit=audit,
         headers=csv_headers(input_path) if is_csv else None,
+        lines_only=(output_format or _output_format(output)) == "jsonl",
     )
     with StageProgress(session_, progress or (lambda _text: None)):
         rows = write_output(result, output, output_format, partition_by)
@@ -813,7 +852,7 @@ def run_spark_batch(
 
 
 def _failed(spark: Any, output: str, output_format: str | None) -> int:
-    if Path(output).is_dir():
+    if (output_format or _output_format(output)) == "parquet":
         from pyspark.sql import functions as F
 
         return spark.read.parquet(output).where(F.col("status") == "error").count()
@@ -949,6 +988,7 @@ def impact_command(args: Any, root: Path) -> int:
 __all__ = [
     "FACTS",
     "IMPACT_FIELDS",
+    "LINE_FIELDS",
     "RESULT_FIELDS",
     "RulesPayload",
     "SparkJobError",

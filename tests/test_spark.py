@@ -119,16 +119,28 @@ def test_a_bad_row_is_an_error_row_and_the_job_goes_on(spark: Any, tmp_path: Pat
     # Every row, good or bad, is the line tiv batch writes for it.
     local = _local_batch(source, tmp_path / "local.jsonl").decode("utf-8").splitlines()
     assert [r["result"] for r in rows] == local
+    # The narrow form (what writing JSON Lines needs) says the same.
+    narrow = value_dataframe(read_input(spark, str(source)), ROOT, "standard", lines_only=True)
+    assert [tuple(r) for r in narrow.collect()] == [
+        (r["row"], r["line"], r["status"], r["result"]) for r in rows
+    ]
 
 
 def test_rules_compile_once_per_executor_process(spark: Any, tmp_path: Path) -> None:
     from engine.spark import compiles, value_dataframe
 
+    # Rules no executor of this session has seen (their own rules id): the executors'
+    # Python workers outlive a job, and keep rules they compiled for earlier tests.
+    repo = tmp_path / "repo"
+    for folder in ("policies", "rules", "examples"):  # packs' examples name shipments
+        shutil.copytree(ROOT / folder, repo / folder)
+    pack = repo / "policies/standard/1.0.0.yaml"
+    pack.write_bytes(pack.read_bytes() + b"# a copy for the compile count\n")
     shipments = list(generate(400, seed=4))
     rows = [(json.dumps(s),) for s in shipments]
     df = spark.createDataFrame(rows, "facts string").repartition(8)  # 8 tasks, 2 cores
     log = tmp_path / "compiles.log"
-    result = value_dataframe(df, ROOT, "standard", compile_log=log)
+    result = value_dataframe(df, repo, "standard", compile_log=log)
     assert result.where("status = 'ok'").count() == 400
     found = compiles(log)
     pids = [pid for pid, _ in found]

@@ -264,3 +264,29 @@ def test_the_cli_values_parquet_on_spark_and_impact_prints_tiv_impacts_report(
     ]
     assert main(["--rules", str(ROOT), "batch", str(corpus), "--policy", "standard",
                  "--spark", "local[2]", "-o", str(tmp_path / "x.csv")]) == 64  # fmt: skip
+
+
+def test_a_csv_bordereau_on_spark_writes_the_jsonl_of_local_batch(
+    spark: Any, tmp_path: Path
+) -> None:
+    from engine.spark import run_spark_batch
+
+    source = tmp_path / "in.csv"
+    source.write_text(
+        "id,date,currency,mode,origin.country,destination.country,invoice.amount,"
+        "charges[0].type,charges[0].amount,duties\n"
+        # freight 100.00; margin = 1100.00 x 0.10 = 110.00; TIV = 1000.00 + 100.00 + 110.00
+        "C-1,2025-03-14,USD,ocean,CN,US,1000.00,ocean_freight,100.00,none\n"
+        "C-2,2025-03-14,USD,ocean,CN,US,abc,ocean_freight,1.00,none\n"  # a bad amount
+        "C-3,2025-03-14,USD,ocean,CN,US,10.00,ocean_freight,1.00,maybe\n",  # a bad list cell
+        encoding="utf-8",
+    )
+    out = tmp_path / "spark.jsonl"
+    summary = run_spark_batch(ROOT, "local[2]", str(source), str(out), "standard", spark=spark)
+    assert (summary.rows, summary.failed) == (3, 2)
+    local = _local_batch(source, tmp_path / "local.jsonl")
+    assert out.read_bytes() == local
+    first, second, third = (json.loads(line) for line in local.decode().splitlines())
+    assert first["valuation"]["total_insured_value"] == "1210.00"
+    assert second["error"]["problems"][0]["column"] == "invoice.amount"
+    assert third["line"] == 4 and third["error"]["problems"][0]["path"] == "duties"

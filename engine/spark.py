@@ -637,8 +637,9 @@ def read_input(spark: SparkSession, path: str, input_format: str | None = None) 
 
 
 def _split_for(spark: Any, path: str) -> None:
-    """Cut the input into a few partitions per core: a file smaller than Spark's 128 MB
-    split would otherwise be one task on one core. Splits follow file order, so the
+    """Cut the input into a few partitions per core, of at most 4 MB: a file smaller than
+    Spark's 128 MB split would otherwise be one task on one core, and a large one tasks
+    whose results do not fit in memory together. Splits follow file order, so the
     partition order is the input's order (rows are numbered by it)."""
     try:
         cores = int(spark.sparkContext.defaultParallelism)
@@ -649,7 +650,9 @@ def _split_for(spark: Any, path: str) -> None:
     source = Path(path)
     files = [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file()]
     size = sum(p.stat().st_size for p in files)
-    target = max(256 * 1024, size // max(1, 4 * cores))
+    # At most 4 MB of input per task: a task's results (about 1.4 KB a row, ten times
+    # the Parquet input) must fit twice in a 1 GB driver when JSON Lines stream through it.
+    target = max(256 * 1024, min(size // max(1, 4 * cores), 4 * 1024 * 1024))
     spark.conf.set("spark.sql.files.maxPartitionBytes", str(target))
     spark.conf.set("spark.sql.files.openCostInBytes", str(target))
 

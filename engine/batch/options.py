@@ -53,4 +53,6 @@ class Summary:
 def format_of(path: Path, given: str | None) -> str:
     if given:
         return given
+    if path.suffix.lower() == ".parquet" or path.is_dir():  # a Parquet file or dataset folder
+        return "parquet"
     return "csv" if path.suffix.lower() in (".csv", ".tsv") else "jsonl"

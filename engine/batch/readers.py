@@ -42,7 +42,13 @@ class Row:
     problems: tuple[Problem, ...] = ()  # found while reading the row
 
 
-def read_rows(options: BatchOptions) -> Iterator[Row]:
+def read_rows(options: BatchOptions, minor_units: Mapping[str, int] | None = None) -> Iterator[Row]:
+    """The input's rows; `minor_units` (currency -> digits) gives Parquet's decimal(38,4)
+    amounts back at their currency's scale, as the same facts in JSONL would be written."""
+    if format_of(options.input, options.input_format) == "parquet":
+        from engine.batch.parquet import batch_rows  # pyarrow: the parquet extra
+
+        return batch_rows(options.input, minor_units)
     if format_of(options.input, options.input_format) == "csv":
         return _csv_rows(options)
     return _jsonl_rows(options.input)
@@ -283,6 +289,10 @@ def path_text(parts: tuple[str | int, ...]) -> str:
 
 def count_rows(options: BatchOptions) -> int:
     """Rows in the input (for the progress bar): a quick pass that values nothing."""
+    if format_of(options.input, options.input_format) == "parquet":
+        from engine.batch.parquet import count_records
+
+        return count_records(options.input)
     if format_of(options.input, options.input_format) == "csv":
         with options.input.open(encoding="utf-8-sig", newline="", errors="replace") as handle:
             reader = csv.reader(handle, delimiter=options.delimiter)

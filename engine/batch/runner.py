@@ -271,9 +271,9 @@ def run_batch(
         ("input", format_of(options.input, options.input_format)),
         ("output", output_format),
     ):
-        if given not in FORMATS:
+        if given not in FORMATS and (name, given) != ("input", "parquet"):
             raise BatchError(f"unknown {name} format {given!r} (formats: {', '.join(FORMATS)})")
-    if not options.input.is_file():
+    if not options.input.exists():  # a Parquet input may be a dataset folder
         raise BatchError(f"{options.input}: no such file")
     if options.input.resolve() == options.output.resolve():
         raise BatchError("the output must not be the input file")
@@ -303,7 +303,7 @@ def run_batch(
         headers=_headers(options),
         audit=str(options.audit) if options.audit else None,
     )
-    rows = read_rows(options)
+    rows = read_rows(options, snapshot.rules.currencies)
     resumed_from = done
     for _ in range(done):  # rows of the earlier run: already in the output
         next(rows, None)

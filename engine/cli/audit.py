@@ -60,6 +60,11 @@ def cmd_audit_init(args: argparse.Namespace) -> int:
 
 @_audit_verb
 def cmd_audit_verify(args: argparse.Namespace) -> int:
+    segmented = getattr(args, "path", None) or args.audit or os.environ.get(AUDIT_ENV)
+    if segmented and Path(segmented).is_dir():  # a Spark run's segments and manifest
+        from engine.compliance.audit.segments import verify_command
+
+        return verify_command(segmented, args.anchor, args.format)
     log = _store(args)
     report = log.verify(anchor=args.anchor)
     if args.format == "json":

@@ -48,6 +48,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from engine.batch import BatchError, BatchOptions, count_rows, run_batch
 
     root = rules_root(args)
+    if args.spark:  # the Spark side lives in engine/batch/spark.py, imported only when used
+        from engine.batch.spark import batch_command
+
+        return batch_command(args, root)
     columns = _columns(args.columns) if args.columns else None
     options = BatchOptions(
         input=Path(args.input),
@@ -64,7 +68,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         columns=columns,
         delimiter=args.delimiter,
     )
-    if not options.input.is_file():
+    if not options.input.exists():  # a Parquet input may be a dataset folder
         raise UsageError(f"{args.input}: no such file")
     bar = ProgressBar("batch", 0, enabled=False if args.quiet else None)
     if bar.enabled:
@@ -172,12 +176,25 @@ def register(verbs: Any) -> None:
     p.add_argument("--delimiter", default=",", help="CSV delimiter (default ,)")
     p.add_argument(
         "--input-format",
-        choices=["jsonl", "csv"],
-        help="default: from the suffix (.csv is CSV, else JSONL)",
+        choices=["jsonl", "csv", "parquet"],
+        help="default: from the suffix (.csv is CSV, .parquet or a folder Parquet, else JSONL)",
     )
     p.add_argument(
         "--output-format",
-        choices=["jsonl", "csv"],
-        help="default: from the suffix (.csv is CSV, else JSONL)",
+        choices=["jsonl", "csv", "parquet"],
+        help="default: from the suffix (.csv is CSV, else JSONL; with --spark, Parquet "
+        "unless .jsonl)",
+    )
+    p.add_argument(
+        "--spark",
+        metavar="MASTER",
+        help="value on Apache Spark: local[2], spark://host:7077, yarn, or Spark Connect "
+        "sc://host:15002 (needs the spark extra); writes Parquet or .jsonl",
+    )
+    p.add_argument(
+        "--partition-by", action="append", metavar="COL", help="with --spark: Parquet partitions"
+    )
+    p.add_argument(
+        "--key", action="append", metavar="COL", help="with --spark: input columns to keep"
     )
     p.set_defaults(func=cmd_batch)

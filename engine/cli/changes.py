@@ -37,6 +37,10 @@ def cmd_impact(args: argparse.Namespace) -> int:
     from engine.compliance.impact import details_csv, details_json, impact, render_impact
 
     _pinned(args.before, args.after)
+    if args.spark:  # the Spark side lives in engine/batch/spark.py, imported only when used
+        from engine.batch.spark import impact_command
+
+        return impact_command(args, rules_root(args))
     corpus = Path(args.corpus)
     if not corpus.is_file():
         raise UsageError(f"{args.corpus}: no such file")
@@ -129,4 +133,7 @@ def register(verbs: Any) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report here, not stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    p.add_argument(
+        "--spark", metavar="MASTER", help="run on Spark: local[2], spark://…, sc://host:port"
+    )
     p.set_defaults(func=cmd_impact)

@@ -351,7 +351,8 @@ def test_progress_starts_with_the_valuing_and_its_rate_is_the_summarys(tmp_path:
         calls.append((time.monotonic(), done, failed))
 
     started = time.monotonic()
-    summary = run_batch(ROOT, BatchOptions(input=source, output=out, policy="standard"), progress)
+    options = BatchOptions(input=source, output=out, policy="standard", chunk=100)
+    summary = run_batch(ROOT, options, progress)
     ended = time.monotonic()
     # The first call marks the start of valuing, before any row (so rule loading is not
     # counted in the bar's rate); then one call per chunk of 100 rows.

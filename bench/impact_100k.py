@@ -6,6 +6,7 @@ Copies the rule repository to a temporary folder, adds a draft standard 1.1.0 th
 raises the margin from 10% to 12%, generates the corpus (seed 1) there, then times
 `impact(standard@1.0.0, standard@1.1.0)`: every shipment valued under both versions,
 across every core unless --workers says otherwise. Generation is timed separately.
+--repeat times the impact several times; the load average is printed with each run.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--matcher", help="durable_rules or python (default: the engine's)")
+    parser.add_argument("--repeat", type=int, default=1, help="times to run the impact")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,22 +51,26 @@ def main() -> None:
         generated = time.perf_counter() - started
         print(f"generated {args.n:,} shipments in {generated:.1f} s ({args.n / generated:,.0f}/s)")
 
-        started = time.perf_counter()
-        report, details = impact(
-            root,
-            "standard@1.0.0",
-            "standard@1.1.0",
-            corpus,
-            workers=args.workers,
-            matcher=args.matcher,
-        )
-        elapsed = time.perf_counter() - started
-    print(render_impact(report))
-    print(
-        f"impact: {report.shipments:,} shipments ({2 * report.shipments:,} valuations) in "
-        f"{elapsed:.1f} s with {report.workers} worker(s): {report.shipments / elapsed:,.0f} "
-        f"shipments/s; {len(details):,} rows of differences"
-    )
+        for run in range(args.repeat):
+            before = os.getloadavg()[0]
+            started = time.perf_counter()
+            report, details = impact(
+                root,
+                "standard@1.0.0",
+                "standard@1.1.0",
+                corpus,
+                workers=args.workers,
+                matcher=args.matcher,
+            )
+            elapsed = time.perf_counter() - started
+            if run == 0:
+                print(render_impact(report))
+            print(
+                f"impact: {report.shipments:,} shipments ({2 * report.shipments:,} valuations) "
+                f"in {elapsed:.1f} s with {report.workers} worker(s): "
+                f"{report.shipments / elapsed:,.0f} shipments/s; {len(details):,} rows of "
+                f"differences; load average {before:.2f} before, {os.getloadavg()[0]:.2f} after"
+            )
 
 
 if __name__ == "__main__":

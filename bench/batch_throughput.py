@@ -11,7 +11,10 @@ the run (Linux), and its growth: from the first sample after a tenth of the rows
 loaded, every code path warm) to the end, per process (the valuing one: the main process
 with 1 worker, each worker with more). Flat memory is a growth of a few MiB however many
 rows (try --rows 1000000 --workers 1 for a million valuations in one process).
---repeat runs each worker count several times; the load average is printed with each.
+--repeat runs each worker count several times; the load average is printed with each,
+and the CPU seconds spent by the main process and by the workers: on a machine shared
+with others (where the kernel may share CPU per session, not per process) the CPU
+figures say what the run cost when its wall time says mostly how busy the machine was.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import sys
 import tempfile
 import threading
@@ -108,6 +112,13 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _cpu_seconds() -> tuple[float, float]:
+    """User + system CPU seconds of this process, and of its children that have ended."""
+    me, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                        resource.RUSAGE_CHILDREN))  # fmt: skip
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -142,6 +153,7 @@ def main() -> None:
                     input=source, output=output, policy="standard", workers=workers
                 )
                 before = os.getloadavg()[0]
+                cpu = _cpu_seconds()
                 with _PeakMemory() as memory:
 
                     def progress(done: int, failed: int, memory: _PeakMemory = memory) -> None:
@@ -150,11 +162,13 @@ def main() -> None:
 
                     summary = run_batch(ROOT, options, progress)
                 rate = summary.rows / summary.seconds
+                main_cpu, workers_cpu = (b - a for a, b in zip(cpu, _cpu_seconds(), strict=True))
                 print(
                     f"workers={workers}: {summary.rows:,} rows ({summary.failed:,} failed) in "
                     f"{summary.seconds:.1f} s = {rate:,.0f} shipments/s; peak RSS main "
                     f"{memory.main} MiB, largest worker {memory.worker} MiB; RSS growth "
-                    f"after the first tenth {memory.growth() / 1024:+.1f} MiB; load average "
+                    f"after the first tenth {memory.growth() / 1024:+.1f} MiB; CPU main "
+                    f"{main_cpu:.1f} s, workers {workers_cpu:.1f} s; load average "
                     f"{before:.2f} before, {os.getloadavg()[0]:.2f} after"
                 )
                 digests.append(_sha256(output))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -23,6 +24,13 @@ from engine.compliance.corpus import generate
 from engine.compliance.impact import impact, render_impact
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """User + system CPU seconds of this process, and of its children that have ended."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
 
 
 def main() -> None:
@@ -53,6 +61,7 @@ def main() -> None:
 
         for run in range(args.repeat):
             before = os.getloadavg()[0]
+            cpu = _cpu_seconds()
             started = time.perf_counter()
             report, details = impact(
                 root,
@@ -63,13 +72,15 @@ def main() -> None:
                 matcher=args.matcher,
             )
             elapsed = time.perf_counter() - started
+            main_cpu, workers_cpu = (b - a for a, b in zip(cpu, _cpu_seconds(), strict=True))
             if run == 0:
                 print(render_impact(report))
             print(
                 f"impact: {report.shipments:,} shipments ({2 * report.shipments:,} valuations) "
                 f"in {elapsed:.1f} s with {report.workers} worker(s): "
                 f"{report.shipments / elapsed:,.0f} shipments/s; {len(details):,} rows of "
-                f"differences; load average {before:.2f} before, {os.getloadavg()[0]:.2f} after"
+                f"differences; CPU main {main_cpu:.1f} s, workers {workers_cpu:.1f} s; "
+                f"load average {before:.2f} before, {os.getloadavg()[0]:.2f} after"
             )
 
 

@@ -4,6 +4,10 @@ In: `BatchOptions` (input path, format, CSV delimiter and header mapping). Out: 
 input order; a row that cannot be read carries its problems instead of facts, so a bad
 row never stops the batch. A header that cannot be read raises FactsError.
 
+Reading is in two steps, so that a process pool moves little: `read_chunks` (in the main
+process) only cuts the input into chunks of rows as read, JSONL lines as one bytes object
+and CSV records as their cells; `chunk_rows` (in a worker) turns a chunk into `Row`s.
+
 CSV input: the header names fields by their JSON path, as error messages do:
 
     id,date,currency,mode,origin.country,destination.country,invoice.amount,

@@ -9,7 +9,9 @@ Work is spread over worker processes, each loading the rules once from the very 
 the main process loaded (so all of them value with the same rules, even if the files
 change meanwhile). Rows travel in chunks through a bounded window of pending chunks, and
 each chunk's rows are written as soon as every earlier chunk is: memory stays flat and
-the output is identical whatever the number of workers.
+the output is identical whatever the number of workers. A chunk goes out as the input's
+own bytes (or CSV cells) and comes back as the output's bytes; a worker values its rows
+in one `value_many` stream, so nothing is parsed, encoded or pickled twice.
 
 Interruption and `resume=True`: the output is fsynced, then a sidecar `OUTPUT.progress`
 records (atomically) how many rows and bytes of output are complete. A run killed at

@@ -465,7 +465,9 @@ def _report(
 
 
 def _detail(row: _Row, tiv: Decimal | None, premium: Decimal | None) -> ShipmentImpact:
-    return ShipmentImpact(
+    # Built without validation: every field is already the text or number it must be, and
+    # validating one per changed shipment was most of the main process's work.
+    return ShipmentImpact.model_construct(
         line=row.line,
         shipment_id=row.shipment_id,
         currency=row.currency,

@@ -133,17 +133,27 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=1, help="runs per worker count")
+    parser.add_argument(
+        "--distinct",
+        type=int,
+        help="generate this many shipments and repeat them up to --rows (a long bordereau "
+        "for the memory figure without the minutes of generating it)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="tiv-bench-") as folder:
         source = Path(folder) / "bordereau.jsonl"
         started = time.perf_counter()
+        distinct = min(args.distinct or args.rows, args.rows)
+        lines = [json.dumps(facts) + "\n" for facts in shipments(distinct, args.seed)]
         with source.open("w", encoding="utf-8") as handle:
-            for facts in shipments(args.rows, args.seed):
-                handle.write(json.dumps(facts) + "\n")
+            for number in range(args.rows):
+                handle.write(lines[number % distinct])
+        del lines
         print(
-            f"corpus: {args.rows:,} shipments, {source.stat().st_size / 1e6:.1f} MB, "
-            f"generated in {time.perf_counter() - started:.1f} s"
+            f"corpus: {args.rows:,} shipments ({distinct:,} distinct), "
+            f"{source.stat().st_size / 1e6:.1f} MB, generated in "
+            f"{time.perf_counter() - started:.1f} s"
         )
         digests = []
         for workers in args.workers:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import resource
@@ -145,11 +146,20 @@ def main() -> None:
         source = Path(folder) / "bordereau.jsonl"
         started = time.perf_counter()
         distinct = min(args.distinct or args.rows, args.rows)
-        lines = [json.dumps(facts) + "\n" for facts in shipments(distinct, args.seed)]
-        with source.open("w", encoding="utf-8") as handle:
-            for number in range(args.rows):
-                handle.write(lines[number % distinct])
-        del lines
+        generated = Path(folder) / "distinct.jsonl"
+        # Streamed to disk and back: the corpus never sits in this process's memory, whose
+        # peak is reported below.
+        with generated.open("w", encoding="utf-8") as handle:
+            for facts in shipments(distinct, args.seed):
+                handle.write(json.dumps(facts) + "\n")
+        written = 0
+        with source.open("wb") as out:
+            while written < args.rows:  # --distinct: the generated shipments again and again
+                with generated.open("rb") as handle:
+                    for line in itertools.islice(handle, args.rows - written):
+                        out.write(line)
+                        written += 1
+        generated.unlink()
         print(
             f"corpus: {args.rows:,} shipments ({distinct:,} distinct), "
             f"{source.stat().st_size / 1e6:.1f} MB, generated in "

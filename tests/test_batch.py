@@ -104,12 +104,14 @@ def test_two_workers_write_exactly_what_one_does_and_share_the_audit_log(
     tmp_path: Path,
 ) -> None:
     source = tmp_path / "in.jsonl"
-    write_jsonl(source, 350, bad={5: '{"id": 1}', 320: "{}"})  # chunks of 100, 100, 100, 50
+    write_jsonl(source, 350, bad={5: '{"id": 1}', 320: "{}"})
     one, two = tmp_path / "out1.jsonl", tmp_path / "out2.jsonl"
     store = tmp_path / "audit.sqlite"
     summary = run_batch(ROOT, BatchOptions(input=source, output=one, policy="standard"))
     assert (summary.rows, summary.failed) == (350, 2)
-    options = BatchOptions(input=source, output=two, policy="standard", workers=2, audit=store)
+    options = BatchOptions(  # chunks of 100, 100, 100, 50: both workers get some
+        input=source, output=two, policy="standard", workers=2, audit=store, chunk=100
+    )
     summary = run_batch(ROOT, options)
     assert (summary.rows, summary.failed) == (350, 2)
     # The same bytes but for the audit ids the second run recorded.
@@ -121,6 +123,37 @@ def test_two_workers_write_exactly_what_one_does_and_share_the_audit_log(
     assert len(ids) == len(set(ids)) == len(log) == 348
     assert log.verify().ok
     assert log.get(ids[0]).result["total_insured_value"] == expected_tiv(0)
+
+
+def test_chunks_cut_anywhere_give_the_same_bytes(tmp_path: Path) -> None:
+    # Blank lines and unreadable rows at and around chunk edges: the row and line numbers
+    # a worker counts from its chunk's raw lines are those of the whole file.
+    source = tmp_path / "in.jsonl"
+    rows = [json.dumps(facts(n)) for n in range(23)]
+    rows[0] = "\ufeff" + rows[0]  # a byte order mark on line 1 only
+    rows[4], rows[6] = "[1, 2]", '{"id": "cut'
+    for at in (21, 12, 7, 7, 3):
+        rows.insert(at, "   ")
+    source.write_text("\n".join(rows) + "\n\n", encoding="utf-8")
+    outputs = []
+    for size in (1, 2, 3, 1000):
+        out = tmp_path / f"out{size}.jsonl"
+        summary = run_batch(
+            ROOT, BatchOptions(input=source, output=out, policy="standard", chunk=size)
+        )
+        assert (summary.rows, summary.failed) == (23, 2)
+        outputs.append(out.read_bytes())
+    assert len(set(outputs)) == 1
+    written = read_jsonl(tmp_path / "out1.jsonl")
+    # Rows 1-3 on lines 1-3, a blank line 4, rows 4-7 on lines 5-8, blank lines 9 and 10,
+    # row 8 on line 11; ...; a blank line 26, rows 22 and 23 on lines 27 and 28.
+    assert [(r["row"], r["line"]) for r in written[:8]] == [
+        (1, 1), (2, 2), (3, 3), (4, 5), (5, 6), (6, 7), (7, 8), (8, 11),
+    ]  # fmt: skip
+    assert written[0]["valuation"]["shipment_id"] == "B-0"
+    assert written[4]["error"]["problems"][0]["code"] == "facts.type"  # [1, 2]
+    assert written[6]["error"]["error"] == "invalid_facts"  # cut off
+    assert (written[22]["row"], written[22]["line"]) == (23, 28)
 
 
 CSV_HEADER = [
@@ -351,7 +384,8 @@ def test_progress_starts_with_the_valuing_and_its_rate_is_the_summarys(tmp_path:
         calls.append((time.monotonic(), done, failed))
 
     started = time.monotonic()
-    summary = run_batch(ROOT, BatchOptions(input=source, output=out, policy="standard"), progress)
+    options = BatchOptions(input=source, output=out, policy="standard", chunk=100)
+    summary = run_batch(ROOT, options, progress)
     ended = time.monotonic()
     # The first call marks the start of valuing, before any row (so rule loading is not
     # counted in the bar's rate); then one call per chunk of 100 rows.

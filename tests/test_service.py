@@ -696,3 +696,26 @@ def test_several_worker_processes(tmp_path: Path) -> None:
             assert len(started(server)) == 2
     finally:
         server.stop()
+
+
+def test_results_written_by_pydantic_core_are_the_bytes_jsonresponse_wrote() -> None:
+    # The valuation endpoints write `model_dump_json()` instead of handing the dumped dict
+    # to JSONResponse (a third of the cost): the bytes must be the same, trace or not,
+    # whatever characters the facts carry into the result.
+    from starlette.responses import JSONResponse
+
+    from engine import value_many
+    from engine.compliance.corpus import generate
+
+    rules = load_rules(ROOT)
+    odd = ["café ünï 中文", 'quote " back \\ slash', "tab\there\nnewline \x1f \u2028 \x7f"]
+    facts = list(generate(40, 5))
+    for number, text in enumerate(odd):
+        facts[number]["id"] = text
+    for trace in (True, False):
+        results = list(value_many(rules, facts, policy="standard", trace=trace))
+        assert all(isinstance(result, Valuation) for result in results)
+        for result in results:
+            assert isinstance(result, Valuation)
+            wrote = JSONResponse(result.model_dump(mode="json")).body
+            assert result.model_dump_json().encode("utf-8") == wrote

@@ -31,6 +31,9 @@ class BatchOptions:
     output_format: str | None = None
     columns: Mapping[str, str | None] | None = None  # CSV header -> field path
     delimiter: str = ","
+    # Rows per task sent to a worker (and between progress reports): each task is one
+    # bytes object out and one back, so the hop costs little per row.
+    chunk: int = 500
 
 
 @dataclass(frozen=True)

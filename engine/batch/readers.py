@@ -4,6 +4,10 @@ In: `BatchOptions` (input path, format, CSV delimiter and header mapping). Out: 
 input order; a row that cannot be read carries its problems instead of facts, so a bad
 row never stops the batch. A header that cannot be read raises FactsError.
 
+Reading is in two steps, so that a process pool moves little: `read_chunks` (in the main
+process) only cuts the input into chunks of rows as read, JSONL lines as one bytes object
+and CSV records as their cells; `chunk_rows` (in a worker) turns a chunk into `Row`s.
+
 CSV input: the header names fields by their JSON path, as error messages do:
 
     id,date,currency,mode,origin.country,destination.country,invoice.amount,
@@ -31,7 +35,19 @@ from engine.batch.options import BatchOptions, format_of
 from engine.errors import FactsError, Location, Problem
 from engine.facts import Shipment
 
-__all__ = ["Row", "count_rows", "csv_columns", "parse_path", "path_text", "read_rows"]
+__all__ = [
+    "Chunk",
+    "CsvChunk",
+    "JsonlChunk",
+    "Row",
+    "chunk_rows",
+    "count_rows",
+    "csv_columns",
+    "parse_path",
+    "path_text",
+    "read_chunks",
+    "read_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -42,35 +58,131 @@ class Row:
     problems: tuple[Problem, ...] = ()  # found while reading the row
 
 
+@dataclass(frozen=True)
+class JsonlChunk:
+    """Consecutive physical lines of a JSONL input, as read: one bytes object to send to a
+    worker, which cuts it into rows itself (`chunk_rows`)."""
+
+    number: int  # the data row of the first non-blank line
+    line: int  # the physical line `text` starts at
+    text: bytes
+    rows: int  # non-blank lines in `text`
+
+
+@dataclass(frozen=True)
+class CsvChunk:
+    """Consecutive CSV records, as cells: the worker turns them into facts."""
+
+    number: int  # the data row of the first record
+    records: list[tuple[int, list[str]]]  # (physical line the record starts at, cells)
+    columns: list[_Column]
+
+    @property
+    def rows(self) -> int:
+        return len(self.records)
+
+
+@dataclass(frozen=True)
+class RowsChunk:
+    """Rows already read, as a Parquet reader gives them (records are not text)."""
+
+    items: tuple[Row, ...]
+
+    @property
+    def rows(self) -> int:
+        return len(self.items)
+
+
+Chunk = JsonlChunk | CsvChunk | RowsChunk
+
+
 def read_rows(options: BatchOptions, minor_units: Mapping[str, int] | None = None) -> Iterator[Row]:
-    """The input's rows; `minor_units` (currency -> digits) gives Parquet's decimal(38,4)
-    amounts back at their currency's scale, as the same facts in JSONL would be written."""
+    for chunk in read_chunks(options, 1000, minor_units=minor_units):
+        yield from chunk_rows(chunk)
+
+
+def read_chunks(
+    options: BatchOptions,
+    size: int,
+    skip: int = 0,
+    minor_units: Mapping[str, int] | None = None,
+) -> Iterator[Chunk]:
+    """The input in chunks of `size` rows, after the first `skip` rows.
+
+    The main process only cuts the input; turning rows into facts (and reading their
+    problems) happens in `chunk_rows`, wherever the chunk is valued. `minor_units`
+    (currency -> digits) gives Parquet's decimal(38,4) amounts back at their currency's
+    scale, as the same facts in JSONL would be written.
+    """
     if format_of(options.input, options.input_format) == "parquet":
-        from engine.batch.parquet import batch_rows  # pyarrow: the parquet extra
-
-        return batch_rows(options.input, minor_units)
+        return _parquet_chunks(options.input, size, skip, minor_units)
     if format_of(options.input, options.input_format) == "csv":
-        return _csv_rows(options)
-    return _jsonl_rows(options.input)
+        return _csv_chunks(options, size, skip)
+    return _jsonl_chunks(options.input, size, skip)
 
 
-def _jsonl_rows(path: Path) -> Iterator[Row]:
-    number = 0
+def chunk_rows(chunk: Chunk) -> Iterator[Row]:
+    if isinstance(chunk, RowsChunk):
+        yield from chunk.items
+        return
+    if isinstance(chunk, CsvChunk):
+        for offset, (line, cells) in enumerate(chunk.records):
+            yield _csv_row(chunk.number + offset, line, cells, chunk.columns)
+        return
+    number = chunk.number
+    for line_no, raw in enumerate(chunk.text.split(b"\n"), chunk.line):
+        text = raw.strip()
+        if not text:
+            continue
+        if line_no == 1:
+            text = text.removeprefix(b"\xef\xbb\xbf")
+        if text[:1] != b"{":
+            problem = Problem("facts.type", "each line must be one JSON object of shipment facts")
+            yield Row(number, line_no, None, (problem,))
+        else:
+            yield Row(number, line_no, text)
+        number += 1
+
+
+def _parquet_chunks(
+    path: Path, size: int, skip: int, minor_units: Mapping[str, int] | None
+) -> Iterator[RowsChunk]:
+    from engine.batch.parquet import batch_rows  # pyarrow: the parquet extra
+
+    items: list[Row] = []
+    for row in batch_rows(path, minor_units):
+        if row.number <= skip:
+            continue
+        items.append(row)
+        if len(items) == size:
+            yield RowsChunk(tuple(items))
+            items = []
+    if items:
+        yield RowsChunk(tuple(items))
+
+
+def _jsonl_chunks(path: Path, size: int, skip: int) -> Iterator[JsonlChunk]:
+    # Per line, only the test for a blank line: the rows travel as the bytes read.
+    number = count = first_line = first_number = 0
+    lines: list[bytes] = []
     with path.open("rb") as handle:
         for line_no, raw in enumerate(handle, 1):
-            text = raw.strip()
-            if not text:
+            if not raw.strip():
+                if lines:  # a blank line inside a chunk keeps the line numbers right
+                    lines.append(raw)
                 continue
             number += 1
-            if line_no == 1:
-                text = text.removeprefix(b"\xef\xbb\xbf")
-            if text[:1] != b"{":
-                problem = Problem(
-                    "facts.type", "each line must be one JSON object of shipment facts"
-                )
-                yield Row(number, line_no, None, (problem,))
-            else:
-                yield Row(number, line_no, text)
+            if number <= skip:
+                continue
+            if not lines:
+                first_line, first_number = line_no, number
+            lines.append(raw)
+            count += 1
+            if count == size:
+                yield JsonlChunk(first_number, first_line, b"".join(lines), count)
+                lines, count = [], 0
+    if count:
+        yield JsonlChunk(first_number, first_line, b"".join(lines), count)
 
 
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])*(\.[A-Za-z0-9_]+(\[[0-9]+\])*)*")
@@ -190,7 +302,7 @@ def csv_columns(
     return columns
 
 
-def _csv_rows(options: BatchOptions) -> Iterator[Row]:
+def _csv_chunks(options: BatchOptions, size: int, skip: int) -> Iterator[CsvChunk]:
     file = str(options.input)
     with options.input.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.reader(handle, delimiter=options.delimiter)
@@ -203,11 +315,12 @@ def _csv_rows(options: BatchOptions) -> Iterator[Row]:
         columns = csv_columns(header, options.columns, file)
         number = 0
         last_line = reader.line_num
+        records: list[tuple[int, list[str]]] = []
         while True:
             try:
                 cells = next(reader)
             except StopIteration:
-                return
+                break
             except UnicodeDecodeError as error:
                 raise _not_utf8(file, last_line + 1, error) from None
             except csv.Error as error:
@@ -220,7 +333,14 @@ def _csv_rows(options: BatchOptions) -> Iterator[Row]:
             if not any(cell.strip() for cell in cells):
                 continue
             number += 1
-            yield _csv_row(number, start, cells, columns)
+            if number <= skip:
+                continue
+            records.append((start, cells))
+            if len(records) == size:
+                yield CsvChunk(number - size + 1, records, columns)
+                records = []
+        if records:
+            yield CsvChunk(number - len(records) + 1, records, columns)
 
 
 def _not_utf8(file: str, line: int, error: UnicodeDecodeError) -> FactsError:

@@ -15,7 +15,7 @@ from typing import Any
 
 # The batch row reader and encoder: repoint these imports here only.
 from engine.batch.options import BatchOptions
-from engine.batch.readers import Row, read_rows
+from engine.batch.readers import Row, RowsChunk, read_rows
 from engine.batch.runner import _headers, _Job, _Valuer
 from engine.loading.snapshot import Snapshot
 
@@ -64,8 +64,9 @@ class RowEncoder:
         self._valuer = _Valuer(snapshot, job)
 
     def encode(self, rows: Sequence[Row]) -> list[str]:
-        text, _count, _failed = self._valuer.run(rows)
-        # json.dumps escapes newlines inside strings: one line per row, always.
+        data, _count, _failed = self._valuer.run(RowsChunk(tuple(rows)))
+        text = data.decode("utf-8")
+        # JSON escapes newlines inside strings: one line per row, always.
         return text.split("\n")[:-1] if text else []
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.errors import FactsError, Location, Problem, json_path
 
-__all__ = ["NonFinite", "loads", "parse", "problems", "syntax_problem"]
+__all__ = ["NonFinite", "loads", "parse", "parse_marked", "problems", "syntax_problem"]
 
 
 class NonFinite:
@@ -63,6 +63,29 @@ def parse(text: str) -> Any:
     integer beyond Python's int-from-text digit limit); `syntax_problem` words them.
     """
     return _DECODER.decode(text)
+
+
+def parse_marked(text: str) -> tuple[Any, bool]:
+    """`parse`, and whether it marked anything: when it did not, `problems` finds none, so
+    a caller with much data (a batch of shipments) need not walk it to find out."""
+    marked = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal marked
+        result = _object(items)
+        if type(result) is not dict:
+            marked = True
+        return result
+
+    def constant(name: str) -> NonFinite:
+        nonlocal marked
+        marked = True
+        return NonFinite(name)
+
+    decoder = json.JSONDecoder(
+        parse_float=Decimal, parse_constant=constant, object_pairs_hook=pairs
+    )
+    return decoder.decode(text), marked
 
 
 def syntax_problem(error: Exception, file: str = "", path: str = "") -> Problem:

@@ -64,7 +64,9 @@ def require_role(key: ApiKey, role: str) -> None:
         )
 
 
-def principal(request: Request) -> ApiKey:
+async def principal(request: Request) -> ApiKey:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop per
+    # request for a dictionary lookup; this runs on the event loop and never blocks.
     authenticate: Authenticator = request.app.state.service.authenticate
     return authenticate(request)
 

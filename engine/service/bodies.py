@@ -67,9 +67,15 @@ def _text(body: bytes) -> str:
 
 def _parse(body: bytes) -> Any:
     """The body's data, exact; 422 for text that is not UTF-8 or not JSON."""
+    return _parse_marked(body)[0]
+
+
+def _parse_marked(body: bytes) -> tuple[Any, bool]:
+    """`_parse`, and whether the reader marked a repeated key or NaN anywhere (if not,
+    there is nothing for `jsontext.problems` to find: a batch need not walk its items)."""
     text = _text(body)
     try:
-        return jsontext.parse(text)
+        return jsontext.parse_marked(text)
     except (ValueError, RecursionError) as error:
         raise ApiError(422, "invalid_facts", jsontext.syntax_problem(error)) from None
 
@@ -80,7 +86,7 @@ def shipments(body: bytes, limit: int) -> list[Any]:
     One bad shipment (a repeated key, NaN, not an object) is that shipment's error; the
     others are still valued. Bad JSON, or more than `limit` shipments, fails the request.
     """
-    data = _parse(body)
+    data, marked = _parse_marked(body)
     if not isinstance(data, list):
         raise ApiError(
             422,
@@ -99,7 +105,7 @@ def shipments(body: bytes, limit: int) -> list[Any]:
         )
     items: list[Any] = []
     for item in data:
-        found = jsontext.problems(item)
+        found = jsontext.problems(item) if marked else []
         if not found and not isinstance(item, dict):
             found = [Problem("facts.type", "must be a JSON object of shipment facts")]
         items.append(FactsError(found) if found else item)

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from engine import read_facts
-from engine.evaluating.matcher import default_matcher
+from engine.matching.registry import default_matcher
 from engine.evaluating.valuation import evaluate
 from engine.explaining.trace import RecordingTracer
 from tests.conftest import ROOT

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -50,6 +49,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, SchemaValidator, core_schema
 
 from engine.errors import FactsError, Location, Problem, json_path
+from engine.loading import jsontext
 from engine.loading.yamlfile import LoadedYaml, parse_yaml_data
 from engine.money import parse_decimal, plain
 
@@ -774,86 +774,15 @@ def _fast_json_text(source: str | bytes, reference: FactsReference, name: str) -
     return _fast_from_json(source, reference)
 
 
-class _NonFinite:
-    """Stands in for JSON's NaN/Infinity until the walk below reports it with its path."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-class _DuplicateKeys(dict[str, Any]):
-    """A JSON object that repeated keys (json.loads would silently keep the last)."""
-
-    duplicates: list[str]
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    repeated: list[str] = []
-    for key, value in pairs:
-        if key in result:
-            repeated.append(key)
-        else:
-            result[key] = value
-    if not repeated:
-        return result
-    marked = _DuplicateKeys(result)
-    marked.duplicates = repeated
-    return marked
-
-
 def _parse_json(text: str, file: str) -> Any:
     try:
-        data = json.loads(
-            text, parse_float=Decimal, parse_constant=_NonFinite, object_pairs_hook=_object
-        )
-    except json.JSONDecodeError as error:
-        raise FactsError(
-            Problem(
-                "facts.syntax",
-                f"invalid JSON: {error.msg}",
-                Location(file, error.lineno, error.colno),
-            )
-        ) from None
-    except ValueError:  # only an integer beyond Python's int-from-text digit limit
-        raise FactsError(
-            Problem("facts.syntax", "invalid JSON: a number has too many digits", Location(file))
-        ) from None
-    except RecursionError:
-        raise FactsError(
-            Problem("facts.too_deep", "the facts nest too deeply to read", Location(file))
-        ) from None
-    problems: list[Problem] = []
-    _check_json(data, (), file, problems)
+        data = jsontext.parse(text)
+    except (RecursionError, ValueError) as error:  # JSONDecodeError is a ValueError
+        raise FactsError(jsontext.syntax_problem(error, file)) from None
+    problems = jsontext.problems(data, file)
     if problems:
         raise FactsError(problems)
     return data
-
-
-def _check_json(value: Any, parts: tuple[str | int, ...], file: str, out: list[Problem]) -> None:
-    if isinstance(value, _NonFinite):
-        out.append(
-            Problem(
-                "facts.not_finite",
-                f"{value.text} is not a finite number; write a plain decimal number",
-                Location(file, path=json_path(parts)),
-            )
-        )
-    elif isinstance(value, dict):
-        for key in getattr(value, "duplicates", ()):
-            out.append(
-                Problem(
-                    "facts.duplicate_key",
-                    f"duplicate key {_describe(key)}: JSON readers "
-                    "disagree on which value wins, so keep only one",
-                    Location(file, path=json_path((*parts, key))),
-                )
-            )
-        for key, item in value.items():
-            _check_json(item, (*parts, key), file, out)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            _check_json(item, (*parts, index), file, out)
 
 
 def _validate(

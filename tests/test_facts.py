@@ -459,13 +459,51 @@ JSONISH = st.recursive(
     ),
     JSONISH,
 )
-def test_any_bad_field_gives_a_facts_error_never_a_traceback(field: str, junk: Any) -> None:
+def test_any_value_in_any_field_gives_a_result_or_a_facts_error(field: str, junk: Any) -> None:
+    # Some junk is a valid value (an id "a", duties []); the property here is only that
+    # nothing else escapes and every message is one line. The next test requires refusal.
     data = copy.deepcopy(as_data())
     data[field] = junk
     try:
         read_facts(data, REFERENCE)
     except FactsError as error:
         assert all(problem.message and "\n" not in problem.message for problem in error.problems)
+
+
+# Values no field of the contract accepts: a boolean anywhere, and for each field a
+# container of the wrong kind (a list where a mapping or text is due, a mapping where a
+# list or text is due), never empty, so that an empty list or mapping cannot pass.
+NEVER_VALID = {
+    "id": st.booleans() | st.lists(st.integers(), min_size=1),
+    "date": st.booleans() | st.dictionaries(st.text(min_size=1), st.integers(), min_size=1),
+    "currency": st.booleans() | st.lists(st.text(), min_size=1),
+    "invoice": st.booleans() | st.lists(st.integers(), min_size=1) | st.text(),
+    "goods": st.booleans() | st.text() | st.dictionaries(st.text(), st.integers(), min_size=1),
+    "charges": st.booleans() | st.text() | st.dictionaries(st.text(), st.integers(), min_size=1),
+    "duties": st.booleans() | st.text() | st.dictionaries(st.text(), st.integers(), min_size=1),
+    "fx": st.booleans() | st.lists(st.integers(), min_size=1) | st.text(),
+    "origin": st.booleans() | st.lists(st.integers(), min_size=1) | st.text(),
+    "transit_countries": st.booleans() | st.dictionaries(st.text(), st.integers(), min_size=1),
+    "expected_transit_days": st.booleans() | st.text() | st.lists(st.integers(), min_size=1),
+}
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from(sorted(NEVER_VALID)).flatmap(lambda f: st.tuples(st.just(f), NEVER_VALID[f]))
+)
+def test_a_value_of_the_wrong_kind_is_refused_at_its_field(case: tuple[str, Any]) -> None:
+    field, junk = case
+    data = copy.deepcopy(as_data())
+    data[field] = junk
+    with pytest.raises(FactsError) as raised:
+        read_facts(data, REFERENCE)
+    paths = [problem.location.path or "" for problem in raised.value.problems]
+    assert any(path == field or path.startswith((f"{field}[", f"{field}.")) for path in paths), (
+        field,
+        junk,
+        paths,
+    )
 
 
 # --- the compiled validator: same Shipment, or the models decide --------------------

@@ -7,7 +7,7 @@ already converted to the valuation currency (the conversion is a traced step).
 Parameters and formulas are added per pack by the compiler.
 
 This module declares the names; `engine.evaluating.environment` fills them in, and
-a test checks that the two agree.
+tests/test_names.py checks that the two agree.
 """
 
 from __future__ import annotations

@@ -238,7 +238,7 @@ def test_no_version_in_effect_names_date_and_versions() -> None:
     with pytest.raises(SelectionError) as info:
         value(_RULES, shipment(date="2019-06-30"), policy="mini")
     message = info.value.problems[0].message
-    assert "2019-06-30" in message and "1.0.0 (published, 2020-01-01 to open-ended)" in message
+    assert "2019-06-30" in message and "1.0.0 (published, 2020-01-01 onward)" in message
 
 
 def test_unknown_pack() -> None:

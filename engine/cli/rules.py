@@ -36,13 +36,16 @@ def cmd_rules_list(args: argparse.Namespace) -> int:
     if args.format == "json":
         emit(json.dumps(rows, indent=2, ensure_ascii=False) + "\n", None)
         return 0
-    lines = [f"{'KIND':8} {'ID':22} {'VERSION':8} {'STATUS':10} {'EFFECTIVE':26} TITLE"]
+    # effective_to is the first day a version no longer applies, hence "until (excl.)".
+    lines = [
+        f"{'KIND':8} {'ID':22} {'VERSION':8} {'STATUS':10} {'FROM':10} {'UNTIL (EXCL.)':13} TITLE"
+    ]
     for row in rows:
-        window = f"{row['effective_from']} to {row['effective_to'] or 'open-ended'}"
+        until = row["effective_to"] or "-"
         union = f" (customs: {row['customs_union']})" if row["customs_union"] else ""
         lines.append(
             f"{row['kind']:8} {row['id']:22} {row['version']:8} {row['status']:10} "
-            f"{window:26} {row['title']}{union}"
+            f"{row['effective_from']:10} {until:13} {row['title']}{union}"
         )
     emit("\n".join(lines) + "\n", None)
     return 0

@@ -43,5 +43,8 @@ class EffectiveWindow:
         return self.effective_from <= day and (self.effective_to is None or day < self.effective_to)
 
     def window(self) -> str:
-        end = self.effective_to.isoformat() if self.effective_to else "open-ended"
-        return f"{self.effective_from.isoformat()} to {end}"
+        # effective_to is the first day the version no longer applies: say so.
+        start = self.effective_from.isoformat()
+        if self.effective_to is None:
+            return f"{start} onward"
+        return f"{start} until {self.effective_to.isoformat()} (exclusive)"

@@ -134,10 +134,25 @@ def test_rules_list_shows_every_pack_and_country() -> None:
     proc = tiv("rules", "list", "--format", "json")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    standard = next(
-        line for line in text.splitlines() if line.split()[1:3] == ["standard", "1.0.0"]
-    )
-    assert standard.split()[4:6] == ["2020-01-01", "2027-01-01"]
+    standard = next(row for row in rows if row["kind"] == "policy" and row["id"] == "standard")
+    assert {
+        k: v
+        for k, v in standard.items()
+        if k in ("kind", "id", "version", "status", "effective_from", "effective_to")
+    } == {
+        "kind": "policy",
+        "id": "standard",
+        "version": "1.0.0",
+        "status": "published",
+        "effective_from": "2020-01-01",
+        "effective_to": "2027-01-01",
+    }
+    assert any(row["kind"] == "country" and row["id"] == "US" for row in rows)
+    text = tiv("rules", "list").stdout
+    us = next(line for line in text.splitlines() if line.startswith("country  US "))
+    assert us.split()[3:6] == ["published", "2024-10-01", "-"]  # from, until (excl.): none
+    line = next(line for line in text.splitlines() if line.split()[1:3] == ["standard", "1.0.0"])
+    assert line.split()[4:6] == ["2020-01-01", "2027-01-01"]
 
 
 def test_claim_explains_and_is_recorded_in_the_audit_log(tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ import re
 from pathlib import Path
 
 from engine import read_facts
-from engine.matching.registry import default_matcher
 from engine.evaluating.valuation import evaluate
 from engine.explaining.trace import RecordingTracer
+from engine.matching.registry import default_matcher
 from tests.conftest import ROOT
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine import load_rules
 from engine.compliance import lock
+from engine.compliance.audit import AuditKey, AuditLog, generate_key
 from engine.result import Valuation
 from engine.service.app import create_app
 from engine.service.settings import Settings, check
@@ -189,7 +190,8 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 """,
         encoding="utf-8",
     )
-    audit = ["--audit", str(base / "audit.sqlite")]
+    generate_key(base / "audit.key")
+    audit = ["--audit", str(base / "audit.sqlite"), "--audit-key", str(base / "audit.key")]
     server = Server(
         root,
         "--keys",
@@ -606,6 +608,13 @@ def test_a_tenant_sees_only_its_packs(keyed: Server) -> None:
     # TIV = 1000.10 + 100.05 + 220.03 = 1320.18
     own = keyed.value(shipment(), key=KEY_B, policy="acme")
     assert own.json()["total_insured_value"] == "1320.18"
+
+
+def test_the_service_signs_its_audit_records(keyed: Server) -> None:
+    assert keyed.value(shipment()).status_code == 200
+    key = AuditKey.from_file(keyed.root.parent / "audit.key")
+    report = AuditLog(keyed.root.parent / "audit.sqlite", key=None).verify(keys=[key])
+    assert report.ok and report.records >= 1 and report.signed == report.records
 
 
 def test_audit_records_are_tenant_isolated(keyed: Server) -> None:

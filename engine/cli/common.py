@@ -109,6 +109,31 @@ def add_audit_option(parser: argparse.ArgumentParser, what: str) -> None:
         help=f"record the {what} in this audit store (SQLite; created if absent); default "
         f'${AUDIT_ENV}; --audit "" records nothing',
     )
+    add_audit_key_option(parser)
+
+
+AUDIT_KEY_ENV = "TIV_AUDIT_KEY_FILE"  # engine.compliance.audit.KEY_ENV, without the import
+
+
+class _AuditKeyFile(argparse.Action):
+    """`--audit-key FILE` is $TIV_AUDIT_KEY_FILE for this process and what it starts, so
+    every audit store it opens (batch runners, service workers) signs with the key."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        if not Path(values).is_file():
+            parser.error(f"--audit-key: {values}: no such file")
+        os.environ[AUDIT_KEY_ENV] = os.path.abspath(values)
+        setattr(namespace, self.dest, values)
+
+
+def add_audit_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--audit-key",
+        metavar="FILE",
+        action=_AuditKeyFile,
+        help="sign each audit record with the key in FILE, kept outside the store (HMAC-"
+        f"SHA256; `tiv audit keygen FILE` makes one); default ${AUDIT_KEY_ENV}",
+    )
 
 
 def audit_log(given: str | None) -> Any:

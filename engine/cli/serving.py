@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.cli.common import (
     UsageError,
+    add_audit_key_option,
     positive_int,
     rules_root,
     seconds,
@@ -236,6 +237,7 @@ def register(verbs: Any) -> None:
     )
     p.add_argument("--help-keys", action="store_true", help="explain API keys and exit")
     p.add_argument("--audit", metavar="PATH", help="record every valuation in this audit log")
+    add_audit_key_option(p)
     p.add_argument(
         "--max-body",
         type=positive_int,

@@ -200,7 +200,9 @@ def test_more_than_one_document_is_rejected() -> None:
 def test_empty_document_is_none(text: str) -> None:
     loaded = load_yaml(text, "f")
     assert loaded.data is None
-    assert loaded.locate("anything") == Location("f", 0, 0, "anything")
+    # Nothing was written: a problem about it points at where the document should start,
+    # so a truncated rule file is reported with a line (issue 12).
+    assert loaded.locate("anything") == Location("f", 1, 1, "anything")
 
 
 def test_all_problems_are_collected() -> None:

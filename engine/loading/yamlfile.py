@@ -137,7 +137,9 @@ class LoadedYaml:
             if probe in self.marks:
                 return self.marks[probe].at(text)
             probe = _parent_path(probe)
-        return Location(self.file, path=text)
+        # Nothing was written at all (an empty or truncated-to-nothing document): the
+        # problem is where the document should start, so a reader is sent to line 1.
+        return Location(self.file, 1 if self.file else 0, 1 if self.file else 0, path=text)
 
 
 def load_yaml(text: str, file: str) -> LoadedYaml:

@@ -21,6 +21,7 @@ Inputs that still fail because they need the evaluation core changed (issue 12 i
 
 from __future__ import annotations
 
+import decimal
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -144,6 +145,9 @@ def run_case(case: tuple[str, Any]) -> tuple[str, str]:
 
 def _serve(conn: multiprocessing.connection.Connection) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    # A fresh decimal context, as in a new `tiv` process: a forked worker would otherwise
+    # inherit whatever context the parent's tests left (and the valuation depends on it).
+    decimal.setcontext(decimal.Context())
     while True:
         try:
             case = conn.recv()
@@ -764,12 +768,9 @@ _SIGNALS_CORE = "needs decimal signals as EvaluationError with a location (item 
 @pytest.mark.parametrize(
     "where, number",
     [
-        pytest.param(
-            ("invoice", "amount"),
-            Raw("1e-999999999"),
-            id="1e-999999999",
-            marks=pytest.mark.xfail(reason=_FACTS_CORE + ": 5.8 s and 2.9 GB", strict=True),
-        ),
+        # `1e-999999999` through the library takes seconds and gigabytes, a time too
+        # load-dependent for a strict xfail: bench/fuzz.py counts it (over budget), and
+        # test_service / test_jsontext hold the service and the strict reader to a 422.
         pytest.param(
             ("invoice", "amount"),
             Raw("1" + "0" * 5000),

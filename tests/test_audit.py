@@ -25,8 +25,10 @@ from engine.compliance.audit import (
     GENESIS,
     MASK_MARKER,
     AuditError,
+    AuditKey,
     AuditLog,
     canonical_json,
+    generate_key,
     replay,
 )
 from engine.compliance.corpus import generate
@@ -272,6 +274,190 @@ def test_verify_on_the_command_line_names_the_first_bad_record(
     assert f"broken (altered): record seq 4 (id {ids[3]})" in proc.stderr
     proc = tiv("audit", "verify", str(log.path), "--format", "json")
     assert proc.returncode == 1 and json.loads(proc.stdout)["first_bad"]["seq"] == 4
+
+
+# --- signed records (issue 12, item 7) ------------------------------------------------
+
+
+def key_file(folder: Path, name: str = "audit.key") -> AuditKey:
+    return generate_key(folder / name)
+
+
+def append_forged(log: AuditLog, figure: str = "1.00") -> str:
+    """What the chain alone cannot catch: a record appended after the head, following it
+    with a correct hash of its own, written by someone with the file and sqlite3."""
+    head = log.get("last")
+    forged = head.content()
+    forged.update(id="forged-end", seq=head.seq + 1, prev_hash=head.hash)
+    forged["result"]["total_insured_value"] = figure
+    body = canonical_json(forged)
+    tamper(
+        log.path,
+        "INSERT INTO records (seq, id, recorded_at, kind, body, hash) VALUES (?, ?, ?, ?, ?, ?)",
+        params=(
+            head.seq + 1,
+            "forged-end",
+            forged["recorded_at"],
+            "valuation",
+            body,
+            hashlib.sha256(body.encode()).hexdigest(),
+        ),
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@pytest.fixture()
+def signed(tmp_path: Path, shipped: RuleSet) -> tuple[AuditLog, AuditKey, list[str]]:
+    key = key_file(tmp_path)
+    log = AuditLog(tmp_path / "signed.db", key=key)
+    return log, key, fill(log, shipped, 5)
+
+
+def test_signed_records_verify_with_their_key(
+    signed: tuple[AuditLog, AuditKey, list[str]],
+) -> None:
+    log, key, _ = signed
+    report = log.verify(keys=[key])
+    assert report.ok and report.records == report.signed == 5
+    assert report.keys_checked == [key.key_id] and len(key.key_id) == 16
+
+
+def test_a_record_forged_at_the_end_is_caught_only_by_the_key(
+    signed: tuple[AuditLog, AuditKey, list[str]],
+) -> None:
+    log, key, _ = signed
+    append_forged(log)
+    assert log.verify().ok  # the chain alone cannot tell: the hash is right
+    bad = log.verify(keys=[key]).first_bad
+    assert bad is not None and (bad.kind, bad.seq, bad.id) == ("unsigned", 6, "forged-end")
+
+
+def test_a_forged_signature_at_the_end_is_caught(
+    signed: tuple[AuditLog, AuditKey, list[str]], tmp_path: Path
+) -> None:
+    log, key, _ = signed
+    hashed = append_forged(log)
+    # The forger signs with a key of their own, and claims the real key's id.
+    theirs = key_file(tmp_path, "theirs.key")
+    conn = sqlite3.connect(log.path, isolation_level=None)
+    conn.execute("INSERT INTO signatures VALUES (6, ?, ?)", (key.key_id, theirs.sign(hashed)))
+    conn.close()
+    bad = log.verify(keys=[key]).first_bad
+    assert bad is not None and (bad.kind, bad.seq) == ("forged", 6)
+
+
+def test_a_rewritten_middle_is_caught_by_the_key_without_an_anchor(
+    signed: tuple[AuditLog, AuditKey, list[str]],
+) -> None:
+    log, key, ids = signed
+    # Record 3 changed, and every hash from it on recomputed: a consistent chain.
+    contents = [log.get(i).content() for i in ids]
+    contents[2]["result"]["total_insured_value"] = "1.00"
+    previous = contents[1]["prev_hash"]
+    conn = sqlite3.connect(log.path, isolation_level=None)
+    conn.execute("DROP TRIGGER records_no_update")
+    previous = log.get(ids[1]).hash
+    for content in contents[2:]:
+        content["prev_hash"] = previous
+        body = canonical_json(content)
+        previous = hashlib.sha256(body.encode()).hexdigest()
+        conn.execute(
+            "UPDATE records SET body = ?, hash = ? WHERE seq = ?", (body, previous, content["seq"])
+        )
+    conn.close()
+    assert log.verify().ok
+    bad = log.verify(keys=[key]).first_bad
+    assert bad is not None and (bad.kind, bad.seq, bad.id) == ("forged", 3, ids[2])
+
+
+def test_the_wrong_key_is_named(
+    signed: tuple[AuditLog, AuditKey, list[str]], tmp_path: Path
+) -> None:
+    log, key, ids = signed
+    other = key_file(tmp_path, "other.key")
+    bad = log.verify(keys=[other]).first_bad
+    assert bad is not None and (bad.kind, bad.seq, bad.id) == ("unknown_key", 1, ids[0])
+    assert key.key_id in bad.message
+
+
+def test_an_unsigned_record_in_a_signed_log_is_caught(
+    signed: tuple[AuditLog, AuditKey, list[str]], shipped: RuleSet
+) -> None:
+    log, key, _ = signed
+    # A writer without the key (a misconfigured process, or a forger using tiv itself).
+    unsigned = AuditLog(log.path, key=None)
+    (forged,) = fill(unsigned, shipped, 1)
+    fill(log, shipped, 1)
+    report = log.verify(keys=[key])
+    assert report.first_bad is not None
+    assert (report.first_bad.kind, report.first_bad.seq, report.first_bad.id) == (
+        "unsigned",
+        6,
+        forged,
+    )
+    assert report.signed == 6
+
+
+def test_rotated_keys_verify_together(tmp_path: Path, shipped: RuleSet) -> None:
+    old, new = key_file(tmp_path, "old.key"), key_file(tmp_path, "new.key")
+    fill(AuditLog(tmp_path / "a.db", key=old), shipped, 2)
+    log = AuditLog(tmp_path / "a.db", key=new)
+    fill(log, shipped, 2)
+    assert log.verify(keys=[old, new]).ok
+    bad = log.verify(keys=[old]).first_bad
+    assert bad is not None and (bad.kind, bad.seq) == ("unknown_key", 3)
+
+
+def test_keys_that_cannot_sign_are_one_line_errors(tmp_path: Path) -> None:
+    short = tmp_path / "short.key"
+    short.write_bytes(b"too short\n")
+    with pytest.raises(AuditError, match="32 bytes or more"):
+        AuditKey.from_file(short)
+    with pytest.raises(AuditError, match="cannot read"):
+        AuditKey.from_file(tmp_path / "absent.key")
+    key_file(tmp_path)
+    with pytest.raises(AuditError, match="never overwritten"):
+        key_file(tmp_path)
+
+
+def test_signing_and_verifying_on_the_command_line(tmp_path: Path) -> None:
+    key, store = tmp_path / "k", tmp_path / "audit.db"
+    made = tiv("audit", "keygen", str(key))
+    assert made.returncode == 0 and "key id" in made.stdout
+    assert (key.stat().st_mode & 0o777) == 0o600
+    for _ in range(2):
+        ran = tiv(
+            "value",
+            str(SEED),
+            "--policy",
+            "standard",
+            "--audit",
+            str(store),
+            "--audit-key",
+            str(key),
+        )
+        assert ran.returncode == 0, ran.stderr
+    ok = tiv("audit", "verify", str(store), "--key", str(key))
+    assert ok.returncode == 0 and "every record signed by key" in ok.stdout, ok.stdout
+    # The environment variable is the same option.
+    ran = tiv(
+        "value",
+        str(SEED),
+        "--policy",
+        "standard",
+        "--audit",
+        str(store),
+        env={"TIV_AUDIT_KEY_FILE": str(key)},
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert tiv("audit", "verify", str(store), "--key", str(key)).returncode == 0
+    append_forged(AuditLog(store, key=None))
+    unchecked = tiv("audit", "verify", str(store))
+    assert unchecked.returncode == 0 and "signed, not checked" in unchecked.stdout
+    caught = tiv("audit", "verify", str(store), "--key", str(key))
+    assert caught.returncode == 1 and "Traceback" not in caught.stderr
+    assert len(caught.stderr.strip().splitlines()) == 1
+    assert "broken (unsigned): record seq 4 (id forged-end)" in caught.stderr
 
 
 # --- crashes and concurrency --------------------------------------------------------

@@ -43,7 +43,8 @@ def test_repeated_keys_and_nan_are_refused_with_their_paths() -> None:
     [
         ('{"id": "x",\n  "date": }', "facts.syntax", (2, 11)),
         ("[" * 100_000, "facts.too_deep", (0, 0)),
-        ('{"n": ' + "9" * 5000 + "}", "facts.syntax", (0, 0)),  # over the int digit limit
+        # Beyond the 60-digit bound (and Python's int digit limit): refused, at its path.
+        ('{"n": ' + "9" * 5000 + "}", "facts.number_bounds", (0, 0)),
         (b'{"id": "\xff"}', "facts.encoding", (0, 0)),
     ],
 )
@@ -73,3 +74,36 @@ def test_atomic_write_replaces_whole_or_leaves_the_old_file(tmp_path: Path) -> N
     assert os.listdir(tmp_path) == ["out.txt"]  # no temporary file left behind
     write_atomic(target, lambda handle: handle.write("third\n"))
     assert target.read_text() == "third\n"
+
+
+@pytest.mark.parametrize(
+    "text, path",
+    [
+        ('{"amount": 1e-999999999}', "amount"),  # 12 bytes asking for a billion digits
+        ('{"amount": 1e61}', "amount"),
+        ('{"a": [1, 0.' + "0" * 70 + "1]}", "a[1]"),
+        ('{"n": ' + "9" * 61 + "}", "n"),
+    ],
+)
+def test_numbers_beyond_the_bounds_are_refused_at_their_path(text: str, path: str) -> None:
+    with pytest.raises(FactsError) as caught:
+        jsontext.loads(text)
+    (problem,) = caught.value.problems
+    assert problem.code == "facts.number_bounds" and problem.location.path == path
+
+
+def test_numbers_within_the_bounds_are_exact() -> None:
+    data = jsontext.loads('{"a": 1e60, "b": 2.50E+3, "c": 1e-7, "d": ' + "9" * 60 + "}")
+    assert data == {
+        "a": Decimal("1e60"),
+        "b": Decimal("2500"),
+        "c": Decimal("1e-7"),
+        "d": 10**60 - 1,
+    }
+
+
+def test_a_lone_surrogate_is_refused_at_its_path() -> None:
+    with pytest.raises(FactsError) as caught:
+        jsontext.loads('{"goods": [{"description": "x\\ud800"}], "ok": "\\ud83d\\ude00"}')
+    (problem,) = caught.value.problems
+    assert problem.code == "facts.encoding" and problem.location.path == "goods[0].description"

@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine import load_rules
 from engine.compliance import lock
+from engine.compliance.audit import AuditKey, AuditLog, generate_key
 from engine.result import Valuation
 from engine.service.app import create_app
 from engine.service.settings import Settings, check
@@ -189,7 +190,8 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 """,
         encoding="utf-8",
     )
-    audit = ["--audit", str(base / "audit.sqlite")]
+    generate_key(base / "audit.key")
+    audit = ["--audit", str(base / "audit.sqlite"), "--audit-key", str(base / "audit.key")]
     server = Server(
         root,
         "--keys",
@@ -198,6 +200,8 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "50",
         "--max-body",
         "65536",
+        "--body-timeout",
+        "1",
         *audit,
     )
     yield server
@@ -430,6 +434,154 @@ def test_unknown_route_is_json_404(keyed: Server) -> None:
     assert_error(keyed.request("GET", "/v2/nothing", KEY_A), 404, "not_found")
 
 
+# --- the edges (issue 12): repeated parameters, exact keys, slow bodies, bad text --------
+
+
+def raw_exchange(server: Server, head: bytes, body: bytes = b"", pace: float = 0.0) -> bytes:
+    """Send `head` then `body` over a raw socket (a byte every `pace` s if given) and read
+    what comes back until the server closes; a test of the wire, not of a client."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as sock:
+        sock.sendall(head)
+        try:
+            if pace:
+                for byte in body:
+                    sock.sendall(bytes([byte]))
+                    time.sleep(pace)
+            else:
+                sock.sendall(body)
+        except OSError:
+            pass  # the server cut us off mid-body: what it said is read below
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+def post_head(length: int, key: bytes = KEY_A.encode(), auth: bytes | None = None) -> bytes:
+    auth = auth if auth is not None else b"Authorization: Bearer " + key
+    return (
+        b"POST /v1/valuations?policy=standard HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + auth
+        + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % length
+    )
+
+
+def test_a_repeated_query_parameter_is_422_naming_it(keyed: Server) -> None:
+    # The exact request of the issue, which used to value with its last value, `standard`.
+    response = keyed.request(
+        "POST",
+        "/v1/valuations?policy=blue-harbour&policy=standard",
+        KEY_A,
+        content=json.dumps(shipment()).encode(),
+    )
+    body = assert_error(response, 422, "invalid_request")
+    assert [(p["code"], p["path"]) for p in body["problems"]] == [
+        ("request.repeated_parameter", "policy")
+    ]
+    # Also for a parameter the endpoint reads only once, and an empty repeat.
+    response = keyed.request(
+        "POST", "/v1/valuations?policy=standard&trace=true&trace=", KEY_A, content=b"{}"
+    )
+    assert assert_error(response, 422, "invalid_request")["problems"][0]["path"] == "trace"
+
+
+def test_a_key_is_its_exact_bytes(keyed: Server) -> None:
+    ok = raw_exchange(keyed, post_head(2), b"{}")
+    assert ok.startswith(b"HTTP/1.1 422"), ok[:200]  # the key is good, the facts are not
+    for auth in (
+        b"Authorization: Bearer " + KEY_A.encode() + b"\xa0",  # a no-break space after it
+        b"Authorization: Bearer  " + KEY_A.encode(),  # two spaces: the key starts with one
+        b"Authorization: Bearer " + KEY_A.encode() + b" x",
+        b"X-API-Key: " + KEY_A.encode() + b"\xa0",
+        b"X-API-Key: " + KEY_A.upper().encode(),
+    ):
+        answer = raw_exchange(keyed, post_head(2, auth=auth), b"{}")
+        assert answer.startswith(b"HTTP/1.1 401"), (auth, answer[:200])
+        assert b"auth.invalid" in answer
+
+
+def test_a_trailing_space_is_part_of_the_key() -> None:
+    # Over HTTP/1.1 the server never sees a trailing ASCII space (RFC 9110 strips the
+    # whitespace around a field value before the app); an ASGI server that passed it on
+    # would present another key, which is refused.
+    from engine.service.auth import presented
+
+    key = KEY_A.encode()
+    assert presented([(b"authorization", b"Bearer " + key + b" ")]) == key + b" "
+    assert presented([(b"x-api-key", key + b" ")]) == key + b" "
+    assert presented([(b"authorization", b"Basic " + key)]) is None
+
+
+@pytest.mark.parametrize("declared, sent", [(1000, 10), (100, 0)])
+def test_a_short_body_is_cut_off_with_408(keyed: Server, declared: int, sent: int) -> None:
+    # A Content-Length larger than the body used to hold the connection for 25 s.
+    started = time.monotonic()
+    answer = raw_exchange(keyed, post_head(declared), b"{" * sent)
+    took = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"request.body_timeout" in answer and b"connection: close" in answer.lower()
+    assert took < 4, took  # --body-timeout 1, plus the time to send 10 bytes at 10 kB/s
+
+
+def test_a_trickling_body_is_cut_off_with_408(keyed: Server) -> None:
+    # One byte every 0.4 s (the issue's client sent one every 2 s and was held 130 s).
+    body = json.dumps(shipment()).encode()
+    started = time.monotonic()
+    answer = raw_exchange(keyed, post_head(len(body)), body[:12], pace=0.4)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - started < 6
+    # The server is not held: the next request is answered at once.
+    assert keyed.value(shipment()).status_code == 200
+
+
+def test_unbounded_numbers_are_422_at_their_path(keyed: Server) -> None:
+    # The issue's 12-byte amount took 5 s and a MemoryError (HTTP 500).
+    facts = json.dumps(shipment()).replace('"1000.10"', "1e-999999999").encode()
+    started = time.monotonic()
+    body = assert_error(keyed.value(facts), 422, "invalid_facts")
+    assert time.monotonic() - started < 2
+    assert body["problems"][0]["code"] == "facts.number_bounds"
+    assert body["problems"][0]["path"] == "invoice.amount"
+    # The same in a batch is that shipment's error.
+    response = keyed.request(
+        "POST",
+        "/v1/valuations/batch",
+        KEY_A,
+        params={"policy": "standard"},
+        content=b"[" + facts + b"," + json.dumps(shipment()).encode() + b"]",
+    )
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert results[0]["error"]["problems"][0]["path"] == "invoice.amount"
+    # margin = (1000.10 + 100.05) x 0.10 = 110.015; TIV = 1210.165 -> 1210.17
+    assert results[1]["valuation"]["total_insured_value"] == "1210.17"
+
+
+def test_1e40_on_an_excluded_charge_is_not_a_500(keyed: Server) -> None:
+    # Until the core names the formula and the fact (issue 12 item 3) the decimal signal
+    # is a 422 without a path; never a 500.
+    facts = shipment(charges=[{"type": "demurrage", "amount": "1"}])
+    text = json.dumps(facts).replace('"amount": "1"', '"amount": 1e40').encode()
+    body = assert_error(keyed.value(text), 422, "evaluation_error")
+    assert body["problems"][0]["code"] == "evaluation.arithmetic"
+
+
+@pytest.mark.parametrize(
+    "content, path",
+    [
+        (b'{"id": "\\ud800"}', "id"),  # a lone surrogate, escaped
+        (b'{"id": "ok", "goods": [{"description": "\\udfff x"}]}', "goods[0].description"),
+        (b'{"id": "\xed\xa0\x80"}', None),  # a surrogate encoded as UTF-8 is not UTF-8
+        (b'{"id": "\xc3\x28"}', None),
+    ],
+)
+def test_surrogates_and_bad_utf8_are_422(keyed: Server, content: bytes, path: str | None) -> None:
+    body = assert_error(keyed.value(content), 422, "invalid_facts")
+    problem = body["problems"][0]
+    assert problem["code"] == "facts.encoding"
+    assert problem.get("path") == path
+
+
 # --- access -------------------------------------------------------------------------
 
 
@@ -462,6 +614,13 @@ def test_a_tenant_sees_only_its_packs(keyed: Server) -> None:
     # TIV = 1000.10 + 100.05 + 220.03 = 1320.18
     own = keyed.value(shipment(), key=KEY_B, policy="acme")
     assert own.json()["total_insured_value"] == "1320.18"
+
+
+def test_the_service_signs_its_audit_records(keyed: Server) -> None:
+    assert keyed.value(shipment()).status_code == 200
+    key = AuditKey.from_file(keyed.root.parent / "audit.key")
+    report = AuditLog(keyed.root.parent / "audit.sqlite", key=None).verify(keys=[key])
+    assert report.ok and report.records >= 1 and report.signed == report.records
 
 
 def test_audit_records_are_tenant_isolated(keyed: Server) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from engine.errors import FactsError, Location, Problem, RulesError, TivError, j
 from engine.loading import yamlfile
 from engine.loading.yamlfile import LoadedYaml, load_yaml, parse_yaml_data
 from engine.money import plain
+from tests.conftest import run_cli
 
 
 def problems(text: str) -> list[Problem]:
@@ -198,7 +200,9 @@ def test_more_than_one_document_is_rejected() -> None:
 def test_empty_document_is_none(text: str) -> None:
     loaded = load_yaml(text, "f")
     assert loaded.data is None
-    assert loaded.locate("anything") == Location("f", 0, 0, "anything")
+    # Nothing was written: a problem about it points at where the document should start,
+    # so a truncated rule file is reported with a line (issue 12).
+    assert loaded.locate("anything") == Location("f", 1, 1, "anything")
 
 
 def test_all_problems_are_collected() -> None:
@@ -469,3 +473,62 @@ def test_paths_built_step_by_step_are_json_paths(parts: list[str | int]) -> None
     for part in parts:
         path = f"{path}[{part}]" if isinstance(part, int) else yamlfile._child_path(path, part)
     assert path == json_path(parts)
+
+
+# --- the size limit (issue 12): refused before parsing, naming the file and the limit -----
+
+FIFTY_MB_OF_ITEMS = "items:\n" + "  - a\n" * (50 * 1024 * 1024 // 6)  # parsed: 90 s, 1.2 GB
+
+
+@pytest.mark.parametrize(
+    "load, error_class, what",
+    [(load_yaml, RulesError, "rule file"), (parse_yaml_data, FactsError, "facts document")],
+)
+def test_a_50_mb_yaml_of_list_items_is_refused_before_parsing(
+    load: Any, error_class: type[TivError], what: str
+) -> None:
+    with pytest.raises(error_class) as caught:
+        load(FIFTY_MB_OF_ITEMS, "big.yaml")
+    (problem,) = caught.value.problems
+    assert problem.code == "input.too_large" and problem.location.file == "big.yaml"
+    # 7 + 8,738,133 x 6 bytes = 52,428,805; the default limit is 2 MiB = 2,097,152.
+    assert f"the {what} is 52,428,805 bytes, over the limit of 2,097,152 bytes" in str(problem)
+    assert "\n" not in str(problem)
+
+
+def test_the_limit_counts_bytes_and_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIV_MAX_INPUT_BYTES", "64")
+    text = "a: " + "é" * 31 + "\n"  # 35 characters, 66 bytes (é is 2 bytes in UTF-8)
+    with pytest.raises(RulesError, match="66 bytes, over the limit of 64 bytes"):
+        load_yaml(text, "f.yaml")
+    assert load_yaml("a: " + "e" * 31 + "\n", "f.yaml").data == {"a": "e" * 31}  # 35 bytes
+    monkeypatch.setenv("TIV_MAX_INPUT_BYTES", "lots")
+    with pytest.raises(RulesError, match="TIV_MAX_INPUT_BYTES='lots' is not a whole number"):
+        load_yaml("a: 1\n", "f.yaml")
+
+
+# --- the input size limit (issue 12) ----------------------------------------------------
+
+
+def test_oversized_rule_files_and_facts_are_refused_before_parsing(tmp_path: Path) -> None:
+    for folder in ("policies", "rules"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    big = "x:\n" + "  - a\n" * 500_000  # 3,000,003 bytes, over the 2 MiB default
+    (tmp_path / "policies/standard/9.9.9.yaml").write_text(big, encoding="utf-8")
+    ran = run_cli("--rules", tmp_path, "validate")
+    assert ran.returncode == 3 and "Traceback" not in ran.stderr
+    assert (
+        "policies/standard/9.9.9.yaml: the rule file is 3,000,003 bytes, over the limit of "
+        "2,097,152 bytes" in ran.stderr
+    )
+    facts = tmp_path / "facts.yaml"
+    facts.write_text(big, encoding="utf-8")
+    ran = run_cli("value", facts, "--policy", "standard")
+    assert ran.returncode == 2 and "facts.yaml: the facts document is 3,000,003 bytes" in ran.stderr
+    ran = run_cli("value", "-", "--policy", "standard", stdin=big)
+    assert ran.returncode == 2 and "<stdin>: the facts document is over the limit" in ran.stderr
+    # A smaller limit on the command line refuses the shipped 8 KiB pack itself.
+    ran = run_cli("--max-input", "1000", "--rules", ROOT, "validate")
+    assert ran.returncode == 3 and "over the limit of 1,000 bytes" in ran.stderr

@@ -26,7 +26,7 @@ from engine.cli import (
     serving,
     valuing,
 )
-from engine.cli.common import EXIT_INTERNAL, EXIT_USAGE, UsageError
+from engine.cli.common import EXIT_INTERNAL, EXIT_USAGE, UsageError, add_max_input_option
 from engine.errors import RulesError, TivError
 
 # Each module adds its verbs with register(subparsers): one module per area of work.
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tiv {__version__}")
     parser.add_argument("--rules", metavar="DIR", help="the rule repository (has policies/)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_max_input_option(parser)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     for module in VERB_MODULES:

@@ -24,7 +24,16 @@ from engine.cli.common import (
     emit,
     rules_root,
 )
-from engine.compliance.audit import AuditError, AuditLog, AuditRecord, ChainBreak, replay
+from engine.compliance.audit import (
+    KEY_ENV,
+    AuditError,
+    AuditKey,
+    AuditLog,
+    AuditRecord,
+    ChainBreak,
+    generate_key,
+    replay,
+)
 
 
 def _audit_verb(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -45,7 +54,18 @@ def _store(args: argparse.Namespace, *, create: bool = False) -> Any:
     path = getattr(args, "path", None) or args.audit or os.environ.get(AUDIT_ENV)
     if not path:
         raise UsageError(f"name the audit store: --audit PATH, or set {AUDIT_ENV}")
-    return AuditLog(path, create=create)
+    return AuditLog(path, create=create, key=None)  # reading: nothing is signed here
+
+
+@_audit_verb
+def cmd_audit_keygen(args: argparse.Namespace) -> int:
+    key = generate_key(args.path)
+    print(
+        f"wrote a new audit key to {args.path} (key id {key.key_id}, readable by you only).\n"
+        "Keep it outside the audit store's machine or disk if you can; sign with\n"
+        f"--audit-key {args.path} (or {KEY_ENV}) and check with tiv audit verify --key {args.path}"
+    )
+    return 0
 
 
 @_audit_verb
@@ -66,13 +86,21 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
         return verify_command(segmented, args.anchor, args.format)
     log = _store(args)
-    report = log.verify(anchor=args.anchor)
+    files = args.key or ([os.environ[KEY_ENV]] if os.environ.get(KEY_ENV) else [])
+    keys = [AuditKey.from_file(name) for name in files]
+    report = log.verify(anchor=args.anchor, keys=keys)
     if args.format == "json":
         emit(json.dumps(report.model_dump(mode="json"), indent=2) + "\n", None)
     elif report.ok:
         anchor = f" and anchor {args.anchor}" if args.anchor else ""
+        if keys:
+            signed = f"; every record signed by key {', '.join(report.keys_checked)}"
+        elif report.signed:
+            signed = f"; {report.signed:,} record(s) signed, not checked (give --key FILE)"
+        else:
+            signed = "; records unsigned (only an anchor proves the newest are genuine)"
         emit(
-            f"ok: {report.records:,} record(s), the chain is intact{anchor}\n"
+            f"ok: {report.records:,} record(s), the chain is intact{anchor}{signed}\n"
             f"head: {report.head or '(empty store)'}\n"
             "Keep the head outside this file; `tiv audit verify --anchor HEAD` later proves\n"
             "that no record up to it was changed, even by someone who rewrote the chain.\n",
@@ -282,8 +310,24 @@ def register(verbs: Any) -> None:
     )
     q.add_argument("--audit", metavar="PATH", help=argparse.SUPPRESS)
     q.add_argument("--anchor", metavar="SEQ:HASH", help="a head printed by an earlier verify")
+    q.add_argument(
+        "--key",
+        action="append",
+        metavar="FILE",
+        help="require every record to be signed by this key (repeat for rotated keys); "
+        f"default ${KEY_ENV}",
+    )
     q.add_argument("--format", choices=["text", "json"], default="text")
     q.set_defaults(func=cmd_audit_verify)
+
+    q = sub.add_parser(
+        "keygen",
+        help="make a new random key to sign audit records with (--audit-key)",
+        description="Write 32 random bytes (64 hex digits) to a new file readable by you "
+        "only.\nSign with --audit-key FILE (or $TIV_AUDIT_KEY_FILE); verify with --key FILE.",
+    )
+    q.add_argument("path", metavar="FILE")
+    q.set_defaults(func=cmd_audit_keygen)
 
     q = sub.add_parser(
         "show",

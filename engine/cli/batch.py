@@ -11,6 +11,7 @@ from typing import Any
 from engine.batch.progress import ProgressBar
 from engine.cli.common import (
     UsageError,
+    add_audit_key_option,
     parse_date,
     positive_int,
     rules_root,
@@ -163,6 +164,7 @@ def register(verbs: Any) -> None:
         help="worker processes (default: one per CPU core)",
     )
     p.add_argument("--audit", metavar="PATH", help="record every valuation in this audit log")
+    add_audit_key_option(p)
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run of the same command"
     )

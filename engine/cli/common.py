@@ -55,12 +55,31 @@ def parse_date(text: str) -> datetime.date:
 
 
 def read_facts_arg(name: str) -> str | Path:
-    """The FILE argument of value and claim: the facts' path, or the text of stdin for -."""
+    """The FILE argument of value and claim: the facts' path, or the text of stdin for -.
+
+    A document over the input limit is refused (FactsError, exit 2) before it is parsed,
+    and a file before it is read.
+    """
+    from engine.errors import FactsError, Location, Problem
+    from engine.loading.yamlfile import check_input_size, max_input_bytes
+
     if name == "-":
-        return sys.stdin.read()
+        limit = max_input_bytes(FactsError)
+        text = sys.stdin.read(limit + 1)
+        if len(text) > limit:
+            raise FactsError(
+                Problem(
+                    "input.too_large",
+                    f"the facts document is over the limit of {limit:,} bytes; split it, or "
+                    "raise the limit with --max-input BYTES or $TIV_MAX_INPUT_BYTES",
+                    Location("<stdin>"),
+                )
+            )
+        return text
     path = Path(name)
     if not path.is_file():
         raise UsageError(f"{name}: no such file")
+    check_input_size(path.stat().st_size, name, FactsError)
     return path
 
 
@@ -71,6 +90,25 @@ def emit_result(result: Valuation | Claim, text: str, form: str, output: str | N
     elif result.audit_id:
         text += f"Audit record: {result.audit_id}\n"
     emit(text, output)
+
+
+class _MaxInput(argparse.Action):
+    """`--max-input BYTES` is $TIV_MAX_INPUT_BYTES for this process and what it starts."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        os.environ["TIV_MAX_INPUT_BYTES"] = str(values)
+        setattr(namespace, self.dest, values)
+
+
+def add_max_input_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-input",
+        type=positive_int,
+        action=_MaxInput,
+        metavar="BYTES",
+        help="refuse a rule file or facts document over this size, before parsing it "
+        "(default 2097152, 2 MiB; also $TIV_MAX_INPUT_BYTES)",
+    )
 
 
 def positive_int(text: str) -> int:
@@ -108,6 +146,31 @@ def add_audit_option(parser: argparse.ArgumentParser, what: str) -> None:
         metavar="PATH",
         help=f"record the {what} in this audit store (SQLite; created if absent); default "
         f'${AUDIT_ENV}; --audit "" records nothing',
+    )
+    add_audit_key_option(parser)
+
+
+AUDIT_KEY_ENV = "TIV_AUDIT_KEY_FILE"  # engine.compliance.audit.KEY_ENV, without the import
+
+
+class _AuditKeyFile(argparse.Action):
+    """`--audit-key FILE` is $TIV_AUDIT_KEY_FILE for this process and what it starts, so
+    every audit store it opens (batch runners, service workers) signs with the key."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        if not Path(values).is_file():
+            parser.error(f"--audit-key: {values}: no such file")
+        os.environ[AUDIT_KEY_ENV] = os.path.abspath(values)
+        setattr(namespace, self.dest, values)
+
+
+def add_audit_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--audit-key",
+        metavar="FILE",
+        action=_AuditKeyFile,
+        help="sign each audit record with the key in FILE, kept outside the store (HMAC-"
+        f"SHA256; `tiv audit keygen FILE` makes one); default ${AUDIT_KEY_ENV}",
     )
 
 

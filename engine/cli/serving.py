@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.cli.common import (
     UsageError,
+    add_audit_key_option,
     positive_int,
     rules_root,
     seconds,
@@ -94,6 +95,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 time_budget_s=args.time_budget,
                 threads=args.threads,
                 watch_s=watch,
+                body_timeout_s=args.body_timeout,
+                body_min_rate=args.body_min_rate,
             )
         )
     except SettingsError as error:
@@ -136,7 +139,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         say(f"{len(settings.keys)} API key(s): {names}")
     say(
         f"limits: body {settings.max_body_bytes} bytes, {settings.max_batch} shipments per "
-        f"batch, {settings.time_budget_s:g} s per request, {settings.threads} valuation "
+        f"batch, {settings.time_budget_s:g} s per request, a body within "
+        f"{settings.body_timeout_s:g} s + 1 s per {settings.body_min_rate} bytes, "
+        f"{settings.threads} valuation "
         f"thread(s) x {args.workers} worker(s)"
         + (f"; watching the rules every {settings.watch_s:g} s" if settings.watch_s else "")
     )
@@ -232,6 +237,7 @@ def register(verbs: Any) -> None:
     )
     p.add_argument("--help-keys", action="store_true", help="explain API keys and exit")
     p.add_argument("--audit", metavar="PATH", help="record every valuation in this audit log")
+    add_audit_key_option(p)
     p.add_argument(
         "--max-body",
         type=positive_int,
@@ -252,6 +258,20 @@ def register(verbs: Any) -> None:
         default=10.0,
         metavar="SECONDS",
         help="longest a request may take, queueing included, else 503 (default 10)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="a request body must start and keep up within this grace, else 408 (default 5)",
+    )
+    p.add_argument(
+        "--body-min-rate",
+        type=positive_int,
+        default=10_000,
+        metavar="BYTES",
+        help="after the grace, a body must arrive at this many bytes/s, else 408 (default 10000)",
     )
     p.add_argument(
         "--watch",

@@ -14,13 +14,30 @@ shipments reports them per shipment); `problems` lists them; `loads` does both a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 from engine.errors import FactsError, Location, Problem, json_path
 
-__all__ = ["NonFinite", "loads", "parse", "parse_marked", "problems", "syntax_problem"]
+__all__ = [
+    "MAX_DIGITS",
+    "MAX_EXPONENT",
+    "NonFinite",
+    "loads",
+    "parse",
+    "parse_marked",
+    "problems",
+    "syntax_problem",
+]
+
+# Bounds of a JSON number with a fraction or exponent, so that one short number cannot
+# make a valuation's arithmetic take seconds and gigabytes (`1e-999999999` is 12 bytes):
+# at most MAX_DIGITS digits, its exponent (scientific notation) within +-MAX_EXPONENT.
+# Mechanism, not a figure: far beyond any amount, rate or quantity a shipment has.
+MAX_DIGITS = 60
+MAX_EXPONENT = 60
 
 
 class NonFinite:
@@ -28,6 +45,27 @@ class NonFinite:
 
     def __init__(self, text: str) -> None:
         self.text = text
+
+
+class Unbounded:
+    """Stands in for a number beyond MAX_DIGITS or MAX_EXPONENT until `problems` reports it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _number(text: str) -> Decimal | Unbounded:
+    value = Decimal(text)
+    exponent = value.adjusted()
+    if len(value.as_tuple().digits) > MAX_DIGITS or not -MAX_EXPONENT <= exponent <= MAX_EXPONENT:
+        return Unbounded(text)
+    return value
+
+
+def _integer(text: str) -> int | Unbounded:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        return Unbounded(text)
+    return int(text)
 
 
 class _Repeated(dict[str, Any]):
@@ -52,7 +90,7 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _DECODER = json.JSONDecoder(
-    parse_float=Decimal, parse_constant=NonFinite, object_pairs_hook=_object
+    parse_float=_number, parse_int=_integer, parse_constant=NonFinite, object_pairs_hook=_object
 )
 
 
@@ -68,7 +106,8 @@ def parse(text: str) -> Any:
 def parse_marked(text: str) -> tuple[Any, bool]:
     """`parse`, and whether it marked anything: when it did not, `problems` finds none, so
     a caller with much data (a batch of shipments) need not walk it to find out."""
-    marked = False
+    # A \u escape may be a lone surrogate, which only the walk finds: walk then.
+    marked = "\\u" in text
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         nonlocal marked
@@ -82,8 +121,20 @@ def parse_marked(text: str) -> tuple[Any, bool]:
         marked = True
         return NonFinite(name)
 
+    def number(written: str) -> Decimal | Unbounded:
+        nonlocal marked
+        value = _number(written)
+        marked = marked or isinstance(value, Unbounded)
+        return value
+
+    def integer(written: str) -> int | Unbounded:
+        nonlocal marked
+        value = _integer(written)
+        marked = marked or isinstance(value, Unbounded)
+        return value
+
     decoder = json.JSONDecoder(
-        parse_float=Decimal, parse_constant=constant, object_pairs_hook=pairs
+        parse_float=number, parse_int=integer, parse_constant=constant, object_pairs_hook=pairs
     )
     return decoder.decode(text), marked
 
@@ -113,6 +164,17 @@ def _walk(value: Any, parts: tuple[str | int, ...], file: str) -> Iterator[Probl
             f"{value.text} is not a finite number; write a plain decimal number",
             Location(file, path=json_path(parts)),
         )
+    elif isinstance(value, Unbounded):
+        shown = value.text if len(value.text) <= 24 else value.text[:20] + "..."
+        yield Problem(
+            "facts.number_bounds",
+            f"{shown} is beyond the numbers facts may hold (at most {MAX_DIGITS} digits, "
+            f"exponent within +-{MAX_EXPONENT}); write the amount as a plain decimal",
+            Location(file, path=json_path(parts)),
+        )
+    elif isinstance(value, str):
+        if _SURROGATE.search(value):
+            yield _surrogate(file, parts)
     elif isinstance(value, dict):
         for key in getattr(value, "duplicates", ()):
             yield Problem(
@@ -122,10 +184,25 @@ def _walk(value: Any, parts: tuple[str | int, ...], file: str) -> Iterator[Probl
                 Location(file, path=json_path((*parts, key))),
             )
         for key, item in value.items():
+            if _SURROGATE.search(key):
+                yield _surrogate(file, parts)
+                continue
             yield from _walk(item, (*parts, key), file)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _walk(item, (*parts, index), file)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate(file: str, parts: tuple[str | int, ...]) -> Problem:
+    return Problem(
+        "facts.encoding",
+        "a \\u escape of a lone surrogate (\\ud800-\\udfff) is not text; send the "
+        "character itself, or a surrogate pair",
+        Location(file, path=json_path(parts)),
+    )
 
 
 def _quoted(key: str) -> str:

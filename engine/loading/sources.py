@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from engine.loading.yamlfile import check_input_size
+
 # The folders of a rule repository that hold rule files, relative to its root.
 RULE_FOLDERS = ("policies", "rules")
 
@@ -48,7 +50,10 @@ class FileSystemSource:
         return sorted(found)
 
     def read(self, path: str) -> bytes:
-        return (self.root / path).read_bytes()
+        """The file's bytes; RulesError, before reading, if it is over the size limit."""
+        file = self.root / path
+        check_input_size(file.stat().st_size, path)
+        return file.read_bytes()
 
     def resolve(self, path: str) -> Path:
         return self.root / path
@@ -72,9 +77,11 @@ class MemorySource:
 
     def read(self, path: str) -> bytes:
         try:
-            return self._files[path]
+            data = self._files[path]
         except KeyError:
             raise FileNotFoundError(path) from None
+        check_input_size(len(data), path)
+        return data
 
 
 def find_root(start: str | Path) -> Path | None:

@@ -26,21 +26,25 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine._version import __version__
 from engine.applications.http import applications_router
+from engine.errors import Location, Problem
 from engine.facts import Shipment
 from engine.schema.models import Loss
 from engine.service import routes
 from engine.service.auth import principal
+from engine.service.bodies import BodyClock
 from engine.service.context import Service, watch
-from engine.service.errors import install_error_handlers
+from engine.service.errors import error_body, install_error_handlers, problem_dict
 from engine.service.metrics import Metrics
 from engine.service.routes.common import RULES_HEADER
 from engine.service.settings import Settings
@@ -75,6 +79,46 @@ class _Timing:
             self.metrics.request(route, scope["method"], status, time.perf_counter() - started)
 
 
+class _SingleParameters:
+    """Pure ASGI middleware: a query parameter given twice is a 422 naming it.
+
+    `?policy=blue-harbour&policy=standard` would otherwise be read as its last value by
+    the handler, while a proxy or a log reads the first: one request, two packs. Refused
+    before any handler (or authorisation) runs, so the pack checked is the pack valued.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("query_string"):
+            names = [
+                name
+                for name, _ in parse_qsl(
+                    scope["query_string"].decode("latin-1"),
+                    keep_blank_values=True,
+                    errors="replace",
+                )
+            ]
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                problems = [
+                    problem_dict(
+                        Problem(
+                            "request.repeated_parameter",
+                            f"the query parameter `{name}` is given {names.count(name)} "
+                            "times; give it once",
+                            Location(path=name),
+                        )
+                    )
+                    for name in repeated
+                ]
+                body = error_body("invalid_request", problems, None)
+                await JSONResponse(body, status_code=422)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings, state: RulesState | None = None) -> FastAPI:
     """The service. Loads the rules now unless `state` is given: raises RulesError."""
     service = Service(settings, state or RulesState(settings.rules))
@@ -105,6 +149,11 @@ def create_app(settings: Settings, state: RulesState | None = None) -> FastAPI:
         docs_url=None,  # /docs is served by engine/service/ui from vendored assets, no CDN
     )
     app.state.service = service
+    # Outermost last: timing sees every answer, the 422s and 408s of the edges included.
+    app.add_middleware(
+        BodyClock, timeout_s=settings.body_timeout_s, min_rate=settings.body_min_rate
+    )
+    app.add_middleware(_SingleParameters)
     app.add_middleware(_Timing, metrics=service.metrics)
     install_error_handlers(app, service)
     for resource in (routes.valuations, routes.rules, routes.audit, routes.ops):

@@ -6,9 +6,14 @@ with their JSON path, as the facts reader refuses them in a file.
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from typing import Any
 
+import anyio
 from fastapi import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.errors import (
     FactsError,
@@ -16,7 +21,88 @@ from engine.errors import (
     Problem,
 )
 from engine.loading import jsontext
-from engine.service.errors import ApiError
+from engine.service.errors import ApiError, error_body, problem_dict
+
+
+class BodyTimeout(Exception):
+    """The body did not arrive in time; the 408 has been sent already."""
+
+
+class BodyClock:
+    """Pure ASGI middleware: a request body must keep up with a minimum rate.
+
+    A body of N bytes has `timeout_s + N / min_rate` seconds from the request's headers:
+    at every read the bytes so far must keep up with that pace. A client that stops (a
+    Content-Length larger than what it sends) or trickles (a byte every 2 s) is answered
+    408 with `Connection: close` within `timeout_s` or so, and holds neither a worker nor
+    the connection. The body is read by the app in chunks under the body size limit, so a
+    slow sender cannot make the server buffer more than that either.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float, min_rate: int) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+        self.min_rate = min_rate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.monotonic()
+        received = 0
+        started = answered = False
+
+        async def timed_receive() -> Message:
+            nonlocal received, answered
+            if answered:
+                raise BodyTimeout
+            wait = start + self.timeout_s + received / self.min_rate - time.monotonic()
+            message: Message | None = None
+            with anyio.move_on_after(max(wait, 0.0)):
+                message = await receive()
+            if message is None:
+                if not started:
+                    answered = True
+                    await _send_timeout(send, self.timeout_s, self.min_rate)
+                raise BodyTimeout
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if answered:
+                return  # the 408 went out; whatever the app makes of the timeout is dropped
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, guarded_send)
+        except BodyTimeout:
+            if not answered:
+                raise
+
+
+async def _send_timeout(send: Send, timeout_s: float, min_rate: int) -> None:
+    problem = Problem(
+        "request.body_timeout",
+        f"the request body did not arrive in time (allowed: {timeout_s:g} s plus 1 s per "
+        f"{min_rate} bytes); send the whole body, as fast as the Content-Length promises",
+    )
+    body = json.dumps(error_body("body_timeout", [problem_dict(problem)], None)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 408,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -42,9 +128,22 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+# What the strict reader must see before the facts reader does: a number with an exponent
+# or a long run of digits (bounded by jsontext), a \\u escape of a surrogate (not text).
+_NEEDS_STRICT = re.compile(rb"[0-9][eE]|[0-9]{%d}|\\u[dD][89a-fA-F]" % jsontext.MAX_DIGITS)
+
+
 def require_object(body: bytes) -> None:
-    """The facts reader also takes YAML; over HTTP the body must be a JSON object."""
+    """The facts reader also takes YAML; over HTTP the body must be a JSON object.
+
+    A body with exponents, long numbers or escaped surrogates is read by the strict reader
+    first, so an unbounded number or a lone surrogate is a 422 naming its JSON path.
+    """
     if body.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"{":
+        if _NEEDS_STRICT.search(body):
+            found = jsontext.problems(_parse(body))
+            if found:
+                raise ApiError(422, "invalid_facts", found)
         return
     _text(body)  # not UTF-8 says so first
     raise ApiError(

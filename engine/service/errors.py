@@ -158,6 +158,27 @@ def install_error_handlers(app: FastAPI, service: Service) -> None:
             headers=getattr(error, "headers", None),
         )
 
+    @app.exception_handler(ArithmeticError)
+    async def arithmetic(request: Request, error: ArithmeticError) -> JSONResponse:
+        # A decimal signal (Overflow, InvalidOperation, DivisionByZero) the evaluation did
+        # not turn into an EvaluationError: the facts or the rules asked for arithmetic
+        # that has no answer. Bad input, so 422, not 500; the log keeps the traceback
+        # until the core names the formula and the fact (issue 12, item 3).
+        service.metrics.error("evaluation_error")
+        log.warning(
+            "tiv: %s on %s %s",
+            type(error).__name__,
+            request.method,
+            request.url.path,
+            exc_info=error,
+        )
+        problem = {
+            "code": "evaluation.arithmetic",
+            "message": f"the valuation's arithmetic failed ({type(error).__name__}): a number "
+            "in the facts is too large, too small or too precise to value",
+        }
+        return JSONResponse(error_body("evaluation_error", [problem], rules_id()), status_code=422)
+
     @app.exception_handler(Exception)
     async def internal(request: Request, error: Exception) -> JSONResponse:
         service.metrics.error("internal")

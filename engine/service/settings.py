@@ -44,8 +44,10 @@ class SettingsError(ValueError):
     """A bad keys file, environment variable or option: one line, says what to fix."""
 
 
-def digest(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+def digest(key: str | bytes) -> str:
+    """The sha256 of a key's exact bytes (text is UTF-8): nothing is stripped or folded."""
+    raw = key.encode("utf-8") if isinstance(key, str) else key
+    return hashlib.sha256(raw).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ class Settings:
     time_budget_s: float = 10.0
     threads: int = 4  # valuations run at once per process (see the README on scaling)
     watch_s: float = 0.0  # poll the rule folder every N s and reload on change; 0: off
+    # A request body must keep up with `body_min_rate` bytes/s after a grace of
+    # `body_timeout_s`: a body of N bytes has body_timeout_s + N / body_min_rate seconds,
+    # else 408 and the connection is closed (slow senders and short bodies hold no worker).
+    body_timeout_s: float = 5.0
+    body_min_rate: int = 10_000
 
     @property
     def open(self) -> bool:
@@ -199,6 +206,10 @@ def check(settings: Settings) -> Settings:
         problems.append("--time-budget must be more than 0 seconds")
     if settings.threads < 1:
         problems.append("--threads must be at least 1")
+    if not settings.body_timeout_s > 0:
+        problems.append("--body-timeout must be more than 0 seconds")
+    if settings.body_min_rate < 1:
+        problems.append("--body-min-rate must be at least 1 byte per second")
     if settings.watch_s < 0:
         problems.append("--watch must be 0 (off) or a number of seconds")
     if problems:

@@ -15,12 +15,15 @@ from engine.compliance.audit.record import (
     digest,
 )
 from engine.compliance.audit.replay import Difference, ReplayReport, replay
+from engine.compliance.audit.signing import KEY_ENV, AuditKey, generate_key
 from engine.compliance.audit.store import GENESIS, AuditLog, ChainBreak, VerifyReport
 
 __all__ = [
     "GENESIS",
+    "KEY_ENV",
     "MASK_MARKER",
     "AuditError",
+    "AuditKey",
     "AuditLog",
     "AuditRecord",
     "ChainBreak",
@@ -32,6 +35,7 @@ __all__ = [
     "apply_mask",
     "canonical_json",
     "digest",
+    "generate_key",
     "parse_mask",
     "replay",
 ]

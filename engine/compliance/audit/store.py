@@ -16,6 +16,11 @@ is caught by SQLite's own counter of issued sequence numbers; a tamperer who rew
 counter too, or forges new records at the end, is caught only by an anchor: keep the head
 (`SEQ:HASH`, printed by `tiv audit verify`) outside the file and pass it back to verify.
 
+Signatures (`signing`): given a key held outside the file, each record's hash is signed
+(HMAC-SHA256, with the key's id) in the `signatures` table, in the record's transaction;
+`verify(keys=...)` then requires a valid signature on every record, so a record forged
+anywhere, the end included, is caught by whoever holds the key.
+
 Writes: one transaction per record, `BEGIN IMMEDIATE`, so writers in several processes
 take turns and keep one chain; `synchronous=FULL`, so a record is on disk when `record`
 returns; a crash or kill mid-batch leaves every committed record intact.
@@ -50,6 +55,7 @@ from engine.compliance.audit.record import (
     functions_used,
     valuation_of,
 )
+from engine.compliance.audit.signing import AuditKey, env_key
 from engine.errors import FactsError
 from engine.loading import jsontext
 from engine.ruleset import RuleSet
@@ -74,13 +80,35 @@ _SCHEMA = (
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: records cannot be deleted'); END""",
 )
 
+_SIGNATURES = (
+    """CREATE TABLE IF NOT EXISTS signatures (
+        seq INTEGER PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        mac TEXT NOT NULL
+    )""",
+    """CREATE TRIGGER IF NOT EXISTS signatures_no_update BEFORE UPDATE ON signatures
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: signatures cannot be changed'); END""",
+    """CREATE TRIGGER IF NOT EXISTS signatures_no_delete BEFORE DELETE ON signatures
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: signatures cannot be deleted'); END""",
+)
+
 
 class ChainBreak(AuditModel):
     """Where verification found the chain broken."""
 
     seq: int | None = Field(description="the first bad record's position")
     id: str | None
-    kind: Literal["altered", "deleted", "reordered", "inserted", "truncated", "anchor"]
+    kind: Literal[
+        "altered",
+        "deleted",
+        "reordered",
+        "inserted",
+        "truncated",
+        "anchor",
+        "unsigned",
+        "forged",
+        "unknown_key",
+    ]
     message: str
 
 
@@ -89,6 +117,10 @@ class VerifyReport(AuditModel):
     path: str
     records: int = Field(description="records checked")
     head: str | None = Field(description="SEQ:HASH of the last record; keep it as an anchor")
+    signed: int = Field(0, description="records that carry a signature")
+    keys_checked: list[str] = Field(
+        default_factory=list, description="ids of the keys signatures were checked with"
+    )
     first_bad: ChainBreak | None = None
 
 
@@ -97,6 +129,8 @@ class AuditLog:
 
     `mask`: paths into the facts to store masked. When None, the mask configured when
     the store was created is used; a store is created with `mask` (or none).
+    `key`: the key each new record is signed with; by default the one $TIV_AUDIT_KEY_FILE
+    names (if set), so every writer in a process (CLI, batch, service) signs alike.
     """
 
     def __init__(
@@ -105,8 +139,10 @@ class AuditLog:
         *,
         mask: Sequence[str] | None = None,
         create: bool = True,
+        key: AuditKey | Literal["env"] | None = "env",
     ) -> None:
         self.path = Path(path)
+        self.key = env_key() if key == "env" else key
         for pattern in mask or ():
             try:
                 parse_mask(pattern)
@@ -158,6 +194,10 @@ class AuditLog:
                     "('mask', ?)",
                     (str(FORMAT), _now(), json.dumps(list(mask or []))),
                 )
+        if self.key is not None and "signatures" not in tables:
+            with self._transaction(conn):
+                for statement in _SIGNATURES:
+                    conn.execute(statement)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("format") != str(FORMAT):
             raise AuditError(
@@ -234,11 +274,17 @@ class AuditLog:
                 content["recorded_at"] = _now()
                 content["prev_hash"] = last[1] if last else GENESIS
                 body = canonical_json(content)
+                hashed = digest(body)
                 conn.execute(
                     "INSERT INTO records (seq, id, recorded_at, kind, body, hash) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    (seq, record_id, content["recorded_at"], kind, body, digest(body)),
+                    (seq, record_id, content["recorded_at"], kind, body, hashed),
                 )
+                if self.key is not None:
+                    conn.execute(
+                        "INSERT INTO signatures (seq, key_id, mac) VALUES (?, ?, ?)",
+                        (seq, self.key.key_id, self.key.sign(hashed)),
+                    )
         return record_id
 
     # --- reading ---
@@ -296,10 +342,12 @@ class AuditLog:
 
     # --- verifying ---
 
-    def verify(self, anchor: str | None = None) -> VerifyReport:
+    def verify(self, anchor: str | None = None, keys: Sequence[AuditKey] = ()) -> VerifyReport:
         """Re-hash the chain; report the first record altered, deleted, reordered or inserted.
 
         `anchor` (`SEQ:HASH`, a head printed by an earlier verify) must still be in the chain.
+        With `keys`, every record must carry a valid signature by one of them: a record
+        forged anywhere (the end included), or left unsigned, is the first bad one.
         """
         with self._guard("read"):
             conn = self._conn()
@@ -325,9 +373,65 @@ class AuditLog:
             )
         if bad is None and anchor:
             bad = self._check_anchor(anchor)
+        with self._guard("read"):
+            signatures = self._signatures()
+        if bad is None and keys:
+            bad = self._check_signatures(signatures, keys)
         return VerifyReport(
-            ok=bad is None, path=str(self.path), records=checked, head=head, first_bad=bad
+            ok=bad is None,
+            path=str(self.path),
+            records=checked,
+            head=head,
+            signed=len(signatures),
+            keys_checked=[key.key_id for key in keys],
+            first_bad=bad,
         )
+
+    def _signatures(self) -> dict[int, tuple[str, str]]:
+        conn = self._conn()
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "signatures" not in tables:
+            return {}
+        rows = conn.execute("SELECT seq, key_id, mac FROM signatures")
+        return {seq: (key_id, mac) for seq, key_id, mac in rows}
+
+    def _check_signatures(
+        self, signatures: Mapping[int, tuple[str, str]], keys: Sequence[AuditKey]
+    ) -> ChainBreak | None:
+        """The first record (in chain order) without a valid signature by one of `keys`."""
+        by_id = {key.key_id: key for key in keys}
+        with self._guard("read"):
+            rows = self._conn().execute("SELECT seq, id, hash FROM records ORDER BY seq")
+            for seq, record_id, hashed in rows:
+                where = f"record seq {seq} (id {record_id})"
+                if seq not in signatures:
+                    return ChainBreak(
+                        seq=seq,
+                        id=record_id,
+                        kind="unsigned",
+                        message=f"{where} carries no signature: it was not written by a "
+                        "holder of the key (forged, or written without --audit-key)",
+                    )
+                key_id, mac = signatures[seq]
+                key = by_id.get(key_id)
+                if key is None:
+                    known = ", ".join(sorted(by_id))
+                    return ChainBreak(
+                        seq=seq,
+                        id=record_id,
+                        kind="unknown_key",
+                        message=f"{where} is signed with key id {key_id[:16]!r}, not one of "
+                        f"the keys given ({known}): pass that key too, or it is forged",
+                    )
+                if not key.verifies(hashed, mac):
+                    return ChainBreak(
+                        seq=seq,
+                        id=record_id,
+                        kind="forged",
+                        message=f"{where} has a signature that its key ({key_id}) did not "
+                        "make: the record or its signature was forged",
+                    )
+        return None
 
     def check(self, record: AuditRecord) -> ChainBreak | None:
         """One record's own check, as `tiv audit show` makes before it is trusted.

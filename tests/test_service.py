@@ -462,7 +462,10 @@ def post_head(length: int, key: bytes = KEY_A.encode(), auth: bytes | None = Non
     return (
         b"POST /v1/valuations?policy=standard HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         + auth
-        + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % length
+        # Connection: close, so the answer ends when the server closes, not at its
+        # keep-alive timeout (5 s per exchange).
+        + b"\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        % length
     )
 
 

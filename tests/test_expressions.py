@@ -110,3 +110,37 @@ def test_small_power_is_allowed() -> None:
     expr = ok("(1 + r) ** 2")
     assert isinstance(expr, Binary) and expr.op == "**"
     ok("x ** -2")
+
+
+# --- bounds: every expression is refused at its own line past these, never crashes ---
+
+
+def test_an_expression_over_the_length_bound_is_refused_at_its_line() -> None:
+    from engine.compiling.expressions import MAX_EXPRESSION_CHARS
+
+    # a text literal of 3,999 characters between its two quotes: 4,001 in all, one over
+    text = '"' + "a" * 3_999 + '"'
+    assert len(text) == MAX_EXPRESSION_CHARS + 1
+    message, where = rejected(text)
+    assert "4,001 characters" in message and where.line == 10
+    assert isinstance(ok('"' + "a" * 3_998 + '"'), Text)  # 4,000 characters: within
+
+
+def test_nesting_past_the_depth_bound_is_refused_not_a_recursion_error() -> None:
+    message, where = rejected("-" * 3_000 + "a")  # 3,001 characters, 3,001 levels
+    assert "levels deep" in message and where.line == 10
+    ok("-" * 150 + "a")
+
+
+def test_a_sum_past_the_term_bound_is_refused() -> None:
+    # a + a + ... is a left-leaning tree: 800 terms nest 800 deep, over the depth bound
+    # (200) before the length bound (3,197 characters); 150 terms are within both.
+    message, where = rejected(" + ".join(["a"] * 800))
+    assert "levels deep" in message and where.line == 10
+    ok(" + ".join(["a"] * 150))
+
+
+def test_a_number_literal_past_the_digit_bound_is_refused() -> None:
+    message, _ = rejected("0." + "0" * 60 + "1")  # 62 digits
+    assert "more than 60 digits" in message
+    assert ok("0." + "0" * 58 + "1").value == Decimal("1e-59")  # 60 digits: within

@@ -682,25 +682,13 @@ ISSUE_CASES = 11
 # Known failures that are a matter of time (over the budget, not an exception): on a
 # loaded machine their time varies too much for a strict xfail, so bench/fuzz.py (one case
 # at a time, 5 s each) reports them; the test suite runs the deterministic ones.
-ONLY_IN_BENCH = {
-    "10,000 and-terms",
-    "in a list of 100,000",
-    "100,000 chained comparisons",
-    "a literal with a million zeros",
-}
+# Inputs too slow for make test while the core could not refuse them; none since the
+# expression bounds (compiling/expressions: length, depth, terms, literal digits).
+ONLY_IN_BENCH: set[str] = set()
 
-# What the property needs that only the evaluation core can give (issue 12 items 2-4);
-# each name, the reason. Strict: once the core is fixed, the test fails until this goes.
-_BOUNDED_RULES = "needs bounded rules at load (issue 12 item 2: engine/compiling)"
-NEEDS_CORE: dict[str, str] = {
-    "in a list of 100,000": _BOUNDED_RULES + ": refused with file:line, but 4.3 s to load",
-    "10,000 and-terms": _BOUNDED_RULES + ": over 5 s to load and value",
-    "a sum of 100,000 terms": _BOUNDED_RULES + ": RecursionError at load",
-    "100,000 not": _BOUNDED_RULES + ": RecursionError/MemoryError at load",
-    "100,000 unary minus": _BOUNDED_RULES + ": RecursionError/MemoryError at load",
-    "100,000 chained comparisons": _BOUNDED_RULES + ": over 5 s (ran 30 s in the issue)",
-    "a literal with a million zeros": _BOUNDED_RULES + ": literal digits unbounded, over 5 s",
-}
+# What the property needs that only the evaluation core can give; each name, the reason.
+# Strict: once the core is fixed, the test fails until the entry goes. Empty now.
+NEEDS_CORE: dict[str, str] = {}
 
 # --- YAML bombs -----------------------------------------------------------------------
 

@@ -24,6 +24,16 @@ from engine.errors import Location, Problem
 # denial of service waiting in a rule file.
 MAX_POWER = 12
 
+# Bounds on one expression, checked before and after Python's parser sees it, so that
+# loading any rule file takes time in proportion to its size and no recursion runs
+# without a bound (Python's parser and our builder both recurse). Mechanisms, not
+# figures: the shipped rule files' longest expression is about 200 characters, 8 levels
+# deep and 42 nodes; past these a formula is better split into named helper formulas.
+MAX_EXPRESSION_CHARS = 4_000
+MAX_DEPTH = 200  # a sum of n terms nests n deep; evaluation recurses as deep
+MAX_NODES = 2_000
+MAX_LITERAL_DIGITS = 60  # as many as a facts number may hold (loading/jsontext)
+
 NAME_PART = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 
 
@@ -160,8 +170,19 @@ def parse(text: str, where: Location) -> tuple[Expr | None, list[Problem]]:
     source = " ".join(text.strip().splitlines()) if "\n" in text.strip() else text.strip()
     if not source:
         return None, [Problem("expr.empty", "the expression is empty", where)]
+    if len(source) > MAX_EXPRESSION_CHARS:
+        return None, [
+            Problem(
+                "expr.too_long",
+                f"the expression has {len(source):,} characters, more than the "
+                f"{MAX_EXPRESSION_CHARS:,} allowed; split it into named helper formulas",
+                where,
+            )
+        ]
     try:
         tree = ast.parse(source, mode="eval")
+    except (RecursionError, MemoryError):  # CPython's parser on very deep nesting
+        return None, [_too_deep(where)]
     except SyntaxError as exc:
         col = max((exc.offset or 1) - 1, 0)
         msg = (exc.msg or "invalid syntax").replace("invalid syntax. ", "")
@@ -170,12 +191,47 @@ def parse(text: str, where: Location) -> tuple[Expr | None, list[Problem]]:
                 "expr.syntax", f"syntax error: {msg} in `{source}`", text_location(where, 1, col)
             )
         ]
+    bounds = _bounds(tree, where)
+    if bounds:
+        return None, bounds
     try:
         return _Builder(source).build(tree.body), []
     except _Reject as exc:
         return None, [
             Problem("expr.unsupported", exc.message, text_location(where, exc.line, exc.col))
         ]
+
+
+def _too_deep(where: Location) -> Problem:
+    return Problem(
+        "expr.too_deep",
+        f"the expression nests more than {MAX_DEPTH} levels deep; split it into named "
+        "helper formulas",
+        where,
+    )
+
+
+def _bounds(tree: ast.AST, where: Location) -> list[Problem]:
+    """Depth and size of Python's tree, walked without recursion, before our builder
+    (which recurses) sees it."""
+    nodes = 0
+    stack: list[tuple[ast.AST, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_DEPTH:
+            return [_too_deep(where)]
+        if nodes > MAX_NODES:
+            return [
+                Problem(
+                    "expr.too_large",
+                    f"the expression has more than {MAX_NODES:,} terms; split it into "
+                    "named helper formulas",
+                    where,
+                )
+            ]
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return []
 
 
 class _Builder:
@@ -200,6 +256,8 @@ class _Builder:
             text = ast.get_source_segment(self.source, node) or ""
             if not _NUMBER_TEXT.fullmatch(text):
                 raise _Reject(node, f"write numbers in plain decimal notation, not `{text}`")
+            if sum(c.isdigit() for c in text) > MAX_LITERAL_DIGITS:
+                raise _Reject(node, f"a number literal has more than {MAX_LITERAL_DIGITS} digits")
             try:
                 return Num(node.col_offset, Decimal(text))
             except InvalidOperation:  # pragma: no cover - the regex admits only valid text

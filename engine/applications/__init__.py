@@ -26,8 +26,8 @@ from engine.applications.models import (
     Quote,
     Reproduction,
     Review,
-    canonical_json,
 )
+from engine.compliance.audit import canonical_json
 
 if TYPE_CHECKING:
     from engine.applications.workflow import Book

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
-from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import Valuation
+from engine.compliance.audit import (
+    canonical_json,  # the one canonical form: audit records, policy records
+)
 
 DecimalText = str
 QuoteState = Literal["accepted", "referred", "approved", "declined", "bound"]
@@ -186,26 +187,3 @@ class Reproduction(_Out):
     quote_id: str
     same: bool
     differences: list[str] = Field(description="figure: recorded -> now")
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8; decimals and dates as text; floats refused."""
-    return json.dumps(
-        _plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return _plain(value.model_dump(mode="json"))
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, float):
-        raise TypeError(f"the binary float {value!r} cannot be stored exactly; use Decimal")
-    if isinstance(value, datetime.date):
-        return value.isoformat()
-    return value

@@ -44,10 +44,10 @@ from engine.applications.models import (
     QuoteReason,
     Reproduction,
     Review,
-    canonical_json,
 )
 from engine.applications.store import open_engine, reading, transaction
 from engine.applications.tables import endorsements, events, policies, quotes
+from engine.compliance.audit import canonical_json
 from engine.loading.snapshot import rules_id
 
 VALIDITY_PARAMETER = "quote_validity_days"

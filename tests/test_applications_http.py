@@ -252,3 +252,22 @@ def test_a_service_without_a_book_says_how_to_configure_one(monkeypatch: Any) ->
     assert answer.status_code == 503
     assert answer.json()["problems"][0]["code"] == "book.none"
     assert "TIV_BOOK" in answer.json()["problems"][0]["message"]
+
+
+def test_a_repeated_key_in_a_request_body_is_refused_at_its_path(server: Server) -> None:
+    # {"amount": "1", "amount": "812.88"}: which one would a reader keep? None: 422.
+    q = quote(server, cases.blue(date=departure())).json()
+    body = b'{"payment_ref": "W", "amount": "1", "amount": "812.88"}'
+    refused = server.call(
+        "POST",
+        f"/v1/quotes/{q['id']}/bind",
+        BROKER_A,
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert refused.status_code == 422, refused.text
+    problem = refused.json()["problems"][0]
+    assert (problem["code"], problem["path"]) == ("facts.duplicate_key", "amount")
+    # nothing was bound: the quote still accepts its exact premium
+    state = server.call("GET", f"/v1/quotes/{q['id']}", BROKER_A).json()["state"]
+    assert state == "accepted"

@@ -22,7 +22,6 @@ the `applications` extra.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable
@@ -33,7 +32,8 @@ import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from engine import RuleSet, SelectionError, TivError
+from engine import FactsError, RuleSet, SelectionError, TivError
+from engine.loading import jsontext
 
 BOOK_ENV = "TIV_BOOK"
 UNDERWRITER = "underwriter"
@@ -102,39 +102,37 @@ def applications_router(
         raw = await request.body()
         if len(raw) > max_body:
             raise _Refusal(413, "too_large", "request.too_large", f"body over {max_body} bytes")
-        try:
-            data = json.loads(raw or b"null", parse_float=Decimal, parse_constant=_no_constant)
-        except ValueError as exc:
-            raise _Refusal(422, "invalid_request", "request.json", f"not JSON: {exc}") from None
+        try:  # the one strict reader: exact numbers, repeated keys and NaN refused
+            data = jsontext.loads(raw or b"null")
+        except FactsError as exc:
+            first = exc.problems[0]
+            raise _Refusal(
+                422, "invalid_request", first.code, first.message, first.location.path
+            ) from None
         if not isinstance(data, dict):
             raise _Refusal(422, "invalid_request", "request.type", "the body must be a JSON object")
         return data
 
-    def visible_quote(key: Any, quote_id: str) -> Any:
+    def visible(key: Any, what: str, ident: str, get: Callable[[str], Any]) -> Any:
+        """The quote or policy `ident` if this key may see its pack; else 404, exactly as
+        if it did not exist (another tenant's ids are not confirmed)."""
         from engine.applications.errors import ApplicationError
 
         try:
-            quote = book().get_quote(quote_id)
+            found = get(ident)
         except ApplicationError as exc:
             if exc.meaning != "not_found":
                 raise
-            quote = None
-        if quote is None or not key.may_use(quote.policy.id):
-            raise _Refusal(404, "not_found", "quote.unknown", f"no quote {quote_id}")
-        return quote
+            found = None
+        if found is None or not key.may_use(found.policy.id):
+            raise _Refusal(404, "not_found", f"{what}.unknown", f"no {what} {ident}")
+        return found
+
+    def visible_quote(key: Any, quote_id: str) -> Any:
+        return visible(key, "quote", quote_id, book().get_quote)
 
     def visible_policy(key: Any, policy_id: str) -> Any:
-        from engine.applications.errors import ApplicationError
-
-        try:
-            policy = book().get_policy(policy_id)
-        except ApplicationError as exc:
-            if exc.meaning != "not_found":
-                raise
-            policy = None
-        if policy is None or not key.may_use(policy.policy.id):
-            raise _Refusal(404, "not_found", "policy.unknown", f"no policy {policy_id}")
-        return policy
+        return visible(key, "policy", policy_id, book().get_policy)
 
     @router.post(
         "/v1/quotes",
@@ -318,10 +316,6 @@ def _shipment_problem(problem: Any) -> dict[str, Any]:
     if data.get("path"):
         data["path"] = f"shipment.{data['path']}"
     return data
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
 
 
 __all__ = ["BOOK_ENV", "UNDERWRITER", "applications_router"]

@@ -9,8 +9,6 @@ CI=true they fail instead, so CI cannot pass without having run them.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ import pytest
 from engine import RuleSet
 from engine.applications import Book
 from tests import test_applications as cases
-from tests.conftest import ROOT
 from tests.postgres import PACKAGE_HINT, Cluster, find_binaries
 
 pytestmark = pytest.mark.integration
@@ -72,23 +69,7 @@ def test_two_racing_binds_one_wins(books: cases.Books) -> None:
 
 
 def test_racing_binds_across_processes(books: cases.Books) -> None:
-    quote = books().quote(cases.blue(), policy="blue-harbour", insured="Acme")
-    script = (
-        "import sys; from engine import load_rules; from engine.applications import *\n"
-        f"book = Book({books.db!r}, load_rules({str(ROOT)!r}))\n"
-        "try:\n"
-        f"    print('won', book.bind({quote.id!r}, payment_ref=sys.argv[1], amount='812.88').id)\n"
-        "except ApplicationError as e:\n"
-        "    print('lost', e.code)\n"
-    )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", script, f"W{n}"], stdout=subprocess.PIPE, text=True, cwd=ROOT
-        )
-        for n in range(4)
-    ]
-    outcomes = sorted(p.communicate(timeout=120)[0].split()[0] for p in procs)
-    assert outcomes == ["lost", "lost", "lost", "won"]
+    cases.check_race_across_processes(books)
 
 
 def test_certificate_pdf_shows_the_figures(books: cases.Books, tmp_path: Path) -> None:

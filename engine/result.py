@@ -1,20 +1,57 @@
 """The result contract: what a valuation returns, as pydantic models.
 
-These models are the JSON of `tiv value --format json` and of the HTTP service; all
-amounts are decimal strings in the valuation currency, so no consumer ever has to
-parse a binary float to read a figure.
+These models are the JSON of `tiv value --format json` and of the HTTP service. In
+Python every amount, rate and percent is a `decimal.Decimal`, so results add up
+(`total += r.total_insured_value`); in JSON each is decimal text ("1234.50"), never a
+JSON number, so no consumer ever has to parse a binary float to read a figure.
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from decimal import Decimal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
+
+from engine.money import parse_decimal
 
 Decision = Literal["accept", "refer", "decline"]
-DecimalText = str
+
+
+def _read_exact(value: object) -> Decimal:
+    """A Decimal, or decimal text: what JSON carries and what the engine itself makes.
+
+    A JSON number or a Python float or int is refused, not converted: a float has lost
+    its exact value already, and the JSON contract is text, so a number there is a
+    mistake in whatever wrote it.
+    """
+    if isinstance(value, Decimal | str):
+        return parse_decimal(value)
+    raise ValueError(
+        f'expected a Decimal or decimal text such as "1234.50", got {type(value).__name__}'
+    )
+
+
+def _write_exact(value: Decimal) -> str:
+    """Plain decimal text, never an exponent (`str` writes 1E+3 and 0E-8); no negative zero.
+
+    The same text `engine.money.plain` gives, inlined: every amount of every JSON result
+    comes through here.
+    """
+    text = format(value, "f")
+    return text[1:] if not value and text[0] == "-" else text
+
+
+# An exact figure: `Decimal` in Python, decimal text in JSON (written without an exponent,
+# with the places the engine gave it: 9070.00 stays "9070.00").
+ExactDecimal = Annotated[
+    Decimal,
+    PlainValidator(_read_exact),
+    PlainSerializer(_write_exact, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$"}),
+]
 
 
 class _Out(BaseModel):
@@ -69,7 +106,7 @@ class PolicyRef(_Out):
 class ExcludedCharge(_Out):
     index: int = Field(description="position in the shipment's charges list")
     type: str
-    amount: DecimalText = Field(description="in the valuation currency")
+    amount: ExactDecimal = Field(description="in the valuation currency")
     reason: str
     rule: str
     source: str
@@ -105,9 +142,9 @@ class DutyLine(_Out):
     kind: Literal["duty", "additional_duty", "tax", "fee"]
     name: str
     subject: str = Field(description="shipment, or the goods line it applies to")
-    base: DecimalText
-    rate: DecimalText
-    amount: DecimalText = Field(description="in the valuation currency")
+    base: ExactDecimal
+    rate: ExactDecimal
+    amount: ExactDecimal = Field(description="in the valuation currency")
     note: str = ""
     source: str = Field(description="`path:line` of the figure in the country file")
     citation: str = Field(description="the regulation or page the figure comes from")
@@ -118,13 +155,13 @@ class DutyEstimate(_Out):
     rules: list[RuleRef] = Field(description="the country (and customs union) files used")
     basis: Literal["CIF", "FOB"]
     country_currency: str
-    fob: DecimalText
-    freight: DecimalText
-    insurance: DecimalText
-    customs_value: DecimalText
+    fob: ExactDecimal
+    freight: ExactDecimal
+    insurance: ExactDecimal
+    customs_value: ExactDecimal
     de_minimis_applied: list[str]
     lines: list[DutyLine]
-    total: DecimalText
+    total: ExactDecimal
 
 
 class TraceStep(_Out):
@@ -159,11 +196,11 @@ class Valuation(_Out):
     shipment_id: str
     currency: str
     currency_minor_units: int = Field(description="decimal places of the valuation currency")
-    total_insured_value: DecimalText
-    components: dict[str, DecimalText]
-    premium: DecimalText | None = Field(None, description="when the pack rates a premium")
-    deductible: DecimalText | None = None
-    figures: dict[str, DecimalText | None] = Field(
+    total_insured_value: ExactDecimal
+    components: dict[str, ExactDecimal]
+    premium: ExactDecimal | None = Field(None, description="when the pack rates a premium")
+    deductible: ExactDecimal | None = None
+    figures: dict[str, ExactDecimal | None] = Field(
         default_factory=dict,
         description="other figures the pack reports; null for a rate table gap",
     )
@@ -227,9 +264,9 @@ _FIELD_NAMES = frozenset(_FIELD_ORDER)
 
 class LossIn(_Out):
     kind: Literal["total", "partial"]
-    damage_percent: DecimalText | None = None
-    gross_sound_value: DecimalText | None = None
-    gross_damaged_value: DecimalText | None = None
+    damage_percent: ExactDecimal | None = None
+    gross_sound_value: ExactDecimal | None = None
+    gross_damaged_value: ExactDecimal | None = None
 
 
 class Claim(_Out):
@@ -238,8 +275,8 @@ class Claim(_Out):
     shipment_id: str
     currency: str
     loss: LossIn
-    indemnity: DecimalText
-    components: dict[str, DecimalText]
+    indemnity: ExactDecimal
+    components: dict[str, ExactDecimal]
     valuation: Valuation
     trace: list[TraceStep] = Field(description="the claims formulas, step by step")
     audit_id: str | None = None

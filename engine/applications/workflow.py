@@ -152,9 +152,9 @@ class Book:
             "facts": canonical_json(canonical),
             "valuation": canonical_json(result.model_dump(mode="json")),
             "currency": result.currency,
-            "total_insured_value": Decimal(result.total_insured_value),
-            "premium": _dec(result.premium),
-            "deductible": _dec(result.deductible),
+            "total_insured_value": result.total_insured_value,
+            "premium": result.premium,
+            "deductible": result.deductible,
             "decision": result.decision,
             "reasons": canonical_json(
                 [
@@ -398,7 +398,7 @@ class Book:
                     "quote it as a new application for an underwriter",
                 )
             before = row.rule_premium or Decimal(0)
-            after = _dec(result.premium) or Decimal(0)
+            after = result.premium or Decimal(0)
             change = after - before
             premium_after = row.premium + change
             pack = rules.select(
@@ -427,7 +427,7 @@ class Book:
                     by=by,
                     reason=reason,
                     changes=canonical_json(changed),
-                    total_insured_value=Decimal(result.total_insured_value),
+                    total_insured_value=result.total_insured_value,
                     rule_premium_before=before,
                     rule_premium_after=after,
                     premium_before=row.premium,
@@ -436,7 +436,7 @@ class Book:
                     audit_id=audit_id,
                 )
             )
-            total = Decimal(result.total_insured_value)
+            total = result.total_insured_value
             conn.execute(
                 update(policies)
                 .where(policies.c.id == policy_id)
@@ -444,7 +444,7 @@ class Book:
                     facts=canonical_json(canonical),
                     total_insured_value=total,
                     sum_insured=_sum_insured(canonical, total),
-                    deductible=_dec(result.deductible),
+                    deductible=result.deductible,
                     rule_premium=after,
                     premium=premium_after,
                     endorsements=seq,
@@ -810,10 +810,6 @@ def _reread(facts: Any) -> Any:
     """Facts to read a second time: a Shipment as its canonical mapping, else as given."""
     canonical = getattr(facts, "canonical", None)
     return canonical() if callable(canonical) else facts
-
-
-def _dec(text: str | None) -> Decimal | None:
-    return None if text is None else Decimal(text)
 
 
 def _text(amount: Decimal | None) -> str | None:

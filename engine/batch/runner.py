@@ -33,6 +33,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from engine.batch.readers import Chunk, Row, chunk_rows, parse_path, path_text, 
 from engine.compliance.audit import AuditError, AuditLog
 from engine.errors import FactsError, TivError
 from engine.loading.snapshot import Snapshot, load_snapshot, snapshot_from_texts
+from engine.money import plain
 from engine.result import Valuation
 
 __all__ = ["Progress", "csv_header", "progress_path", "run_batch"]
@@ -158,17 +160,17 @@ class _Valuer:
                 "policy": f"{result.policy.id}@{result.policy.version}",
                 "as_of": result.as_of.isoformat(),
                 "currency": result.currency,
-                "total_insured_value": result.total_insured_value,
-                "premium": result.premium,
-                "deductible": result.deductible,
+                "total_insured_value": plain(result.total_insured_value),
+                "premium": _plain(result.premium),
+                "deductible": _plain(result.deductible),
                 "decision": result.decision,
                 "reasons": " | ".join(f"{r.rule}: {r.reason}" for r in result.reasons),
                 "flags": "|".join(f.name for f in result.flags),
                 "excluded_charges": "|".join(c.type for c in result.excluded_charges),
                 "audit_id": result.audit_id,
             }
-            cells |= {f"components.{k}": v for k, v in result.components.items()}
-            cells |= {f"figures.{k}": v for k, v in result.figures.items()}
+            cells |= {f"components.{k}": plain(v) for k, v in result.components.items()}
+            cells |= {f"figures.{k}": _plain(v) for k, v in result.figures.items()}
         else:
             assert error is not None
             problems = self._problems(error)
@@ -186,6 +188,10 @@ class _Valuer:
                 ),
             }
         return [cells.get(name) or "" for name in self.job.header]
+
+
+def _plain(value: Decimal | None) -> str | None:
+    return None if value is None else plain(value)
 
 
 def csv_header(components: Sequence[str], figures: Sequence[str] = ()) -> list[str]:

@@ -291,7 +291,7 @@ def _valued_row(number: int, a: Valuation, b: Valuation) -> _Row:
         number,
         a.shipment_id,
         b.currency,
-        (a.total_insured_value, b.total_insured_value),
+        (plain(a.total_insured_value), plain(b.total_insured_value)),
         (_premium_text(a), _premium_text(b)),
         (a.decision, b.decision),
         ("", ""),
@@ -332,7 +332,7 @@ def _value_line(number: int, text: str) -> _Row:
         premium = premium_of(result)
         outcomes.append(
             (
-                result.total_insured_value,
+                plain(result.total_insured_value),
                 "" if premium is None else plain(premium),
                 result.decision,
                 "",

@@ -66,9 +66,9 @@ class DutyEstimator:
                 )
             )
         if self.result is not None:  # a pack may read it twice; estimate once
-            return Decimal(self.result.total)
+            return self.result.total
         self.result = _Estimate(self, fob, freight).run()
-        return Decimal(self.result.total)
+        return self.result.total
 
 
 class _Estimate:
@@ -119,9 +119,9 @@ class _Estimate:
                 kind=kind,
                 name=name,
                 subject=subject,
-                base=plain(base),
-                rate=plain(rate),
-                amount=plain(amount),
+                base=base,
+                rate=rate,
+                amount=amount,
                 note=note,
                 source=where.source,
                 citation=citation,
@@ -218,13 +218,13 @@ class _Estimate:
             ],
             basis=basis.basis,
             country_currency=self.member.currency,
-            fob=plain(self.fob),
-            freight=plain(self.freight),
-            insurance=plain(insurance),
-            customs_value=plain(customs_value),
+            fob=self.fob,
+            freight=self.freight,
+            insurance=insurance,
+            customs_value=customs_value,
             de_minimis_applied=list(dict.fromkeys(e.item.id for e in relief.values())),
             lines=self.lines,
-            total=plain(total),
+            total=total,
         )
 
     def _reliefs(self, measure: str) -> list[Located]:

@@ -42,7 +42,7 @@ from engine.explaining.trace import NullTracer, RecordingTracer, Tracer, render_
 from engine.facts import Shipment
 from engine.matching.plan import ConditionLimit, Subject
 from engine.matching.registry import Matcher
-from engine.money import exact, plain
+from engine.money import exact
 from engine.result import (
     Claim,
     ExcludedCharge,
@@ -58,16 +58,18 @@ from engine.schema.models import Loss
 _STRENGTH = {"accept": 0, "refer": 1, "decline": 2}
 
 
-def money_text(value: Decimal, places: int) -> str:
-    """Exact decimal text with at least the currency's places and no trailing zeros beyond.
+def money_text(value: Decimal, places: int) -> Decimal:
+    """The figure as results carry it: at least the currency's places, no trailing zeros beyond.
 
-    9070 -> "9070.00" and 50907.0000 -> "50907.00" in USD; 115.335000 -> "115.335".
-    Only zeros are added or dropped: the value is never rounded here.
+    9070 -> 9070.00 and 50907.0000 -> 50907.00 in USD; 115.335000 -> 115.335. Only zeros
+    are added or dropped: the value is never rounded here. A Decimal, which JSON writes as
+    exactly that text ("9070.00"); no string is made until someone writes one.
     """
     quantized = value.quantize(_QUANTUM[places] if places < len(_QUANTUM) else _quantum(places))
     if quantized == value:
-        return plain(quantized)
-    return plain(value.normalize())
+        # -0.00 (a negative figure rounded to nothing) is written 0.00: keep it as that.
+        return quantized if quantized else quantized.copy_abs()
+    return value.normalize()
 
 
 def _quantum(places: int) -> Decimal:
@@ -299,7 +301,7 @@ def settle(
             loss=LossIn(
                 kind=loss.kind,
                 **{
-                    key: plain(getattr(loss, key))
+                    key: getattr(loss, key)
                     for key in ("damage_percent", "gross_sound_value", "gross_damaged_value")
                     if getattr(loss, key) is not None
                 },

@@ -1,32 +1,37 @@
 """Render a valuation's trace as text for a person.
 
-In: a `Valuation` (with its trace). Out: lines of text, one per step, amounts with
-thousands separators and the currency, each citing the `path:line` it came from.
+In: a `Valuation` (with its trace). Out: lines of text, one per step, each citing the
+`path:line` it came from; amounts with thousands separators and the currency, rates and
+other plain numbers without one (`engine.explaining.dimensions` tells which is which).
 JSON output needs no renderer: it is the Valuation model itself.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
-from engine.money import display
+from engine.explaining.dimensions import is_money_name, money_names
+from engine.money import display, plain
 from engine.result import Claim, TraceStep, Valuation
 
 _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 
 
-def _num(text: str, currency: str = "", places: int | None = None) -> str:
+def _num(value: str | Decimal, currency: str = "", places: int | None = None) -> str:
     """Thousands separators; with `places`, at least that many decimals, no trailing zeros beyond.
 
-    Only zeros are dropped or added, so the text still shows the exact value.
+    Only zeros are dropped or added, so the text still shows the exact value. Text that
+    is not a number (a boolean, a category) is shown as it is.
     """
-    if not _NUMBER.fullmatch(text):
-        return text
-    try:
-        value = Decimal(text)
-    except InvalidOperation:  # pragma: no cover - the regex admits only numbers
-        return text
+    if isinstance(value, str):
+        if not _NUMBER.fullmatch(value):
+            return value
+        try:
+            value = Decimal(value)
+        except InvalidOperation:  # pragma: no cover - the regex admits only numbers
+            return str(value)
     if places is None:
         return display(value, currency)
     exponent = value.normalize().as_tuple().exponent
@@ -34,12 +39,38 @@ def _num(text: str, currency: str = "", places: int | None = None) -> str:
     return display(value, currency, decimals)
 
 
-def _inputs(step: TraceStep, places: int) -> str:
-    return ", ".join(f"{name} = {_num(value, '', places)}" for name, value in step.inputs.items())
+class _Figures:
+    """How one result's figures are shown: amounts with its currency, plain numbers bare."""
+
+    def __init__(self, result: Valuation, money: dict[str, bool]) -> None:
+        self.currency = result.currency
+        self.places = result.currency_minor_units
+        self.money = money
+
+    def amount(self, value: str | Decimal) -> str:
+        return _num(value, self.currency, self.places)
+
+    def named(self, name: str, value: str | Decimal) -> str:
+        """A formula's value: an amount with the currency, a rate or factor as it is."""
+        return self.amount(value) if self.money.get(name, False) else _num(value)
+
+    def inputs(self, step: TraceStep) -> str:
+        # Inputs carry no currency (a converted amount's is not the valuation's); amounts
+        # are shown to the currency's places, plain numbers exactly as computed.
+        return ", ".join(
+            f"{name} = {_num(value, '', self.places if self._is_amount(step, name) else None)}"
+            for name, value in step.inputs.items()
+        )
+
+    def _is_amount(self, step: TraceStep, name: str) -> bool:
+        if step.kind in ("formula", "claim"):
+            return is_money_name(name, self.money)
+        return name != "rate" and not name.startswith("fx.")
 
 
-def _money(text: str, result: Valuation) -> str:
-    return _num(text, result.currency, result.currency_minor_units)
+def _valuation_figures(result: Valuation) -> _Figures:
+    steps = [(s.name, s.expression) for s in result.trace if s.kind == "formula"]
+    return _Figures(result, money_names(steps))
 
 
 def render_text(result: Valuation) -> str:
@@ -58,6 +89,7 @@ def render_text(result: Valuation) -> str:
         "rule": "Rules that fired",
         "decision": "Decision",
     }
+    figures = _valuation_figures(result)
     width = max((len(s.name) for s in result.trace), default=8)
     current = ""
     for step in result.trace:
@@ -65,7 +97,7 @@ def render_text(result: Valuation) -> str:
             current = step.kind
             lines.append("")
             lines.append(sections[step.kind])
-        lines.append("  " + _step_line(step, width, result))
+        lines.append("  " + _step_line(step, width, figures))
     lines.append("")
     for reason in result.reasons:
         lines.append(
@@ -73,36 +105,36 @@ def render_text(result: Valuation) -> str:
         )
     for flag in result.flags:
         lines.append(f"  FLAG {flag.name}: {flag.reason} [{flag.rule}, {flag.source}]")
+    # Components are what the TIV adds up: amounts, whatever the trace shows.
     comps = ", ".join(
-        f"{name} {_money(value, result)}" for name, value in result.components.items()
+        f"{name} {figures.amount(value)}" for name, value in result.components.items()
     )
     lines.append(f"Components: {comps}")
     lines.append(f"Decision: {result.decision.upper()}")
-    lines.append(f"Total insured value: {_money(result.total_insured_value, result)}")
+    lines.append(f"Total insured value: {figures.amount(result.total_insured_value)}")
     return "\n".join(lines) + "\n"
 
 
-def _step_line(step: TraceStep, width: int, result: Valuation) -> str:
+def _step_line(step: TraceStep, width: int, figures: _Figures) -> str:
     name = step.name.ljust(width)
-    places = result.currency_minor_units
     if step.kind in ("formula", "claim"):
-        inputs = _inputs(step, places)
+        inputs = figures.inputs(step)
         return (
             f"{name} = {step.expression}"
             + (f"  [{inputs}]" if inputs else "")
-            + f"  → {_money(step.value, result)}   {step.source}"
+            + f"  → {figures.named(step.name, step.value)}   {step.source}"
         )
     if step.kind == "charge":
-        amount = _money(step.inputs.get("amount", ""), result)
+        amount = figures.amount(step.inputs.get("amount", ""))
         return f"{name} {step.inputs.get('type', '')} {amount}: {step.expression}   {step.source}"
     if step.kind == "convert":
         return (
-            f"{name} = {step.expression}  [{_inputs(step, places)}]  → {_money(step.value, result)}"
+            f"{name} = {step.expression}  [{figures.inputs(step)}]  → {figures.amount(step.value)}"
         )
     if step.kind == "duty":
         return (
-            f"{name} {step.expression}  [{_inputs(step, places)}]  → "
-            f"{_money(step.value, result)}   {step.source}"
+            f"{name} {step.expression}  [{figures.inputs(step)}]  → "
+            f"{figures.amount(step.value)}   {step.source}"
         )
     if step.kind == "rule":
         return (
@@ -112,34 +144,62 @@ def _step_line(step: TraceStep, width: int, result: Valuation) -> str:
     return f"{step.expression} → {step.value.upper()}"
 
 
-def render_claim_text(result: Claim) -> str:
-    """A settled claim for a person: the loss, each claims step with its line, the indemnity."""
+def render_claim_text(result: Claim, formulas: Iterable[tuple[str, str]] = ()) -> str:
+    """A settled claim for a person: the loss, each claims step with its line, the indemnity.
+
+    `formulas`, the valuation's (name, expression) when the caller has the pack, tell which
+    valuation figures the claims formulas read are amounts. Without them, a name read is an
+    amount when it is a component or holds the TIV, the premium or the deductible.
+    """
     valuation = result.valuation
     loss = result.loss
+    figures = _claim_figures(result, formulas)
     detail = ", ".join(
-        f"{k} {_money(v, valuation) if k != 'damage_percent' else v + '%'}"
-        for k, v in loss.model_dump(exclude_none=True).items()
-        if k != "kind"
+        f"{key} {plain(value)}%" if key == "damage_percent" else f"{key} {figures.amount(value)}"
+        for key, value in (
+            ("damage_percent", loss.damage_percent),
+            ("gross_sound_value", loss.gross_sound_value),
+            ("gross_damaged_value", loss.gross_damaged_value),
+        )
+        if value is not None
     )
     policy = valuation.policy
+    sum_insured = valuation.figures.get("sum_insured")
     lines = [
         f"Claim on shipment {result.shipment_id} under {policy.id}@{policy.version}: "
         f"{loss.kind} loss" + (f" ({detail})" if detail else ""),
-        f"  insured value {_money(valuation.total_insured_value, valuation)}"
-        + (
-            f", sum insured declared {_money(valuation.figures['sum_insured'] or '', valuation)}"
-            if valuation.figures.get("sum_insured")
-            else ""
-        ),
+        f"  insured value {figures.amount(valuation.total_insured_value)}"
+        + (f", sum insured declared {figures.amount(sum_insured)}" if sum_insured else ""),
         "",
         "Claims formulas",
     ]
     width = max((len(s.name) for s in result.trace), default=8)
     for step in result.trace:
-        lines.append("  " + _step_line(step, width, valuation))
+        lines.append("  " + _step_line(step, width, figures))
     lines.append("")
-    comps = ", ".join(f"{n} {_money(v, valuation)}" for n, v in result.components.items())
+    comps = ", ".join(f"{n} {figures.named(n, v)}" for n, v in result.components.items())
     if comps:
         lines.append(f"Components: {comps}")
-    lines.append(f"Indemnity: {_money(result.indemnity, valuation)}")
+    lines.append(f"Indemnity: {figures.amount(result.indemnity)}")
     return "\n".join(lines) + "\n"
+
+
+def _claim_figures(result: Claim, formulas: Iterable[tuple[str, str]]) -> _Figures:
+    valuation = result.valuation
+    known = money_names(formulas)
+    if not known:
+        amounts = {
+            v for v in (valuation.total_insured_value, valuation.premium, valuation.deductible) if v
+        }
+        claimed = {step.name for step in result.trace}
+        for step in result.trace:
+            for name, text in step.inputs.items():
+                if name in claimed or name in known or not _NUMBER.fullmatch(text):
+                    continue
+                known[name] = (
+                    is_money_name(name, {})
+                    or name in valuation.components
+                    or Decimal(text) in amounts
+                )
+    steps = [(s.name, s.expression) for s in result.trace if s.kind == "claim"]
+    return _Figures(valuation, money_names(steps, known))

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -691,7 +692,7 @@ def test_claims_are_recorded_masked_and_replayed(tmp_path: Path) -> None:
     settled = claim(rules, facts, {"kind": "partial", "damage_percent": "25"}, policy="mini",
                     audit=log)  # fmt: skip
     # TIV 1,000.00 × 1.10 = 1,100.00; 25% of it = 275.00
-    assert settled.indemnity == "275.00"
+    assert settled.indemnity == Decimal("275.00")
     record = log.get(settled.audit_id or "")
     assert record.kind == "claim" and record.masked == ["shipment.id"]
     assert record.facts["shipment"]["id"] == MASK_MARKER

@@ -281,7 +281,7 @@ def test_arithmetic_in_when_on_every_matcher(matcher: Any) -> None:
     rules = load_rules(files=repo(ARITHMETIC))
     result = value(rules, SHIPMENT, policy="mini", matcher=matcher)
     # freight = 300 + 40 = 340; margin = (1000 + 340) × 0.10 = 134; tiv = 1000 + 340 + 134 = 1474
-    assert result.total_insured_value == "1474.00"
+    assert result.total_insured_value == Decimal("1474.00")
     # freight-heavy: main carriage 300 × 4 = 1200 > 1000 holds.
     # margin-gap: 1474 - 1000 = 474 >= 440.50 holds, so the decision is refer.
     # thin-margin: 134 < 340 / 2 = 170 holds.

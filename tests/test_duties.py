@@ -153,7 +153,7 @@ def test_cif_basis_vat_on_duty_inclusive_value_and_longest_prefix() -> None:
     assert Decimal(estimate.total) == Decimal("259.974")
     assert result.duties_basis == "estimated"
     # TIV = (1,000 + 100) × 1.10 + 259.974 = 1,469.974 -> 1,469.97
-    assert result.total_insured_value == "1469.97"
+    assert result.total_insured_value == Decimal("1469.97")
     duty_line = next(line for line in estimate.lines if line.id == "duty")
     assert duty_line.source.startswith("rules/countries/GB/1.0.0.yaml:")
     assert duty_line.citation == "subheading"
@@ -329,7 +329,7 @@ def test_declared_duties_win_and_an_empty_list_means_none(shipped) -> None:
     facts = shipment(duties=[{"type": "import_duty", "amount": "12.00"}])
     assert value(shipped, facts, policy="standard").duties_basis == "declared"
     result = value(shipped, shipment(duties=[]), policy="standard")
-    assert result.duties_basis == "declared" and result.components["duties"] == "0.00"
+    assert result.duties_basis == "declared" and result.components["duties"] == Decimal("0.00")
 
 
 def test_estimate_lines_are_traced_to_rule_lines(shipped) -> None:

@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -269,10 +270,10 @@ def test_a_new_base_version_leaves_a_published_pack_on_its_base() -> None:
     after = value(rules, shipment(), policy="child")
     # T-1 is dated 2024-01-15, inside mini 1.1.0's window, yet child 1.0.0 (from 2021-01-01)
     # keeps mini 1.0.0: 1,000.00 + 1,000.00 × 0.10 = 1,100.00, before and after.
-    assert before.total_insured_value == after.total_insured_value == "1100.00"
+    assert before.total_insured_value == after.total_insured_value == Decimal("1100.00")
     assert _files_of(after) == [("mini", "1.0.0"), ("child", "1.0.0")]
     # mini itself moved on: 1,000.00 + 1,000.00 × 0.20 = 1,200.00.
-    assert value(rules, shipment(), policy="mini").total_insured_value == "1200.00"
+    assert value(rules, shipment(), policy="mini").total_insured_value == Decimal("1200.00")
 
 
 def test_a_draft_pack_follows_its_range() -> None:
@@ -282,7 +283,7 @@ def test_a_draft_pack_follows_its_range() -> None:
     rules = load_rules(files=repo(MINI_CLOSED, MINI_NEXT, CHILD, draft))
     result = value(rules, shipment(), policy="child@1.1.0", allow_draft=True)
     # ^1 -> the highest 1.x, mini 1.1.0: 1,000.00 + 1,000.00 × 0.20 = 1,200.00.
-    assert result.total_insured_value == "1200.00"
+    assert result.total_insured_value == Decimal("1200.00")
     assert _files_of(result) == [("mini", "1.1.0"), ("child", "1.1.0")]
 
 

@@ -76,16 +76,16 @@ def test_most_specific_row_wins_and_minimum_premium_converts() -> None:
     # to US by ocean: rows "*" and north_america both match; north_america is more specific
     result = value(rules, shipment(invoice={"amount": "100000.00"}), policy="mini")
     # TIV = 100,000 × 1.10 = 110,000.00; premium = 110,000 × 0.0025 = 275.00
-    assert result.figures["rate"] == "0.0025" and result.premium == "275.00"
+    assert result.figures["rate"] == Decimal("0.0025") and result.premium == Decimal("275.00")
     # deductible = max(250, 110,000 × 0.005 = 550) = 550.00
-    assert result.deductible == "550.00"
+    assert result.deductible == Decimal("550.00")
     # to GB by ocean: only "*" matches: 0.0030
     result = value(
         rules,
         shipment(invoice={"amount": "100000.00"}, destination={"country": "GB"}),
         policy="mini",
     )
-    assert result.premium == "330.00"  # 110,000 × 0.0030
+    assert result.premium == Decimal("330.00")  # 110,000 × 0.0030
     # valued in EUR with 1 USD = 0.90 EUR: 1,000 × 1.1 × 0.0030 = 3.30 < 45 USD = 40.50 EUR
     small = shipment(
         currency="EUR",
@@ -93,7 +93,7 @@ def test_most_specific_row_wins_and_minimum_premium_converts() -> None:
         fx={"USD": "0.90"},
         destination={"country": "GB"},
     )
-    assert value(rules, small, policy="mini").premium == "40.50"
+    assert value(rules, small, policy="mini").premium == Decimal("40.50")
 
 
 def test_a_table_gap_refers_and_reports_null_never_zero() -> None:
@@ -105,7 +105,7 @@ def test_a_table_gap_refers_and_reports_null_never_zero() -> None:
     assert reason.rule == "tables.base_rate"
     assert "mode = air, route = north_america" in reason.reason
     assert result.premium is None and result.figures["rate"] is None
-    assert result.total_insured_value == "1100.00"  # the TIV does not depend on the rate
+    assert result.total_insured_value == Decimal("1100.00")  # the TIV does not depend on the rate
     table_line = line_of(RATED, "base_rate:")
     assert reason.source == f"policies/mini/1.0.0.yaml:{table_line}"
 
@@ -140,11 +140,14 @@ def test_claims_total_partial_average_deductible() -> None:
     # deductible = max(250, 110,000 × 0.005) = 550.00
     total = claim(rules, facts, {"kind": "total"}, policy="mini")
     # total: 88,000 × 1 = 88,000; × 0.8 = 70,400; − 550 = 69,850.00
-    assert total.indemnity == "69850.00"
-    assert total.components == {"gross_loss": "88000.00", "after_average": "70400.00"}
+    assert total.indemnity == Decimal("69850.00")
+    assert total.components == {
+        "gross_loss": Decimal("88000.00"),
+        "after_average": Decimal("70400.00"),
+    }
     part = claim(rules, facts, {"kind": "partial", "damage_percent": "25"}, policy="mini")
     # 88,000 × 0.25 = 22,000; × 0.8 = 17,600; − 550 = 17,050.00
-    assert part.indemnity == "17050.00"
+    assert part.indemnity == Decimal("17050.00")
     values = claim(
         rules,
         facts,
@@ -152,13 +155,13 @@ def test_claims_total_partial_average_deductible() -> None:
         policy="mini",
     )
     # s.71: (12,000 − 9,000) / 12,000 = 0.25, the same as 25%: 17,050.00
-    assert values.indemnity == "17050.00"
+    assert values.indemnity == Decimal("17050.00")
     claim_steps = [s.name for s in values.trace]
     assert claim_steps == ["damage", "gross_loss", "after_average", "indemnity"]
     assert values.trace[0].source == f"policies/mini/1.0.0.yaml:{line_of(RATED, 'damage: >-')}"
     tiny = claim(rules, facts, {"kind": "partial", "damage_percent": "0.5"}, policy="mini")
     # 88,000 × 0.005 × 0.8 = 352 − 550 < 0 -> 0
-    assert tiny.indemnity == "0.00"
+    assert tiny.indemnity == Decimal("0.00")
 
 
 def test_a_bad_loss_is_a_facts_error_naming_the_field() -> None:
@@ -207,7 +210,7 @@ def test_extends_overrides_and_adds_and_records_every_file() -> None:
     )
     result = value(rules, facts, policy="child")
     # margin = 2,000,000 × 0.15 + 1 = 300,001; TIV = 2,300,001.00
-    assert result.total_insured_value == "2300001.00"
+    assert result.total_insured_value == Decimal("2300001.00")
     assert [r.rule for r in result.reasons] == ["big", "art"]  # inherited, then added
     assert [(f.id, f.source) for f in result.policy.files] == [
         ("mini", "policies/mini/1.0.0.yaml"),
@@ -252,7 +255,8 @@ def test_reject_charge_names_the_charge() -> None:
     assert str(info.value.problems[0].location) == "charges[1]"
     assert "already includes the insurance" in info.value.problems[0].message
     facts["incoterm"] = "FOB"
-    assert value(rules, facts, policy="mini").total_insured_value == "1102.20"  # 1,002 × 1.1
+    # 1,002 × 1.1 = 1,102.20
+    assert value(rules, facts, policy="mini").total_insured_value == Decimal("1102.20")
 
 
 def test_overlaps_in_a_condition() -> None:
@@ -295,7 +299,7 @@ def test_custom_function_passed_in_and_recorded() -> None:
     rules = load_rules(files=repo(WEIGHED), functions=FUNCTIONS, entry_points=False)
     result = value(rules, shipment(), policy="mini")
     # volumetric 18,000,000 cm³ / 6,000 = 3,000 kg > 2,500 kg actual
-    assert result.figures["weight"] == "3000.00"
+    assert result.figures["weight"] == Decimal("3000.00")
     assert [(f.name, f.version) for f in result.policy.functions] == [
         ("chargeable_weight_kg", "1.0.0")
     ]
@@ -318,7 +322,7 @@ def test_custom_function_found_through_its_entry_point(tmp_path: Path, monkeypat
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     rules = load_rules(files=repo(WEIGHED))
-    assert value(rules, shipment(), policy="mini").figures["weight"] == "3000.00"
+    assert value(rules, shipment(), policy="mini").figures["weight"] == Decimal("3000.00")
 
 
 def test_custom_function_declares_types_and_must_return_them() -> None:

@@ -97,9 +97,9 @@ def test_cif_premium_inclusive_vector(shipped: RuleSet) -> None:
     }
     result = value(shipped, facts, policy="cif-premium-inclusive")
     # A = 19,550.00 × 1.10 / (1 − 0.0055 × 1.10) = 21,505.00 / 0.99395 = 21,635.8971... -> 21,635.90
-    assert result.total_insured_value == "21635.90"
+    assert result.total_insured_value == Decimal("21635.90")
     # P = 21,635.90 × 0.0055 = 118.99745 -> 119.00
-    assert result.premium == "119.00"
+    assert result.premium == Decimal("119.00")
 
 
 def test_acme_extends_standard_and_records_both_files(shipped: RuleSet) -> None:
@@ -146,12 +146,12 @@ def _reasons(result: Valuation) -> dict[str, str]:
 def test_blue_harbour_plain_shipment_is_accepted_and_rated(shipped: RuleSet) -> None:
     result = value(shipped, _blue(), policy="blue-harbour")
     # TIV = 200,000.00 + 7,500.00 + 20,750.00 + 4,000.00 = 232,250.00
-    assert result.total_insured_value == "232250.00"
+    assert result.total_insured_value == Decimal("232250.00")
     # class 2, ocean, asia -> europe: the row without "*" (0.0035) beats [2,*,*,*] (0.0030)
     assert Decimal(result.figures["rate"] or "") == Decimal("0.0035")
     # 232,250.00 × 0.0035 = 812.875 -> 812.88; deductible 232,250.00 × 0.005 = 1,161.25
-    assert result.premium == "812.88"
-    assert result.deductible == "1161.25"
+    assert result.premium == Decimal("812.88")
+    assert result.deductible == Decimal("1161.25")
     assert (result.decision, result.reasons, result.flags) == ("accept", [], [])
 
 
@@ -176,7 +176,7 @@ def test_blue_harbour_every_reason_is_listed_and_decline_wins(shipped: RuleSet) 
     valuation_reason = next(r for r in result.reasons if r.rule == "professional-valuation")
     assert valuation_reason.subjects == ["goods[1]"]
     # TIV = 232,250.00 − 4,000.00 duties = 228,250.00; 100,000.00 < 228,250.00
-    assert result.total_insured_value == "228250.00"
+    assert result.total_insured_value == Decimal("228250.00")
     assert [f.name for f in result.flags] == ["under_insured"]
     # 100,000.00 ÷ 228,250.00 = 0.438116... -> 0.4381
     assert Decimal(result.figures["average_proportion"] or "") == Decimal("0.4381")
@@ -217,7 +217,7 @@ def test_blue_harbour_strongest_decision_wins(
     }
     assert _reasons(result) == expected
     if above_limit:
-        assert result.total_insured_value == "2212250.00"
+        assert result.total_insured_value == Decimal("2212250.00")
     strongest = "decline" if sanctioned else "refer" if fine_art or above_limit else "accept"
     assert result.decision == strongest
 
@@ -231,10 +231,10 @@ def test_blue_harbour_rating_gap_refers_and_leaves_the_premium_open(shipped: Rul
     assert "chemicals" in reason.reason
     assert reason.source.startswith("policies/blue-harbour/1.0.0.yaml:")
     # the TIV needs no rate: 232,250.00 as for electronics; the rate is never taken as zero
-    assert result.total_insured_value == "232250.00"
+    assert result.total_insured_value == Decimal("232250.00")
     assert result.premium is None
     assert result.figures["rate"] is None and result.figures["base_rate"] is None
-    assert result.deductible == "1161.25"
+    assert result.deductible == Decimal("1161.25")
 
 
 def test_blue_harbour_base_rate_gap_names_the_keys(shipped: RuleSet) -> None:
@@ -268,7 +268,7 @@ def test_blue_harbour_freight_collect_is_excluded_with_its_reason(shipped: RuleS
     assert (excluded.type, excluded.rule) == ("ocean_freight", "freight-collect")
     assert "s.16(2)" in excluded.reason
     # freight = 800.00 + 700.00 = 1,500.00; TIV = 201,500.00 × 1.10 + 4,000.00 = 225,650.00
-    assert result.total_insured_value == "225650.00"
+    assert result.total_insured_value == Decimal("225650.00")
 
 
 def test_blue_harbour_claim_with_average_and_deductible(shipped: RuleSet) -> None:
@@ -287,14 +287,14 @@ def test_blue_harbour_claim_with_average_and_deductible(shipped: RuleSet) -> Non
         shipped, facts, {"kind": "partial", "damage_percent": "20"}, policy="blue-harbour"
     )
     # TIV = 150,000.00 + 600.00 + 15,060.00 + 3,000.00 = 168,660.00 (ocean freight in CFR price)
-    assert settled.valuation.total_insured_value == "168660.00"
+    assert settled.valuation.total_insured_value == Decimal("168660.00")
     # loss on value = 168,660.00 × 0.20 = 33,732.00
     # average (s.81) = 33,732.00 × 150,000.00 ÷ 168,660.00 = 30,000.00
     # deductible = max(150,000.00 × 0.005, 250) = 750.00; indemnity = 29,250.00
     assert Decimal(settled.components["loss_on_value"]) == Decimal("33732.00")
     assert Decimal(settled.components["covered_loss"]) == Decimal("30000.00")
     assert Decimal(settled.components["deductible_applied"]) == Decimal("750.00")
-    assert settled.indemnity == "29250.00"
+    assert settled.indemnity == Decimal("29250.00")
     steps = {step.name: step.source for step in settled.trace}
     assert set(steps) >= {"loss_fraction", "loss_on_value", "covered_loss", "indemnity"}
     assert all(source.startswith("policies/blue-harbour/1.0.0.yaml:") for source in steps.values())
@@ -305,7 +305,7 @@ def test_blue_harbour_claim_never_pays_below_zero(shipped: RuleSet) -> None:
     settled = claim(
         shipped, _blue(), {"kind": "partial", "damage_percent": "0.4"}, policy="blue-harbour"
     )
-    assert settled.indemnity == "0.00"
+    assert settled.indemnity == Decimal("0.00")
 
 
 def test_a_pack_without_claims_cannot_settle(shipped: RuleSet) -> None:
@@ -332,7 +332,7 @@ def test_a_published_base_version_leaves_acme_1_0_0_on_standard_1_0_0(shipped: R
         ("standard", "1.0.0"),
         ("acme-marine", "1.0.0"),
     ]
-    assert result.total_insured_value == "123020.00"
+    assert result.total_insured_value == Decimal("123020.00")
     assert result.excluded_charges == []
 
 
@@ -349,7 +349,7 @@ def test_a_published_base_version_leaves_acme_1_0_0_on_standard_1_0_0(shipped: R
 )
 def test_from_2027_a_cif_price_holds_its_freight(shipped: RuleSet, policy: str, tiv: str) -> None:
     result = value(shipped, _cif_shipment("2027-03-01"), policy=policy)
-    assert result.total_insured_value == tiv
+    assert result.total_insured_value == Decimal(tiv)
     assert [(c.type, c.rule) for c in result.excluded_charges] == [
         ("ocean_freight", "main-carriage-in-price")
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from decimal import Decimal
 
 import pytest
 
@@ -248,5 +249,5 @@ def test_load_is_done_once() -> None:
     assert after_load == 4  # three reference files and the pack
     for _ in range(3):
         # 1,000.00 × 1.10 = 1,100.00
-        assert value(rules, shipment(), policy="mini").total_insured_value == "1100.00"
+        assert value(rules, shipment(), policy="mini").total_insured_value == Decimal("1100.00")
     assert source.reads == after_load

@@ -18,6 +18,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -234,8 +235,8 @@ def test_value_one_shipment_as_the_cli_does(keyed: Server) -> None:
     result = Valuation.model_validate(response.json())  # the `tiv value --format json` model
     # freight = 100.05; margin = (1000.10 + 100.05) x 0.10 = 110.015
     # TIV = 1000.10 + 100.05 + 110.015 + 0 = 1210.165 -> half up -> 1210.17
-    assert result.total_insured_value == "1210.17"
-    assert result.components["margin"] == "110.015"
+    assert result.total_insured_value == Decimal("1210.17")
+    assert result.components["margin"] == Decimal("110.015")
     assert result.policy.id == "standard" and result.trace
     assert response.headers["Tiv-Rules-Id"] == keyed.request("GET", "/readyz").json()["rules_id"]
 
@@ -825,7 +826,10 @@ def test_in_flight_requests_keep_their_rules(tmp_path: Path) -> None:
     # new requests at 30%: margin = 1100.15 x 0.30 = 330.045; TIV = 1430.195 -> 1430.20
     old = value(held.rules, shipment(), policy="acme")
     new = value(state.current.rules, shipment(), policy="acme")
-    assert (old.total_insured_value, new.total_insured_value) == ("1320.18", "1430.20")
+    assert (old.total_insured_value, new.total_insured_value) == (
+        Decimal("1320.18"),
+        Decimal("1430.20"),
+    )
 
 
 def test_several_worker_processes(tmp_path: Path) -> None:

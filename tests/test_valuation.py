@@ -22,16 +22,16 @@ def test_seed_example_by_hand(shipped) -> None:
     result = value(shipped, SEED, policy="standard")
     # freight = 8,000 + 650 + 420 = 9,070.00; margin = (500,000 + 9,070) × 0.10 = 50,907.00
     # TIV = 500,000.00 + 9,070.00 + 50,907.00 + 1,732.00 = 561,709.00
-    assert result.total_insured_value == "561709.00"
+    assert result.total_insured_value == Decimal("561709.00")
     assert result.components == {
-        "invoice": "500000.00",
-        "freight": "9070.00",
-        "margin": "50907.00",
-        "duties": "1732.00",
+        "invoice": Decimal("500000.00"),
+        "freight": Decimal("9070.00"),
+        "margin": Decimal("50907.00"),
+        "duties": Decimal("1732.00"),
     }
     assert [(c.type, c.amount) for c in result.excluded_charges] == [
-        ("demurrage", "1500.00"),
-        ("detention", "300.00"),
+        ("demurrage", Decimal("1500.00")),
+        ("detention", Decimal("300.00")),
     ]
     assert result.excluded_charges[0].rule == "charge_types.demurrage"
     assert result.decision == "accept" and result.reasons == [] and result.flags == []
@@ -79,11 +79,11 @@ def test_multi_currency_by_hand() -> None:
     # invoice = 100,000 × 0.9215 = 92,150; freight = 2,500 × 0.9215 + 300 = 2,603.75
     # duties = 1,000 GBP × 1.1650 = 1,165.00; margin = (92,150 + 2,603.75) × 0.10 = 9,475.375
     # TIV = 92,150 + 2,603.75 + 9,475.375 + 1,165 = 105,394.125 -> half-up 105,394.13
-    assert result.components["freight"] == "2603.75"
-    assert result.components["duties"] == "1165.00"
-    assert result.total_insured_value == "105394.13"
+    assert result.components["freight"] == Decimal("2603.75")
+    assert result.components["duties"] == Decimal("1165.00")
+    assert result.total_insured_value == Decimal("105394.13")
     # the detention was converted (99 × 1.1650 = 115.335) and then excluded
-    assert result.excluded_charges[0].amount == "115.335"
+    assert result.excluded_charges[0].amount == Decimal("115.335")
     converted = [s for s in result.trace if s.kind == "convert"]
     assert {s.name for s in converted} == {
         "invoice.amount",
@@ -101,24 +101,26 @@ def test_jpy_rounds_to_whole_yen() -> None:
         charges=[{"type": "air_freight", "amount": "3"}],
     )
     # margin = (1,000,001 + 3) × 0.10 = 100,000.4; TIV = 1,100,004.4 -> 1,100,004 (half-up)
-    assert value(rules, facts, policy="mini").total_insured_value == "1100004"
+    tiv = value(rules, facts, policy="mini").total_insured_value
+    assert tiv == Decimal("1100004") and tiv.as_tuple().exponent == 0  # no places in yen
     facts["invoice"] = {"amount": "1000002"}
     # margin = 100,000.5; TIV = 1,100,005.5 -> 1,100,006 (half-up: the half goes up)
-    assert value(rules, facts, policy="mini").total_insured_value == "1100006"
+    assert value(rules, facts, policy="mini").total_insured_value == Decimal("1100006")
 
 
 def test_kwd_has_three_places() -> None:
     rules = load_mini()
     facts = shipment(currency="KWD", invoice={"amount": "100.0005"})
     # margin = 10.00005; TIV = 110.00055 -> 110.001 at 3 places, half-up
-    assert value(rules, facts, policy="mini").total_insured_value == "110.001"
+    tiv = value(rules, facts, policy="mini").total_insured_value
+    assert tiv == Decimal("110.001") and tiv.as_tuple().exponent == -3
 
 
 def test_half_even_pack_differs_at_exact_half() -> None:
     rules = load_mini(replace={"mode: half_up": "mode: half_even"})
     facts = shipment(invoice={"amount": "1000.15"})
     # TIV = 1,000.15 × 1.10 = 1,100.165 -> half-even 1,100.16 (6 is even)
-    assert value(rules, facts, policy="mini").total_insured_value == "1100.16"
+    assert value(rules, facts, policy="mini").total_insured_value == Decimal("1100.16")
 
 
 @settings(max_examples=60, deadline=None)
@@ -187,12 +189,12 @@ def test_exclude_charge_rule_on_freight_collect() -> None:
     ]
     collect = value(rules, shipment(payment_method="collect", charges=charges), policy="mini")
     # freight = 100.00 (ocean freight excluded); TIV = (1,000 + 100) × 1.1 = 1,210.00
-    assert collect.total_insured_value == "1210.00"
+    assert collect.total_insured_value == Decimal("1210.00")
     assert [(c.type, c.rule) for c in collect.excluded_charges] == [
         ("ocean_freight", "freight-collect")
     ]
     prepaid = value(rules, shipment(charges=charges), policy="mini")
-    assert prepaid.total_insured_value == "1760.00"  # (1,000 + 600) × 1.1
+    assert prepaid.total_insured_value == Decimal("1760.00")  # (1,000 + 600) × 1.1
 
 
 RATIO = {"  tiv: round(": "  ratio: freight / freight\n  tiv: round("}
@@ -272,7 +274,9 @@ def test_value_many_streams_results_and_errors_in_order(shipped) -> None:
     assert isinstance(results[2], TivError)
     assert any(p.location.path == "currency" for p in results[2].problems)
     # The seed by hand (test_seed_example_by_hand): 561,709.00 for every valid form.
-    assert all(r.total_insured_value == "561709.00" for r in results if isinstance(r, Valuation))
+    assert all(
+        r.total_insured_value == Decimal("561709.00") for r in results if isinstance(r, Valuation)
+    )
     one = value(shipped, seed, policy="standard")
     assert results[0] == one and results[0].model_dump_json() == one.model_dump_json()
 
@@ -294,7 +298,7 @@ def _read_in(order: str, result: Valuation) -> str:
     if order == "trace":
         assert result.trace  # a deferred field read by attribute
     elif order == "components":
-        assert result.components["invoice"] == "500000.00"
+        assert result.components["invoice"] == Decimal("500000.00")
     elif order == "dump":
         result.model_dump(mode="json")
     elif order == "copy":
@@ -312,7 +316,7 @@ def test_deferred_fields_read_the_same_whatever_comes_first(shipped, order: str)
     # result must be the same model, field for field and byte for byte, as one validated
     # from its own JSON, whichever way it is read first.
     result = value(shipped, SEED, policy="standard")
-    assert result.decision == "accept" and result.total_insured_value == "561709.00"
+    assert result.decision == "accept" and result.total_insured_value == Decimal("561709.00")
     text = _read_in(order, result)
     validated = Valuation.model_validate_json(text)
     assert validated.model_dump_json() == text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.common import (
     UsageError,
@@ -15,6 +15,10 @@ from engine.cli.common import (
     parse_date,
     read_facts_arg,
 )
+
+if TYPE_CHECKING:
+    from engine.result import Claim
+    from engine.ruleset import RuleSet
 
 
 def cmd_claim(args: argparse.Namespace) -> int:
@@ -53,9 +57,18 @@ def cmd_claim(args: argparse.Namespace) -> int:
         # Recording was asked for: a settlement that could not be recorded is not given out.
         print(f"tiv: not recorded, so not settled: {exc}", file=sys.stderr)
         return exc.exit_code
-    text = "" if args.format == "json" else render_claim_text(result)
+    text = "" if args.format == "json" else render_claim_text(result, _formulas(rules, result))
     emit_result(result, text, args.format, args.output)
     return 0
+
+
+def _formulas(rules: RuleSet, result: Claim) -> list[tuple[str, str]]:
+    """The valuation formulas of the pack that settled the claim, as (name, text)."""
+    ref = result.valuation.policy
+    for pack in rules.pack_versions(ref.id):
+        if pack.version == ref.version:
+            return [(name, formula.text) for name, formula in pack.formulas]
+    return []
 
 
 def register(verbs: Any) -> None:

@@ -57,11 +57,49 @@ def money_names(
     formulas: Iterable[tuple[str, str]], known: Mapping[str, bool] | None = None
 ) -> dict[str, bool]:
     """Whether each formula's value is an amount, `known` (name -> is money) included."""
-    powers: dict[str, int] = {name: int(money) for name, money in (known or {}).items()}
-    for name, text in formulas:
-        tree = _parsed(text)
-        powers[name] = (_power(tree, powers) or 0) if tree is not None else 0
+    powers, _ = _run(list(formulas), {name: int(money) for name, money in (known or {}).items()})
     return {name: power == 1 for name, power in powers.items()}
+
+
+# Past this many names of unknown kind, guessing tries too many combinations: they are
+# taken as amounts.
+MAX_GUESSED = 8
+
+
+def guess_money_names(
+    formulas: Iterable[tuple[str, str]], known: Mapping[str, bool], unknown: Iterable[str]
+) -> dict[str, bool]:
+    """Like `money_names`, for formulas that read names nothing here defines (a claim's
+    formulas read the valuation's, whose trace a claim does not carry).
+
+    Each unknown name is tried as an amount and as a plain number; the combination under
+    which the formulas add and compare like with like most often wins, amounts first on a
+    tie: `min(deductible, covered_loss)` makes `covered_loss` an amount, and so whatever
+    unknown name it was multiplied from.
+    """
+    steps = list(formulas)
+    names = sorted(set(unknown) - set(known))
+    if len(names) > MAX_GUESSED:
+        return money_names(steps, {**known, **dict.fromkeys(names, True)})
+    best: tuple[int, int, int] | None = None
+    chosen: dict[str, int] = {}
+    for combination in range(2 ** len(names)):
+        guess = {name: 1 - ((combination >> i) & 1) for i, name in enumerate(names)}
+        powers, mismatches = _run(steps, {**{n: int(m) for n, m in known.items()}, **guess})
+        # Fewest mismatches, then fewest names taken as plain numbers.
+        score = (mismatches, combination.bit_count(), combination)
+        if best is None or score < best:
+            best, chosen = score, powers
+    return {name: power == 1 for name, power in chosen.items()}
+
+
+def _run(steps: list[tuple[str, str]], powers: dict[str, int]) -> tuple[dict[str, int], int]:
+    """The power of each formula, and how many times unlike powers met in `+`, `if`, `max`."""
+    mismatches = [0]
+    for name, text in steps:
+        tree = _parsed(text)
+        powers[name] = (_power(tree, powers, mismatches) or 0) if tree is not None else 0
+    return powers, mismatches[0]
 
 
 def is_money_name(name: str, names: Mapping[str, bool]) -> bool:
@@ -78,7 +116,7 @@ def _parsed(text: str) -> Expr | None:
     return tree
 
 
-def _power(node: Expr, powers: Mapping[str, int]) -> Power:
+def _power(node: Expr, powers: Mapping[str, int], seen: list[int]) -> Power:
     if isinstance(node, Num):
         return None
     if isinstance(node, Name):
@@ -87,11 +125,11 @@ def _power(node: Expr, powers: Mapping[str, int]) -> Power:
             return powers[dotted]
         return 1 if dotted in _MONEY_FACTS or dotted.startswith(_MONEY_PREFIXES) else 0
     if isinstance(node, Unary):
-        return _power(node.operand, powers) if node.op != "not" else 0
+        return _power(node.operand, powers, seen) if node.op != "not" else 0
     if isinstance(node, Binary):
-        left, right = _power(node.left, powers), _power(node.right, powers)
+        left, right = _power(node.left, powers, seen), _power(node.right, powers, seen)
         if node.op in ("+", "-"):
-            return _either(left, right)
+            return _either(left, right, seen)
         if node.op == "*":
             return (left or 0) + (right or 0)
         if node.op == "/":
@@ -99,7 +137,7 @@ def _power(node: Expr, powers: Mapping[str, int]) -> Power:
         exponent = node.right.value if isinstance(node.right, Num) else 1
         return (left or 0) * int(exponent)
     if isinstance(node, IfElse):
-        return _either(_power(node.then, powers), _power(node.otherwise, powers))
+        return _either(_power(node.then, powers, seen), _power(node.otherwise, powers, seen), seen)
     if isinstance(node, Call):
         if node.func in _MONEY_FUNCTIONS:
             return 1
@@ -108,14 +146,14 @@ def _power(node: Expr, powers: Mapping[str, int]) -> Power:
         args = node.args[:1] if node.func == "round" else node.args
         found: Power = None
         for arg in args:
-            found = _either(found, _power(arg, powers))
+            found = _either(found, _power(arg, powers, seen), seen)
         return found
     if isinstance(node, Compare | Logic):
         return 0
     return 0  # text, booleans, lists: not figures
 
 
-def _either(a: Power, b: Power) -> Power:
+def _either(a: Power, b: Power, seen: list[int]) -> Power:
     """The power of `a + b`, `a if ... else b`, `max(a, b)`: a literal fits the other side.
 
     Two different powers are a mistake in the rule file; the amount wins, so an amount is
@@ -125,4 +163,5 @@ def _either(a: Power, b: Power) -> Power:
         return b
     if b is None or a == b:
         return a
+    seen[0] += 1
     return a if a == 1 else b if b == 1 else max(a, b)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
-from engine.explaining.dimensions import is_money_name, money_names
+from engine.explaining.dimensions import guess_money_names, is_money_name, money_names
 from engine.money import display, plain
 from engine.result import Claim, TraceStep, Valuation
 
@@ -132,9 +132,11 @@ def _step_line(step: TraceStep, width: int, figures: _Figures) -> str:
             f"{name} = {step.expression}  [{figures.inputs(step)}]  → {figures.amount(step.value)}"
         )
     if step.kind == "duty":
+        # A de minimis step's value is whether the relief applies (1 or 0), not an amount.
+        shown = _num(step.value) if step.name.startswith("de_minimis ") else None
         return (
             f"{name} {step.expression}  [{figures.inputs(step)}]  → "
-            f"{figures.amount(step.value)}   {step.source}"
+            f"{shown or figures.amount(step.value)}   {step.source}"
         )
     if step.kind == "rule":
         return (
@@ -186,20 +188,25 @@ def render_claim_text(result: Claim, formulas: Iterable[tuple[str, str]] = ()) -
 
 def _claim_figures(result: Claim, formulas: Iterable[tuple[str, str]]) -> _Figures:
     valuation = result.valuation
-    known = money_names(formulas)
-    if not known:
-        amounts = {
-            v for v in (valuation.total_insured_value, valuation.premium, valuation.deductible) if v
-        }
-        claimed = {step.name for step in result.trace}
-        for step in result.trace:
-            for name, text in step.inputs.items():
-                if name in claimed or name in known or not _NUMBER.fullmatch(text):
-                    continue
-                known[name] = (
-                    is_money_name(name, {})
-                    or name in valuation.components
-                    or Decimal(text) in amounts
-                )
     steps = [(s.name, s.expression) for s in result.trace if s.kind == "claim"]
-    return _Figures(valuation, money_names(steps, known))
+    known = money_names(formulas)
+    if known:
+        return _Figures(valuation, money_names(steps, known))
+    # Without the pack: components, and names holding the TIV, the premium or the
+    # deductible, are amounts; the other names read from the valuation are guessed.
+    amounts = {
+        v for v in (valuation.total_insured_value, valuation.premium, valuation.deductible) if v
+    }
+    claimed = {name for name, _ in steps}
+    unknown = set()
+    for step in result.trace:
+        for name, text in step.inputs.items():
+            if name in claimed or name in known or not _NUMBER.fullmatch(text):
+                continue
+            if is_money_name(name, {}) or name in valuation.components or Decimal(text) in amounts:
+                known[name] = True
+            elif name.startswith("loss."):
+                known[name] = False
+            else:
+                unknown.add(name)
+    return _Figures(valuation, guess_money_names(steps, known, unknown))

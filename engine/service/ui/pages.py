@@ -570,7 +570,7 @@ def _is_record_id(text: str) -> bool:
     return len(text) == 36 and all(c in "0123456789abcdef-" for c in text)
 
 
-def _money(text: str | None) -> str:
+def _money(text: str | Decimal | None) -> str:
     if text is None or text == "":
         return "—"
     try:

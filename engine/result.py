@@ -13,21 +13,37 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationInfo,
+    WithJsonSchema,
+)
 
 from engine.money import parse_decimal
 
 Decision = Literal["accept", "refer", "decline"]
 
 
-def _read_exact(value: object) -> Decimal:
+# The validation context key under which an audit record's mask marker is passed: a
+# figure that repeated a masked fact is stored as that marker, and is read back as it.
+MASKED = "masked"
+
+
+def _read_exact(value: object, info: ValidationInfo) -> Decimal:
     """A Decimal, or decimal text: what JSON carries and what the engine itself makes.
 
     A JSON number or a Python float or int is refused, not converted: a float has lost
     its exact value already, and the JSON contract is text, so a number there is a
-    mistake in whatever wrote it.
+    mistake in whatever wrote it. The one exception is display-only: a masked audit
+    record, read with `context={MASKED: marker}`, keeps its marker text where a figure was.
     """
     if isinstance(value, Decimal | str):
+        if info.context and value == info.context.get(MASKED):
+            return value  # type: ignore[return-value]  # the marker, shown as it is
         return parse_decimal(value)
     raise ValueError(
         f'expected a Decimal or decimal text such as "1234.50", got {type(value).__name__}'
@@ -41,7 +57,7 @@ def _write_exact(value: Decimal) -> str:
     comes through here.
     """
     text = format(value, "f")
-    return text[1:] if not value and text[0] == "-" else text
+    return text[1:] if text[0] == "-" and not value else text
 
 
 # An exact figure: `Decimal` in Python, decimal text in JSON (written without an exponent,

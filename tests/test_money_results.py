@@ -327,3 +327,23 @@ def test_dimensions_follow_the_arithmetic() -> None:
         ["x", "k"],
     )
     assert guessed["x"] and not guessed["k"] and guessed["scaled"] and guessed["left"]
+
+
+def test_a_masked_audit_record_is_still_explained(shipped: RuleSet, tmp_path: Path) -> None:
+    from engine.compliance.audit import AuditLog
+    from engine.compliance.audit.masking import MASK_MARKER
+    from engine.compliance.audit.record import _MASKED
+    from engine.result import MASKED
+
+    assert _MASKED[MASKED] == MASK_MARKER  # the copy record.py keeps (an import cycle)
+    log = AuditLog(tmp_path / "audit.db", mask=["invoice.amount", "charges[*].amount"])
+    result = value(shipped, SEED, policy="standard@1.0.0", audit=log)
+    record = log.get(result.audit_id or "")
+    # The invoice component and the excluded demurrage repeat masked facts: stored masked.
+    assert record.result["components"]["invoice"] == MASK_MARKER
+    text = record.explained()
+    assert f"invoice {MASK_MARKER}" in text and "Total insured value: 561,709.00 USD" in text
+    # Anything but the marker is still refused.
+    data = {**record.result, "total_insured_value": "<hidden>"}
+    with pytest.raises(ValidationError):
+        Valuation.model_validate(data, context=_MASKED)

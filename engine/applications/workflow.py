@@ -506,12 +506,15 @@ class Book:
             allow_draft=True,
         )
         differences = []
+        # Compared as written (decimal text), so a figure that kept its value but not its
+        # places (1100.0 for 1100.00) is a difference too.
+        was, is_now = recorded.model_dump(mode="json"), now.model_dump(mode="json")
         for name in ("total_insured_value", "premium", "deductible", "decision", "currency"):
-            before, after = getattr(recorded, name), getattr(now, name)
+            before, after = was[name], is_now[name]
             if before != after:
                 differences.append(f"{name}: {before} -> {after}")
         for group in ("components", "figures"):
-            before_map, after_map = getattr(recorded, group), getattr(now, group)
+            before_map, after_map = was[group], is_now[group]
             for key in sorted(set(before_map) | set(after_map)):
                 if before_map.get(key) != after_map.get(key):
                     differences.append(

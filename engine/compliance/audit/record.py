@@ -18,10 +18,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.money import plain
-from engine.result import Claim, FileRef, PolicyRef, Valuation
+from engine.result import MASKED, Claim, FileRef, PolicyRef, Valuation
 from engine.ruleset import RuleSet
 
 FORMAT = 1
+# A figure that repeated a masked fact is stored as the mask's marker (masking.MASK_MARKER,
+# which imports this module): results are read back for display with it kept as text.
+_MASKED = {MASKED: "<masked>"}
 
 # What a record can hold: a valuation, or a result resting on one (a Claim; an insurance
 # application's event, engine.applications), each a pydantic model dumped as the result.
@@ -85,7 +88,7 @@ class AuditRecord(AuditModel):
         """The recorded valuation (a claim's own); AuditError if it no longer fits."""
         data = self.result.get("valuation") if self.kind == "claim" else self.result
         try:
-            return Valuation.model_validate({**(data or {}), "audit_id": self.id})
+            return Valuation.model_validate({**(data or {}), "audit_id": self.id}, context=_MASKED)
         except ValidationError as exc:
             raise AuditError(
                 f"record {self.id} holds a result this engine cannot read "
@@ -101,7 +104,8 @@ class AuditRecord(AuditModel):
         if self.kind != "claim":
             return render_text(self.valuation())
         try:
-            return render_claim_text(Claim.model_validate({**self.result, "audit_id": self.id}))
+            claim = Claim.model_validate({**self.result, "audit_id": self.id}, context=_MASKED)
+            return render_claim_text(claim)
         except ValidationError as exc:
             raise AuditError(
                 f"record {self.id} holds a claim this engine cannot read "

@@ -580,9 +580,11 @@ def _money(text: str | Decimal | None) -> str:
 
 
 def _result_view(result: Any) -> dict[str, Any]:
-    """A valuation with its waterfall drawn."""
-    steps = [(name, Decimal(amount)) for name, amount in result.components.items()]
-    total = ("TIV", Decimal(result.total_insured_value))
+    """A valuation with its waterfall drawn (none when a masked audit record hides a figure)."""
+    steps = [(name, amount) for name, amount in result.components.items()]
+    total = ("TIV", result.total_insured_value)
+    if not all(isinstance(amount, Decimal) for _, amount in [*steps, total]):
+        return {"v": result, "chart": ""}
     chart = charts.waterfall(
         f"{result.policy.id}@{result.policy.version}: from invoice to TIV", steps, total
     )

@@ -343,6 +343,12 @@ def test_a_masked_audit_record_is_still_explained(shipped: RuleSet, tmp_path: Pa
     assert record.result["components"]["invoice"] == MASK_MARKER
     text = record.explained()
     assert f"invoice {MASK_MARKER}" in text and "Total insured value: 561,709.00 USD" in text
+    # The workbench shows the record's figures, and draws no waterfall it cannot add up.
+    from engine.service.ui.pages import _money, _result_view
+
+    assert _result_view(record.valuation())["chart"] == ""
+    assert _money(record.valuation().components["invoice"]) == MASK_MARKER
+    assert _result_view(result)["chart"].startswith("<svg")
     # Anything but the marker is still refused.
     data = {**record.result, "total_insured_value": "<hidden>"}
     with pytest.raises(ValidationError):

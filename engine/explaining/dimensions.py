@@ -46,7 +46,8 @@ _MONEY_FACTS = frozenset(
 )
 _MONEY_PREFIXES = ("charges.", "declared_duties.")
 _MONEY_FUNCTIONS = frozenset({"from_currency", "estimate_duties"})
-_PLAIN_FUNCTIONS = frozenset({"lookup"})
+# A table gives rates and classes; `exists` and `overlaps` give booleans, not figures.
+_PLAIN_FUNCTIONS = frozenset({"lookup", "exists", "overlaps"})
 _NOWHERE = Location()
 
 # The power of money of a value; None for a bare literal, which fits either.

@@ -134,7 +134,14 @@ class ResultSpec(_Model):
 
 
 class Table(_Model):
-    """A rate table: rows of key values ("*" matches anything) and the value they give."""
+    """A rate table: rows of key cells and the value they give.
+
+    Positional form: `rows` of key cells in the order of `keys`, then the value (a
+    number). Named form (with `result`): the first row, of `rows` or of the CSV file
+    `rows_from` names, is a header naming every key column and the result column; a key
+    cell is `*`, a number, text, a comparison (`> 45`) or a range (`[10, 20)`, `10..20`),
+    and the result is a number or text.
+    """
 
     description: str | None = None
     match: Literal["first", "most_specific"] = Field(
@@ -148,13 +155,36 @@ class Table(_Model):
     keys: dict[Identifier, str] = Field(
         description="column -> the name whose value is looked up (e.g. shipment.mode)"
     )
+    result: Identifier | None = Field(
+        None,
+        description="the name of the column the table gives; with it, the first row (of rows "
+        "or of the rows_from file) is a header naming every column",
+    )
+    rows_from: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.csv$")] | None = Field(
+        None,
+        description="a CSV file beside the pack file holding the rows, header first (needs result)",
+    )
     rows: list[list[str | Decimal]] = Field(
-        description="key values in column order, then the value"
+        default_factory=list,
+        description="positional: key cells in the order of keys, then the value; named: a "
+        "header row, then the rows",
     )
     source: str | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> Table:
+        if self.on_gap == "refer" and not self.gap_reason:
+            raise ValueError("on_gap: refer needs a gap_reason")
+        if self.result is not None:
+            if self.result in self.keys:
+                raise ValueError(f"the result column `{self.result}` is also a key column")
+            if (self.rows_from is None) == (not self.rows):
+                raise ValueError("give the rows (header first) or rows_from, not both")
+            return self
+        if self.rows_from is not None:
+            raise ValueError("rows_from needs `result`, the name of the result column")
+        if not self.rows:
+            raise ValueError("the table has no rows")
         width = len(self.keys) + 1
         for index, row in enumerate(self.rows):
             if len(row) != width:
@@ -162,10 +192,9 @@ class Table(_Model):
                     f"row {index} has {len(row)} cells; the table has {width} "
                     f"columns ({', '.join(self.keys)}, value)"
                 )
-            if not isinstance(row[-1], Decimal):
+            last = row[-1]
+            if not isinstance(last, Decimal) and percent(last) is None:
                 raise ValueError(f"row {index}: the last cell, the value, must be a number")
-        if self.on_gap == "refer" and not self.gap_reason:
-            raise ValueError("on_gap: refer needs a gap_reason")
         return self
 
 

@@ -318,10 +318,11 @@ def _read_attachments(
             problems.extend(exc.problems)
             continue
         except OSError as exc:
+            why = "no such file" if isinstance(exc, FileNotFoundError) else exc.strerror or exc
             problems.append(
                 Problem(
                     "table.rows_from",
-                    f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+                    f"cannot read {path}: {why}",
                     loaded.locate(f"tables.{name}.rows_from"),
                 )
             )

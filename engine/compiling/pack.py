@@ -389,8 +389,7 @@ def _compile_tables(merged: _Merged, problems: list[Problem]) -> dict[str, Compi
     for name, (spec, loaded, attachments) in merged.tables.items():
         table, errs = compile_table(name, spec, loaded, attachments)
         problems.extend(errs)
-        if table is not None:
-            tables[name] = table
+        tables[name] = table
     return tables
 
 
@@ -473,7 +472,7 @@ def _check_result(
                     loaded.locate(path),
                 )
             )
-        elif name in formulas and formulas[name].type != NUMBER:
+        elif name in formulas and formulas[name].type not in (NUMBER, ANY):
             problems.append(
                 Problem(
                     "pack.not_a_number",

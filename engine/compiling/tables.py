@@ -33,7 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from engine.compiling.expressions import Name, parse
-from engine.compiling.formulas import NUMBER, TEXT
+from engine.compiling.formulas import ANY, NUMBER, TEXT
 from engine.errors import Location, Problem
 from engine.loading.yamlfile import LoadedYaml
 from engine.money import percent
@@ -237,7 +237,10 @@ class CompiledTable:
 
 def compile_table(
     name: str, spec: Table, loaded: LoadedYaml, attachments: Mapping[str, bytes]
-) -> tuple[CompiledTable | None, list[Problem]]:
+) -> tuple[CompiledTable, list[Problem]]:
+    """The table, or with problems a stand-in without rows that gives the type its result
+    column seems to hold (else any), so formulas that look it up report only their own
+    problems, not a cascade of the table's."""
     base = f"tables.{name}"
     where = loaded.locate(base, key=True)
     problems: list[Problem] = []
@@ -257,8 +260,12 @@ def compile_table(
             )
             continue
         keys.append((column, expr.dotted))
+
+    def stand_in(kind: str = ANY) -> CompiledTable:
+        return CompiledTable(name, spec, tuple(keys), where, (), spec.result or "value", kind)
+
     if problems:
-        return None, problems
+        return stand_in(), problems
     if spec.result is None:
         positional = _positional_rows(spec, loaded, base)
         table = CompiledTable(name, spec, tuple(keys), where, positional)
@@ -266,11 +273,11 @@ def compile_table(
 
     grid = _grid(spec, loaded, base, attachments, problems)
     if grid is None:
-        return None, problems
+        return stand_in(), problems
     header, body = grid
     order = _header(header, spec, problems)
     if order is None:
-        return None, problems
+        return stand_in(_guess(header, body, spec.result)), problems
     positions, result_at = order
     rows: list[Row] = []
     kinds: dict[str, Location] = {}
@@ -325,12 +332,26 @@ def compile_table(
     if not body and not problems:
         problems.append(Problem("table.empty", "the table has a header but no rows", where))
     if problems:
-        return None, problems
+        return stand_in(next(iter(kinds)) if len(kinds) == 1 else ANY), problems
     result_type = next(iter(kinds), NUMBER)
     table = CompiledTable(
         name, spec, tuple(keys), where, tuple(rows), spec.result or "value", result_type
     )
     return _with_index(table), []
+
+
+def _guess(header: list[tuple[str | Decimal, Location]], body: Grid, result: str | None) -> str:
+    """The one kind of the cells under the result column's name, else any."""
+    names = [str(text) for text, _ in header]
+    if result not in names or any(len(row) != len(header) for row in body):
+        return ANY
+    at = names.index(result)
+    kinds = {
+        NUMBER if isinstance(_result(row[at][0]), Decimal) else TEXT
+        for row in body
+        if at < len(row) and _result(row[at][0]) is not None
+    }
+    return kinds.pop() if len(kinds) == 1 else ANY
 
 
 def _positional_rows(spec: Table, loaded: LoadedYaml, base: str) -> tuple[Row, ...]:
@@ -388,8 +409,7 @@ def _grid(
     data = attachments.get(path)
     at = loaded.locate(f"{base}.rows_from")
     if data is None:
-        problems.append(Problem("table.rows_from", f"cannot read {path}", at))
-        return None
+        return None  # the loader reported why it could not read the file
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -629,7 +649,7 @@ def _gaps(table: CompiledTable) -> list[Problem]:
             contexts.setdefault(context, row)
         for context, sample in contexts.items():
             cells = [
-                row.cells[position]
+                (row.cells[position], row)
                 for row in table.rows
                 if all(
                     row.cells[i].covers(sample.cells[i])
@@ -637,9 +657,10 @@ def _gaps(table: CompiledTable) -> list[Problem]:
                     if i != position
                 )
             ]
-            if any(cell.kind == "any" for cell in cells):
+            if any(cell.kind == "any" for cell, _ in cells):
                 continue
-            hole = _first_hole([c for c in cells if c.numeric])
+            rows_of = {id(cell): row for cell, row in cells}
+            hole = _first_hole([cell for cell, _ in cells if cell.numeric])
             if hole is None:
                 continue
             text, after = hole
@@ -652,7 +673,7 @@ def _gaps(table: CompiledTable) -> list[Problem]:
                     "table.gap",
                     f"table `{table.name}`: no row matches `{column}` {text}"
                     + (f" where {others}" if others else ""),
-                    after.where,
+                    rows_of[id(after)].where,
                 )
             )
     return found

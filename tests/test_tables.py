@@ -4,11 +4,15 @@ hashed), and the warnings `tiv validate` prints. Figures computed by hand in com
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import textwrap
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine import RulesError, load_rules, run_examples, value
 from engine.compiling.tables import CompiledTable
@@ -269,3 +273,76 @@ def test_the_positional_form_still_matches_as_before() -> None:
     assert mode_class.lookup({"mode": "ocean"}) == Decimal(1)
     assert mode_class.lookup({"mode": "air"}) == Decimal("0.025")  # 2.5% = 0.025
     assert mode_class.index is None  # a wildcard: rows are scanned
+
+
+def test_an_audit_record_names_the_csv_and_replays_it(tmp_path: Path) -> None:
+    from engine.compliance.audit import AuditError, AuditLog, replay
+
+    write_repo(tmp_path)
+    log = AuditLog(tmp_path / "audit.db")
+    facts = shipment(invoice={"amount": "80000.00"})
+    result = value(load_rules(tmp_path), facts, policy="tabled", audit=log)
+    record = log.get(result.audit_id or "")
+    used = {f.path: f for f in record.rule_files}
+    # the trace cites the CSV row, so the record holds the CSV's bytes' sha256
+    assert CSV in used and used[CSV].sha256 == hashlib.sha256(CSV_TEXT.encode()).hexdigest()
+    report = replay(record, tmp_path)
+    assert report.identical
+    # a changed CSV (and no git history to read the recorded one from) stops the replay
+    (tmp_path / CSV).write_text(CSV_TEXT.replace("0.35%", "0.36%"))
+    with pytest.raises(AuditError, match=r"base_rate\.csv has changed"):
+        replay(record, tmp_path)
+
+
+def _range_table(bounds: list[Decimal], skip: int | None = None) -> CompiledTable:
+    """A table of half-open ranges [b0, b1), [b1, b2), ... giving the row's index; the
+    range `skip` left out."""
+    from engine.compiling.tables import compile_table
+    from engine.loading.yamlfile import load_yaml
+    from engine.schema.models import Table
+
+    rows = "".join(
+        f'  - ["[{low}, {high})", {index}]\n'
+        for index, (low, high) in enumerate(itertools.pairwise(bounds))
+        if index != skip
+    )
+    text = (
+        "match: first\non_gap: error\nkeys: {value: invoice}\nresult: band\n"
+        "rows:\n  - [value, band]\n" + rows
+    )
+    loaded = load_yaml(text, "t.yaml")
+    compiled, problems = compile_table("t", Table.model_validate(loaded.data), loaded, {})
+    assert problems == []
+    return compiled
+
+
+@given(
+    st.lists(
+        st.decimals(min_value=-(10**6), max_value=10**6, places=2, allow_nan=False),
+        min_size=3,
+        max_size=12,
+        unique=True,
+    ),
+    st.data(),
+)
+@settings(max_examples=60, deadline=None)
+def test_half_open_ranges_pick_the_one_band_that_holds_a_value(bounds, data) -> None:
+    bounds = sorted(bounds)
+    table = _range_table(bounds)
+    assert table.warnings() == []  # contiguous, disjoint: nothing to warn about
+    probe = data.draw(st.decimals(min_value=bounds[0], max_value=bounds[-1], places=3))
+    # the band is the number of bounds at or below the value, less one (bisect by hand)
+    expected = sum(1 for b in bounds if b <= probe) - 1
+    found = table.lookup({"value": probe})
+    if probe == bounds[-1]:
+        assert found is None  # the last range excludes its high end
+    else:
+        assert found == Decimal(expected)
+    # leaving out a middle range is exactly one gap warning, at the row after it
+    skip = (
+        data.draw(st.integers(min_value=1, max_value=len(bounds) - 3)) if len(bounds) > 3 else None
+    )
+    if skip is not None:
+        (gap,) = _range_table(bounds, skip).warnings()
+        assert gap.code == "table.gap"
+        assert f"from {bounds[skip]} below {bounds[skip + 1]}" in gap.message

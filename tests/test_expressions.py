@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.compiling.expressions import (
     Binary,
@@ -13,6 +15,7 @@ from engine.compiling.expressions import (
     Name,
     Num,
     Text,
+    Unary,
     names_in,
     parse,
 )
@@ -169,3 +172,17 @@ def test_percent_sign_before_an_operand_is_still_modulo_and_refused() -> None:
     assert "operator `%` is not allowed" in message
     message, _ = rejected("x % 2")
     assert "operator `%` is not allowed" in message
+
+
+@given(st.decimals(min_value=-(10**9), max_value=10**9, places=6, allow_nan=False))
+def test_a_percent_literal_is_its_number_divided_by_a_hundred(number: Decimal) -> None:
+    text = format(number, "f")
+    expr = ok(f"x * {text}%") if not text.startswith("-") else ok(f"x * ({text}%)")
+    assert isinstance(expr, Binary)
+    found = expr.right.operand if isinstance(expr.right, Unary) else expr.right
+    assert isinstance(found, Num)
+    sign = -1 if isinstance(expr.right, Unary) else 1
+    # exact: n% = n / 100, computed here with enough precision that nothing rounds
+    with localcontext() as context:
+        context.prec = 50
+        assert sign * found.value == number / 100

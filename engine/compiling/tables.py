@@ -116,9 +116,6 @@ class Cell:
             return self.text == other.text
         return _starts_before_end(self, other) and _starts_before_end(other, self)
 
-    def describe(self) -> str:
-        return self.written
-
 
 def _below_or_at(outer: Cell, inner: Cell) -> bool:
     """`outer` starts at or before `inner` does."""

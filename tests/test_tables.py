@@ -346,3 +346,15 @@ def test_half_open_ranges_pick_the_one_band_that_holds_a_value(bounds, data) -> 
         (gap,) = _range_table(bounds, skip).warnings()
         assert gap.code == "table.gap"
         assert f"from {bounds[skip]} below {bounds[skip + 1]}" in gap.message
+
+
+def test_percent_literals_in_parameters() -> None:
+    pack = PACK_TEXT.replace(
+        "  margin_rate: 10%\n",
+        "  margin_rate: {value: 12.5%, description: d}\n  bands: [1%, 0.25%]\n  label: 5% off\n",
+    )
+    parameters = load_rules(files=files(pack)).packs["tabled"][0].parameters
+    # 12.5% = 0.125; [1%, 0.25%] = [0.01, 0.0025]; text that is not only a percent stays text
+    assert parameters["margin_rate"] == Decimal("0.125")
+    assert parameters["bands"] == (Decimal("0.01"), Decimal("0.0025"))
+    assert parameters["label"] == "5% off"

@@ -60,20 +60,27 @@ class Location:
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong. `code` is stable and machine-readable (`yaml.duplicate_key`)."""
+    """One thing wrong. `code` is stable and machine-readable (`yaml.duplicate_key`).
+
+    `severity` "warning" marks something likely wrong that still works (a table row that
+    can never be chosen): reported by `tiv validate`, never raised, never an exit status.
+    """
 
     code: str
     message: str
     location: Location = field(default_factory=Location)
+    severity: str = "error"  # "error" | "warning"
 
     def __str__(self) -> str:
         where = str(self.location)
+        message = f"warning: {self.message}" if self.severity == "warning" else self.message
         if self.location.file and self.location.path:
-            return f"{where}: {self.location.path}: {self.message}"
-        return f"{where}: {self.message}" if where else self.message
+            return f"{where}: {self.location.path}: {message}"
+        return f"{where}: {message}" if where else message
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, **self.location.to_dict()}
+        severity = {"severity": self.severity} if self.severity != "error" else {}
+        return {"code": self.code, "message": self.message, **self.location.to_dict(), **severity}
 
 
 def _sort_key(problem: Problem) -> tuple[str, int, int, str, str]:

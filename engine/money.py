@@ -41,6 +41,8 @@ ROUNDING_MODES: dict[str, str] = {
 # thousands separators, no "NaN"/"Infinity". Amounts arrive from people and systems;
 # anything cleverer is more likely a mistake than a number.
 _DECIMAL_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+# A percent literal in a rule file: `0.35%`, `-2%`; the digits as written, then `%`.
+_PERCENT_TEXT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)%")
 
 
 def exact() -> AbstractContextManager[decimal.Context]:
@@ -51,6 +53,16 @@ def exact() -> AbstractContextManager[decimal.Context]:
     not a generator: entering it is a quarter of the cost, and every valuation enters it.
     """
     return decimal.localcontext(CONTEXT)
+
+
+def percent(text: str) -> Decimal | None:
+    """`0.35%` -> Decimal("0.0035") exactly (the digits moved two places, nothing
+    rounded); None when `text` is not a percent literal."""
+    text = text.strip()
+    if not _PERCENT_TEXT.fullmatch(text):
+        return None
+    with exact():
+        return Decimal(text[:-1]).scaleb(-2)
 
 
 def parse_decimal(value: object) -> Decimal:

@@ -181,7 +181,7 @@ class DutyEstimate(_Out):
 
 
 class TraceStep(_Out):
-    kind: Literal["convert", "charge", "formula", "rule", "decision", "duty", "claim"]
+    kind: Literal["convert", "charge", "formula", "rule", "decision", "duty", "claim", "table"]
     name: str
     expression: str
     inputs: dict[str, str]

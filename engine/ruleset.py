@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from engine.compiling.country import CompiledCountry, compile_country
 from engine.compiling.formulas import BUILTINS, Function
 from engine.compiling.pack import CompiledPack, Layer, compile_policy
+from engine.compiling.tables import csv_path
 from engine.errors import EvaluationError, Location, Problem, RulesError, SelectionError
 from engine.facts import FactsReference
 from engine.loading.sources import RuleSource
@@ -229,7 +230,8 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
             errs = _check_versioned_path(model.id, model.version, loaded, path, _POLICY_PATH)
             problems.extend(errs)
             if not errs:
-                policies.append((Layer(model, loaded, sha), path))
+                attachments = _read_attachments(model, loaded, source, files, problems)
+                policies.append((Layer(model, loaded, sha, attachments), path))
 
     # Packs compile once every file is read: a pack may extend any other.
     for layer, _ in policies:
@@ -289,6 +291,45 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
     return RuleSet(
         source.name, ordered, currencies, countries, tuple(files), table, by_country, incoterms
     )
+
+
+def _read_attachments(
+    model: PolicyFile,
+    loaded: LoadedYaml,
+    source: RuleSource,
+    files: list[RuleFile],
+    problems: list[Problem],
+) -> dict[str, bytes]:
+    """The CSV files the pack's tables read rows from (`rows_from`), beside the pack file.
+
+    Each is a rule file of its own kind ("table") with the pack's status, so rules.lock
+    records a published pack's CSV and a changed CSV is caught as a changed pack is.
+    """
+    found: dict[str, bytes] = {}
+    for name, table in model.tables.items():
+        if table.rows_from is None:
+            continue
+        path = csv_path(loaded.file, table.rows_from)
+        if path in found:
+            continue
+        try:
+            data = source.read(path)
+        except RulesError as exc:
+            problems.extend(exc.problems)
+            continue
+        except OSError as exc:
+            why = "no such file" if isinstance(exc, FileNotFoundError) else exc.strerror or exc
+            problems.append(
+                Problem(
+                    "table.rows_from",
+                    f"cannot read {path}: {why}",
+                    loaded.locate(f"tables.{name}.rows_from"),
+                )
+            )
+            continue
+        found[path] = data
+        files.append(RuleFile(path, "table", hashlib.sha256(data).hexdigest(), model.status))
+    return found
 
 
 def _load(raw: bytes, path: str) -> tuple[LoadedYaml | None, list[Problem]]:

@@ -149,8 +149,12 @@ def test_rules_list_shows_every_pack_and_country() -> None:
     }
     assert any(row["kind"] == "country" and row["id"] == "US" for row in rows)
     text = tiv("rules", "list").stdout
-    us = next(line for line in text.splitlines() if line.startswith("country  US "))
-    assert us.split()[3:6] == ["published", "2024-10-01", "-"]  # from, until (excl.): none
+    us = [line.split() for line in text.splitlines() if line.startswith("country  US ")]
+    # US 1.0.0 ends where 1.1.0 (fees to the cent) starts; 1.1.0 is open-ended
+    assert [row[2:6] for row in us] == [
+        ["1.0.0", "published", "2024-10-01", "2027-01-01"],
+        ["1.1.0", "published", "2027-01-01", "-"],
+    ]
     line = next(line for line in text.splitlines() if line.split()[1:3] == ["standard", "1.0.0"])
     assert line.split()[4:6] == ["2020-01-01", "2027-01-01"]
 

@@ -347,3 +347,103 @@ def test_estimate_lines_are_traced_to_rule_lines(shipped) -> None:
     line = int(steps[0].source.rsplit(":", 1)[1])
     assert "section_301_list_3" in text[line - 1]
     assert Decimal(steps[0].value) == Decimal("2500.00")  # 10,000 × 0.25
+
+
+# Issue 11 item 7: fees and taxes round as the country file says the authority states them.
+ROUNDED = (
+    HEAD.replace("status: draft", "status: published")
+    + """\
+provenance: {author: a, approver: b, approved_on: 2020-01-01, changelog: c}
+id: GB
+currency: GBP
+valuation_basis: {basis: FOB, source: test source}
+duty: {default_rate: 0, default_source: test default}
+fees:
+  - {id: handling, name: Handling, rate: 0.3464%, minimum: 5, base: customs_value,
+     rounding: {places: 2}, source: fee source}
+  - {id: stamp, name: Stamp, rate: 0.125%, rounding: {places: 0, mode: down}, source: stamp source}
+taxes:
+  - {id: vat, name: VAT, rate: 20%, base: customs_value + fees, rounding: {places: 2,
+     mode: half_even}, source: vat source}
+"""
+)
+
+
+def test_fees_and_taxes_round_as_the_country_file_states() -> None:
+    rules = rules_with(("GB", ROUNDED))
+    result = val(
+        rules,
+        currency="GBP",
+        destination={"country": "GB"},
+        invoice={"amount": "12345.67"},
+        duties=None,
+        goods=[{"description": "Bolts"}],
+    )
+    lines = lines_of(result)
+    # handling 12,345.67 × 0.3464% = 12,345.67 × 0.003464 = 42.76540088 -> 42.77 (half up)
+    assert lines["handling"] == Decimal("42.77")
+    # stamp 12,345.67 × 0.00125 = 15.4320875 -> 15 (whole pounds, down)
+    assert lines["stamp"] == Decimal("15")
+    # vat (12,345.67 + 42.77 + 15) × 0.20 = 12,403.44 × 0.20 = 2,480.688 -> 2,480.69
+    assert lines["vat"] == Decimal("2480.69")
+    # total = 0 + 42.77 + 15 + 2,480.69 = 2,538.46
+    assert Decimal(result.duty_estimate.total) == Decimal("2538.46")
+    handling = next(line for line in result.duty_estimate.lines if line.id == "handling")
+    assert handling.rate == "0.003464"  # the percent literal, exactly
+    assert "rounded to 0.01 GBP" in handling.note
+
+
+def test_rounding_happens_in_the_country_currency() -> None:
+    rules = rules_with(("GB", ROUNDED))
+    result = val(
+        rules,
+        currency="USD",
+        fx={"GBP": "1.25"},
+        destination={"country": "GB"},
+        invoice={"amount": "10000.00"},
+        duties=None,
+        goods=[{"description": "Bolts"}],
+    )
+    lines = lines_of(result)
+    # handling 10,000.00 × 0.003464 = 34.64 USD = 27.712 GBP -> 27.71 GBP = 34.6375 USD
+    assert lines["handling"] == Decimal("34.6375")
+    # stamp 10,000.00 × 0.00125 = 12.50 USD = 10.00 GBP -> 10 GBP = 12.50 USD
+    assert lines["stamp"] == Decimal("12.50")
+    # vat (10,000 + 34.6375 + 12.50) × 0.20 = 2,009.4275 USD = 1,607.542 GBP -> 1,607.54 GBP
+    #   = 2,009.425 USD
+    assert lines["vat"] == Decimal("2009.425")
+
+
+def test_rounding_places_are_bounded() -> None:
+    bad = ROUNDED.replace("rounding: {places: 2}", "rounding: {places: 7}")
+    with pytest.raises(RulesError) as caught:
+        rules_with(("GB", bad))
+    assert any("rounding.places" in p.location.path for p in caught.value.problems)
+
+
+def test_us_fees_to_the_cent_from_us_1_1_0(shipped) -> None:
+    def us(day: str) -> dict[str, Decimal]:
+        facts = shipment(
+            date=day,
+            mode="ocean",
+            origin={"country": "CN"},
+            invoice={"amount": "12345.67"},
+            goods=[{"description": "Laptops", "hs_code": "847130"}],
+        )
+        del facts["duties"]
+        return lines_of(value(shipped, facts, policy="standard"))
+
+    # the customs value (FOB basis) is the invoice, 12,345.67:
+    # US 1.0.0 (to 2026-12-31): MPF 12,345.67 × 0.003464 = 42.76540088, HMF × 0.00125
+    # = 15.4320875, unrounded
+    assert us("2026-12-31") == {
+        "duty": Decimal("0"),
+        "mpf": Decimal("42.76540088"),
+        "hmf": Decimal("15.4320875"),
+    }
+    # US 1.1.0 (from 2027-01-01): to the cent, 42.77 and 15.43
+    assert us("2027-01-01") == {
+        "duty": Decimal("0"),
+        "mpf": Decimal("42.77"),
+        "hmf": Decimal("15.43"),
+    }

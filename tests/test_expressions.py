@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from engine.compiling.expressions import (
     Binary,
@@ -13,6 +15,7 @@ from engine.compiling.expressions import (
     Name,
     Num,
     Text,
+    Unary,
     names_in,
     parse,
 )
@@ -144,3 +147,42 @@ def test_a_number_literal_past_the_digit_bound_is_refused() -> None:
     message, _ = rejected("0." + "0" * 60 + "1")  # 62 digits
     assert "more than 60 digits" in message
     assert ok("0." + "0" * 58 + "1").value == Decimal("1e-59")  # 60 digits: within
+
+
+def test_percent_literals_are_exact_hundredths() -> None:
+    # 0.35% = 0.35 / 100 = 0.0035, digits moved, nothing rounded
+    expr = ok("0.35%")
+    assert isinstance(expr, Num) and expr.value == Decimal("0.0035")
+    assert str(expr.value) == "0.0035"
+    # 0.3464% = 0.003464 (the US MPF); 100% = 1.00; 12.5% = 0.125
+    assert ok("0.3464%") == Num(0, Decimal("0.003464"))
+    assert ok("100%") == Num(0, Decimal("1.00"))
+    # inside arithmetic and comparisons, the column still points into the author's text
+    expr = ok("invoice * 12.5% + 1")
+    assert isinstance(expr, Binary) and expr.op == "+"
+    assert expr.left == Binary(0, "*", Name(0, ("invoice",)), Num(10, Decimal("0.125")))
+    compare = ok("damage > 45%")
+    assert isinstance(compare, Compare) and compare.right == Num(9, Decimal("0.45"))
+    # text keeps its percent sign
+    assert ok('"5%"') == Text(0, "5%")
+
+
+def test_percent_sign_before_an_operand_is_still_modulo_and_refused() -> None:
+    message, _ = rejected("7%2")
+    assert "operator `%` is not allowed" in message
+    message, _ = rejected("x % 2")
+    assert "operator `%` is not allowed" in message
+
+
+@given(st.decimals(min_value=-(10**9), max_value=10**9, places=6, allow_nan=False))
+def test_a_percent_literal_is_its_number_divided_by_a_hundred(number: Decimal) -> None:
+    text = format(number, "f")
+    expr = ok(f"x * {text}%") if not text.startswith("-") else ok(f"x * ({text}%)")
+    assert isinstance(expr, Binary)
+    found = expr.right.operand if isinstance(expr.right, Unary) else expr.right
+    assert isinstance(found, Num)
+    sign = -1 if isinstance(expr.right, Unary) else 1
+    # exact: n% = n / 100, computed here with enough precision that nothing rounds
+    with localcontext() as context:
+        context.prec = 50
+        assert sign * found.value == number / 100

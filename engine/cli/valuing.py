@@ -77,6 +77,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return RulesError.exit_code
+    # Warnings (table rows never chosen, overlapping, gaps) are printed, never failed on.
+    warned = {
+        str(w): w
+        for versions in rules.packs.values()
+        for pack in versions
+        if _selected(pack.source, wanted)
+        for w in pack.warnings()
+    }
+    for warning in sorted(warned.values(), key=lambda w: (w.location, w.code)):
+        print(warning, file=sys.stderr)
     # Published versions are immutable: rules.lock holds the bytes they were published with.
     locked = [
         p
@@ -110,7 +120,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     versions = sum(len(v) for v in rules.packs.values())
     print(
         f"ok: {len(files)} rule file(s) valid; {len(rules.packs)} pack(s), {versions} "
-        f"version(s); examples hold"
+        f"version(s); examples hold" + (f"; {len(warned)} warning(s)" if warned else "")
     )
     return 0
 

@@ -7,13 +7,18 @@ The syntax is a subset of Python expressions, parsed by `ast` and then rebuilt
 node by node into the types below; anything not explicitly allowed is rejected
 here, at validation, so nothing reaches evaluation that we did not design for.
 Number literals are read from their source text as Decimal: Python's parser would
-already have turned `1.1` into a binary float.
+already have turned `1.1` into a binary float. A number written with a percent sign
+right after it (`0.35%`) is that many hundredths, exactly: Decimal("0.0035"); `%` is
+never the modulo operator here.
 """
 
 from __future__ import annotations
 
 import ast
+import io
+import itertools
 import re
+import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -179,8 +184,9 @@ def parse(text: str, where: Location) -> tuple[Expr | None, list[Problem]]:
                 where,
             )
         ]
+    python, percents = _percent_signs(source)
     try:
-        tree = ast.parse(source, mode="eval")
+        tree = ast.parse(python, mode="eval")
     except (RecursionError, MemoryError):  # CPython's parser on very deep nesting
         return None, [_too_deep(where)]
     except SyntaxError as exc:
@@ -195,11 +201,44 @@ def parse(text: str, where: Location) -> tuple[Expr | None, list[Problem]]:
     if bounds:
         return None, bounds
     try:
-        return _Builder(source).build(tree.body), []
+        return _Builder(python, percents).build(tree.body), []
     except _Reject as exc:
         return None, [
             Problem("expr.unsupported", exc.message, text_location(where, exc.line, exc.col))
         ]
+
+
+def _percent_signs(source: str) -> tuple[str, frozenset[int]]:
+    """The text Python's parser reads, and the columns of the percent literals in it.
+
+    `0.35%` becomes `0.35j` (the same length, so columns still point into the author's
+    text): an imaginary literal, which no rule may write, so the builder knows it for a
+    percent by its column. A `%` followed by an operand (`7%2`) is left alone, and
+    refused as the modulo operator.
+    """
+    if "%" not in source:
+        return source, frozenset()
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return source, frozenset()  # Python's parser reports it
+    chars, found = list(source), set()
+    for token, after in itertools.pairwise(tokens):
+        if (
+            token.type == tokenize.NUMBER
+            and after.type == tokenize.OP
+            and after.string == "%"
+            and after.start == token.end
+            and token.start[0] == 1
+            and _NUMBER_TEXT.fullmatch(token.string)
+        ):
+            col = after.start[1]
+            following = source[col + 1 : col + 2]
+            if following.isalnum() or following in ("_", ".", "(", "[", '"', "'"):
+                continue
+            chars[col] = "j"
+            found.add(token.start[1])
+    return "".join(chars), frozenset(found)
 
 
 def _too_deep(where: Location) -> Problem:
@@ -235,8 +274,9 @@ def _bounds(tree: ast.AST, where: Location) -> list[Problem]:
 
 
 class _Builder:
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, percents: frozenset[int] = frozenset()) -> None:
         self.source = source
+        self.percents = percents  # columns of the number literals written with `%`
 
     def build(self, node: ast.expr) -> Expr:
         method = getattr(self, f"_{type(node).__name__}", None)
@@ -252,6 +292,11 @@ class _Builder:
             return Bool(node.col_offset, value)
         if isinstance(value, str):
             return Text(node.col_offset, value)
+        if isinstance(value, complex) and node.col_offset in self.percents:
+            digits = (ast.get_source_segment(self.source, node) or "")[:-1]
+            if sum(c.isdigit() for c in digits) > MAX_LITERAL_DIGITS:
+                raise _Reject(node, f"a number literal has more than {MAX_LITERAL_DIGITS} digits")
+            return Num(node.col_offset, Decimal(digits).scaleb(-2))
         if isinstance(value, int | float):
             text = ast.get_source_segment(self.source, node) or ""
             if not _NUMBER_TEXT.fullmatch(text):

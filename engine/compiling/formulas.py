@@ -118,7 +118,10 @@ class TableLike(Protocol):
     @property
     def keys(self) -> tuple[tuple[str, str], ...]: ...  # (column, name read)
 
-    def lookup(self, values: Mapping[str, Any]) -> Decimal | None: ...
+    @property
+    def result_type(self) -> str: ...  # NUMBER or TEXT
+
+    def lookup(self, values: Mapping[str, Any]) -> Decimal | str | None: ...
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ class Formula:
     run: Callable[[Env], Any]
     where: Location
     calls: tuple[str, ...] = ()  # the functions it calls, for provenance
+    tables: tuple[str, ...] = ()  # the tables it looks up, for the trace
 
     @property
     def source(self) -> str:
@@ -180,7 +184,9 @@ def compile_formula(
     except _TypeProblem as exc:
         return None, [Problem(exc.code, exc.message, text_location(where, 1, exc.col))]
     names = tuple(dict.fromkeys([*(n.dotted for n in names_in(expr)), *compiler.extra_names]))
-    return Formula(text, kind, names, run, where, tuple(dict.fromkeys(calls_in(expr)))), []
+    calls = tuple(dict.fromkeys(calls_in(expr)))
+    looked_up = tuple(dict.fromkeys(compiler.tables_used))
+    return Formula(text, kind, names, run, where, calls, looked_up), []
 
 
 class _TypeProblem(Exception):
@@ -211,6 +217,7 @@ class _Compiler:
         self.rounding_mode = rounding_mode
         self.tables = tables
         self.extra_names: list[str] = []  # names read implicitly, e.g. a table's keys
+        self.tables_used: list[str] = []
 
     def compile(self, node: Expr) -> tuple[str, Callable[[Env], Any]]:
         method = getattr(self, f"_{type(node).__name__}")
@@ -399,6 +406,7 @@ class _Compiler:
                     "expr.unknown_name",
                 )
             self.extra_names.append(key)
+        self.tables_used.append(name)
         keys = table.keys
 
         def run(env: Env) -> Any:
@@ -415,7 +423,7 @@ class _Compiler:
                 raise TableGap(name, values)
             return found
 
-        return NUMBER, run
+        return table.result_type, run
 
     def _round(self, node: Call) -> tuple[str, Callable[[Env], Any]]:
         # round(x) rounds to the valuation currency's minor units with the pack's mode;

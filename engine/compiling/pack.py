@@ -41,6 +41,7 @@ from engine.compiling.formulas import (
     Symbol,
     compile_formula,
 )
+from engine.compiling.tables import CompiledTable, compile_table
 from engine.compiling.versioned import EffectiveWindow, ExampleCase
 from engine.errors import Location, Problem
 from engine.loading.yamlfile import LoadedYaml
@@ -69,11 +70,12 @@ from engine.schema.models import (
     Table,
 )
 
+__all__ = ["CompiledPack", "CompiledRule", "CompiledTable", "Layer", "compile_policy"]
+
 CompiledExample = ExampleCase[Example]
 CompiledClaimExample = ExampleCase[ClaimExample]
 
 CHARGE_PHASE, DECISION_PHASE = "charges", "decision"
-ANYTHING = "*"
 REST_OF_WORLD = "rest_of_world"
 
 
@@ -84,6 +86,8 @@ class Layer:
     model: PolicyFile
     loaded: LoadedYaml
     sha256: str
+    # Files the pack's tables read their rows from (`rows_from`), path -> bytes.
+    attachments: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,68 +111,6 @@ class CompiledRule:
             cached = self.where.source
             object.__setattr__(self, "_source", cached)
         return cached
-
-
-@dataclass(frozen=True)
-class CompiledTable:
-    name: str
-    table: Table
-    keys: tuple[tuple[str, str], ...]  # (column, the name whose value is looked up)
-    where: Location
-    # For a table of text cells without wildcards, row lookup by the key values' text,
-    # built at load: the first row wins, as the row scan would pick it.
-    index: Mapping[tuple[str, ...], Decimal] | None = field(default=None, compare=False)
-
-    def lookup(self, values: Mapping[str, Any]) -> Decimal | None:
-        """The value of the row the table's match rule picks, or None for a gap."""
-        index = self.index
-        if index is not None:
-            found = []
-            for column, _ in self.keys:
-                value = values[column]
-                if isinstance(value, Decimal):
-                    return None  # a number never equals a text cell
-                found.append(str(value))
-            return index.get(tuple(found))
-        best: tuple[int, Decimal] | None = None
-        columns = [column for column, _ in self.keys]
-        for row in self.table.rows:
-            cells = row[:-1]
-            if all(
-                cell == ANYTHING or _same(cell, values[column])
-                for column, cell in zip(columns, cells, strict=True)
-            ):
-                value = row[-1]
-                assert isinstance(value, Decimal)
-                if self.table.match == "first":
-                    return value
-                wildcards = sum(cell == ANYTHING for cell in cells)
-                if best is None or wildcards < best[0]:
-                    best = (wildcards, value)
-        return best[1] if best else None
-
-
-def _row_index(table: Table) -> dict[tuple[str, ...], Decimal] | None:
-    """The rows by their key cells, when every key cell is text and none is a wildcard.
-
-    Without wildcards every matching row has none, so "first" and "most specific" both
-    pick the first matching row.
-    """
-    index: dict[tuple[str, ...], Decimal] = {}
-    for row in table.rows:
-        cells, value = row[:-1], row[-1]
-        if not isinstance(value, Decimal):
-            return None
-        if any(not isinstance(cell, str) or cell == ANYTHING for cell in cells):
-            return None
-        index.setdefault(tuple(str(cell) for cell in cells), value)
-    return index
-
-
-def _same(cell: str | Decimal, value: Any) -> bool:
-    if isinstance(value, Decimal):
-        return isinstance(cell, Decimal) and cell == value
-    return str(cell) == str(value)
 
 
 @dataclass(frozen=True)
@@ -214,6 +156,16 @@ class CompiledPack(EffectiveWindow):
     policy: PolicyRef  # what every result of this pack says about it, built once
     charge_source_texts: Mapping[str, str]  # type -> `path:line` of its charge_types entry
 
+    def warnings(self) -> list[Problem]:
+        """What `tiv validate` warns about in this pack's own tables (a base's tables warn
+        with the base): rows never chosen, overlapping rows, gaps. Computed on demand."""
+        return [
+            warning
+            for table in self.tables.values()
+            if table.where.file == self.source
+            for warning in table.warnings()
+        ]
+
 
 @dataclass
 class _Merged:
@@ -222,7 +174,7 @@ class _Merged:
     parameters: dict[str, tuple[Any, LoadedYaml]] = field(default_factory=dict)
     charge_types: dict[str, tuple[ChargeType, LoadedYaml]] = field(default_factory=dict)
     formulas: dict[str, tuple[str, LoadedYaml]] = field(default_factory=dict)
-    tables: dict[str, tuple[Table, LoadedYaml]] = field(default_factory=dict)
+    tables: dict[str, tuple[Table, LoadedYaml, Mapping[str, bytes]]] = field(default_factory=dict)
     rules: dict[str, tuple[Rule, int, LoadedYaml]] = field(default_factory=dict)
     regions: dict[str, list[str]] = field(default_factory=dict)
     rounding: tuple[str, LoadedYaml] | None = None
@@ -241,7 +193,7 @@ def _merge(layers: list[Layer], problems: list[Problem]) -> _Merged:
         for name, text in model.formulas.items():
             merged.formulas[name] = (text, loaded)  # an override keeps the base's position
         for name, table in model.tables.items():
-            merged.tables[name] = (table, loaded)
+            merged.tables[name] = (table, loaded, layer.attachments)
         seen: dict[str, int] = {}
         for index, rule in enumerate(model.rules):
             if rule.id in seen:
@@ -350,11 +302,19 @@ def compile_policy(
         [f for _, f in formulas] + ([f for _, f in claims.formulas] if claims else []), functions
     )
 
+    # The files a table reads its rows from are part of the pack: its sha256 covers them.
+    attached = [
+        f"{path} {hashlib.sha256(data).hexdigest()}"
+        for layer in layers
+        for path, data in sorted(layer.attachments.items())
+    ]
     sha256 = (
         own.sha256
-        if len(layers) == 1
+        if len(layers) == 1 and not attached
         else hashlib.sha256(
-            "\n".join(f"{layer.loaded.file} {layer.sha256}" for layer in layers).encode()
+            "\n".join(
+                [f"{layer.loaded.file} {layer.sha256}" for layer in layers] + attached
+            ).encode()
         ).hexdigest()
     )
     plans = _plans(own.model, sha256, rules, own.loaded.locate(""), problems)
@@ -426,25 +386,10 @@ def compile_policy(
 
 def _compile_tables(merged: _Merged, problems: list[Problem]) -> dict[str, CompiledTable]:
     tables = {}
-    for name, (spec, loaded) in merged.tables.items():
-        where = loaded.locate(f"tables.{name}", key=True)
-        keys = []
-        for column, text in spec.keys.items():
-            expr, errs = parse(text, loaded.locate(f"tables.{name}.keys.{column}"))
-            if expr is None or not isinstance(expr, Name):
-                problems.extend(
-                    errs
-                    or [
-                        Problem(
-                            "table.key",
-                            f"the key of column `{column}` must be a name, e.g. shipment.mode",
-                            loaded.locate(f"tables.{name}.keys.{column}"),
-                        )
-                    ]
-                )
-                continue
-            keys.append((column, expr.dotted))
-        tables[name] = CompiledTable(name, spec, tuple(keys), where, _row_index(spec))
+    for name, (spec, loaded, attachments) in merged.tables.items():
+        table, errs = compile_table(name, spec, loaded, attachments)
+        problems.extend(errs)
+        tables[name] = table
     return tables
 
 
@@ -527,7 +472,7 @@ def _check_result(
                     loaded.locate(path),
                 )
             )
-        elif name in formulas and formulas[name].type != NUMBER:
+        elif name in formulas and formulas[name].type not in (NUMBER, ANY):
             problems.append(
                 Problem(
                     "pack.not_a_number",

@@ -4,7 +4,9 @@ In: the destination's `CompiledCountry` (and its customs union's), the shipment,
 FOB value and international freight the pack computed (valuation currency), a tracer.
 Out: a `DutyEstimate` with every line (duty per goods line, additional duties, each
 tax and fee, de minimis reliefs) citing its rule file line, and its total in the
-valuation currency. Nothing is rounded here: the pack rounds where it says.
+valuation currency. Nothing is rounded here but what the country file says: a tax or
+fee with `rounding` is rounded as the authority states it (US MPF and HMF to the cent),
+in the country's currency; the pack rounds the rest where it says.
 
 Order: insurance (the basis' rate) -> customs value (FOB, or FOB + freight +
 insurance) -> de minimis (first matching entry per kind) -> duty per goods line
@@ -28,8 +30,9 @@ from engine.compiling.country import CompiledCountry, Located
 from engine.errors import EvaluationError, Location, Problem
 from engine.explaining.trace import Tracer
 from engine.facts import Shipment
-from engine.money import plain
+from engine.money import exact, plain, round_to
 from engine.result import DutyEstimate, DutyLine, Flag, RuleRef
+from engine.schema.models import AmountRounding
 
 
 class DutyEstimator:
@@ -99,6 +102,26 @@ class _Estimate:
                 )
             )
         return amount * rate
+
+    def as_stated(
+        self, amount: Decimal, rounding: AmountRounding | None, what: str, where: Location
+    ) -> tuple[Decimal, str]:
+        """`amount` (valuation currency) rounded as the country file says, and a note.
+
+        The authority states the amount in its own currency, so that is where it is
+        rounded: an amount in another valuation currency is converted at the shipment's
+        fx, rounded there, and converted back.
+        """
+        if rounding is None:
+            return amount, ""
+        currency = self.member.currency
+        note = f"rounded to {plain(Decimal(1).scaleb(-rounding.places))} {currency}"
+        if currency == self.shipment.currency:
+            return round_to(amount, rounding.places, rounding.mode), note
+        rate = self.to_valuation(Decimal(1), currency, what, where)
+        with exact():
+            stated = round_to(amount / rate, rounding.places, rounding.mode)
+            return stated * rate, note
 
     def line(
         self,
@@ -442,6 +465,10 @@ class _Estimate:
                 )
                 if amount > high:
                     amount, note = high, f"maximum {plain(maximum)} {self.member.currency}"
+            amount, stated = self.as_stated(
+                amount, getattr(fee, "rounding", None), f"fee {fee.id}", charged.where
+            )
+            note = "; ".join(part for part in (note, stated) if part)
             total += self.line(
                 fee.id,
                 "fee",
@@ -465,7 +492,11 @@ class _Estimate:
             base = charged.base.run(names)
             only = relief.item.relieves_taxes if relief is not None else None
             tax_relief = relief is not None and (only is None or tax.id in only)
-            amount = Decimal(0) if tax_relief else base * tax.rate
+            amount, note = Decimal(0), "relieved by de minimis"
+            if not tax_relief:
+                amount, note = self.as_stated(
+                    base * tax.rate, getattr(tax, "rounding", None), f"tax {tax.id}", charged.where
+                )
             total += self.line(
                 tax.id,
                 "tax",
@@ -476,7 +507,7 @@ class _Estimate:
                 amount,
                 charged.where,
                 tax.source,
-                "relieved by de minimis" if tax_relief else "",
+                note,
             )
             names[tax.id] = amount
         return total

@@ -426,6 +426,10 @@ def _run_formulas(
                 if found is not MISSING and found is not GAP:
                     inputs[n] = found
             tracer.step(kind, name, formula.text, inputs, values[name], formula.source)
+            for table in formula.tables:  # the row each lookup chose, at its file:line
+                row = pack.tables[table].trace(values)
+                if row is not None:
+                    tracer.step("table", table, *row)
     return gaps
 
 

@@ -93,10 +93,12 @@ def render_text(result: Valuation) -> str:
     width = max((len(s.name) for s in result.trace), default=8)
     current = ""
     for step in result.trace:
-        if step.kind != current:
-            current = step.kind
+        # A table step (the row a lookup chose) belongs under the formula that looked it up.
+        kind = "formula" if step.kind == "table" else step.kind
+        if kind != current:
+            current = kind
             lines.append("")
-            lines.append(sections[step.kind])
+            lines.append(sections[kind])
         lines.append("  " + _step_line(step, width, figures))
     lines.append("")
     for reason in result.reasons:
@@ -138,6 +140,8 @@ def _step_line(step: TraceStep, width: int, figures: _Figures) -> str:
             f"{name} {step.expression}  [{figures.inputs(step)}]  → "
             f"{shown or figures.amount(step.value)}   {step.source}"
         )
+    if step.kind == "table":  # the row a lookup chose; its expression holds the result
+        return f"{' ' * len(name)}   {step.expression}"
     if step.kind == "rule":
         return (
             f"{name} when {step.expression}  → {step.value} "

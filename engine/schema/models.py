@@ -11,7 +11,9 @@ import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from engine.money import percent
 
 Identifier = Annotated[
     str, Field(pattern=r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$", description="lower_snake_case name")
@@ -27,7 +29,23 @@ SemVer = Annotated[
     ),
 ]
 Amount = Annotated[Decimal, Field(description="exact decimal; write it as a string or number")]
-ParameterValue = Decimal | bool | str | list[Decimal] | list[str]
+
+
+def _percent_literals(value: Any) -> Any:
+    """`0.35%` (text in YAML) is the number 0.0035, exactly; other values pass unchanged."""
+    if isinstance(value, str):
+        found = percent(value)
+        return value if found is None else found
+    if isinstance(value, list):
+        return [_percent_literals(item) for item in value]
+    return value
+
+
+# A number in a rule file: a YAML number, or a percent literal such as `0.3464%`.
+Number = Annotated[Decimal, BeforeValidator(_percent_literals)]
+ParameterValue = Annotated[
+    Decimal | bool | str | list[Decimal] | list[str], BeforeValidator(_percent_literals)
+]
 RoundingMode = Literal["half_up", "half_even", "half_down", "up", "down", "ceiling", "floor"]
 
 
@@ -116,7 +134,14 @@ class ResultSpec(_Model):
 
 
 class Table(_Model):
-    """A rate table: rows of key values ("*" matches anything) and the value they give."""
+    """A rate table: rows of key cells and the value they give.
+
+    Positional form: `rows` of key cells in the order of `keys`, then the value (a
+    number). Named form (with `result`): the first row, of `rows` or of the CSV file
+    `rows_from` names, is a header naming every key column and the result column; a key
+    cell is `*`, a number, text, a comparison (`> 45`) or a range (`[10, 20)`, `10..20`),
+    and the result is a number or text.
+    """
 
     description: str | None = None
     match: Literal["first", "most_specific"] = Field(
@@ -130,13 +155,36 @@ class Table(_Model):
     keys: dict[Identifier, str] = Field(
         description="column -> the name whose value is looked up (e.g. shipment.mode)"
     )
+    result: Identifier | None = Field(
+        None,
+        description="the name of the column the table gives; with it, the first row (of rows "
+        "or of the rows_from file) is a header naming every column",
+    )
+    rows_from: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.csv$")] | None = Field(
+        None,
+        description="a CSV file beside the pack file holding the rows, header first (needs result)",
+    )
     rows: list[list[str | Decimal]] = Field(
-        description="key values in column order, then the value"
+        default_factory=list,
+        description="positional: key cells in the order of keys, then the value; named: a "
+        "header row, then the rows",
     )
     source: str | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> Table:
+        if self.on_gap == "refer" and not self.gap_reason:
+            raise ValueError("on_gap: refer needs a gap_reason")
+        if self.result is not None:
+            if self.result in self.keys:
+                raise ValueError(f"the result column `{self.result}` is also a key column")
+            if (self.rows_from is None) == (not self.rows):
+                raise ValueError("give the rows (header first) or rows_from, not both")
+            return self
+        if self.rows_from is not None:
+            raise ValueError("rows_from needs `result`, the name of the result column")
+        if not self.rows:
+            raise ValueError("the table has no rows")
         width = len(self.keys) + 1
         for index, row in enumerate(self.rows):
             if len(row) != width:
@@ -144,10 +192,9 @@ class Table(_Model):
                     f"row {index} has {len(row)} cells; the table has {width} "
                     f"columns ({', '.join(self.keys)}, value)"
                 )
-            if not isinstance(row[-1], Decimal):
+            last = row[-1]
+            if not isinstance(last, Decimal) and percent(last) is None:
                 raise ValueError(f"row {index}: the last cell, the value, must be a number")
-        if self.on_gap == "refer" and not self.gap_reason:
-            raise ValueError("on_gap: refer needs a gap_reason")
         return self
 
 
@@ -346,7 +393,7 @@ class ValuationBasis(_Model):
     basis: Literal["CIF", "FOB"] = Field(
         description="CIF: international freight and insurance enter the customs value"
     )
-    insurance_rate: Decimal | None = Field(
+    insurance_rate: Number | None = Field(
         None,
         description="insurance cost when a shipment does not state it, as a share of "
         "insurance_base",
@@ -360,7 +407,7 @@ class ValuationBasis(_Model):
 
 class DutyRate(_Model):
     hs: HsPrefix
-    rate: Decimal
+    rate: Number
     description: str | None = None
     source: Source
 
@@ -370,21 +417,33 @@ class AdditionalDuty(_Dated):
     description: str
     origins: list[CountryCode] = Field(description="origin countries it applies to")
     hs: list[HsPrefix] | None = Field(None, description="HS prefixes; absent: all goods")
-    rate: Decimal
+    rate: Number
     source: Source
 
 
 class Duty(_Model):
-    default_rate: Decimal = Field(description="for goods no prefix matches, or without hs_code")
+    default_rate: Number = Field(description="for goods no prefix matches, or without hs_code")
     default_source: Source
     rates: list[DutyRate] = Field(default_factory=list, description="longest matching prefix wins")
     additional: list[AdditionalDuty] = Field(default_factory=list)
 
 
+class AmountRounding(_Model):
+    """How the authority states an amount: to `places` decimals of the country's currency."""
+
+    places: Annotated[int, Field(ge=0, le=4, description="decimal places (2: to the cent)")]
+    mode: RoundingMode = Field("half_up", description="how a half (or any rest) is rounded")
+
+
 class Tax(_Dated):
     id: Identifier
     name: str
-    rate: Decimal
+    rate: Number
+    rounding: AmountRounding | None = Field(
+        None,
+        description="round the tax as the authority states it, in the country's currency; "
+        "absent: not rounded",
+    )
     base: str = Field(
         description="formula over customs_value, fob, freight, insurance, duty, "
         "fees and earlier taxes by id"
@@ -396,10 +455,15 @@ class Tax(_Dated):
 class Fee(_Dated):
     id: Identifier
     name: str
-    rate: Decimal
+    rate: Number
     base: str = "customs_value"
-    minimum: Decimal | None = Field(None, description="in the country's currency")
-    maximum: Decimal | None = Field(None, description="in the country's currency")
+    minimum: Number | None = Field(None, description="in the country's currency")
+    maximum: Number | None = Field(None, description="in the country's currency")
+    rounding: AmountRounding | None = Field(
+        None,
+        description="round the fee (after minimum and maximum) as the authority states it, "
+        "in the country's currency; absent: not rounded",
+    )
     modes: list[Mode] | None = Field(None, description="transport modes it applies to; absent: all")
     waived_under_de_minimis: bool = Field(
         False, description="not charged when duty de minimis relief applies"
@@ -410,17 +474,17 @@ class Fee(_Dated):
 class DeMinimis(_Dated):
     id: Identifier
     applies_to: Literal["duty", "tax", "duty_and_tax"]
-    threshold: Decimal = Field(description="customs value at or below which relief applies")
+    threshold: Number = Field(description="customs value at or below which relief applies")
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
     origins: list[CountryCode] | None = None
     exclude_origins: list[CountryCode] | None = Field(
         None, description="origins it does not apply to (e.g. after a suspension for them)"
     )
     modes: list[Mode] | None = None
-    flat_duty_per_line: Decimal | None = Field(
+    flat_duty_per_line: Number | None = Field(
         None, description="instead of full relief, a flat duty per goods line (country currency)"
     )
-    duty_rate: Decimal | None = Field(
+    duty_rate: Number | None = Field(
         None,
         description="instead of full relief, this duty rate on the customs value, in "
         "place of the tariff and additional duties (a flat-rate scheme for small consignments)",

@@ -221,7 +221,9 @@ class _PinnedSource:
     def paths(self) -> list[str]:
         from engine.loading.sources import FileSystemSource
 
-        return sorted(set(FileSystemSource(self.root).paths()) | set(self.pinned))
+        # Only rule files are listed; a table's CSV (pinned too) is read through its pack.
+        pinned = {path for path in self.pinned if path.endswith(".yaml")}
+        return sorted(set(FileSystemSource(self.root).paths()) | pinned)
 
     def read(self, path: str) -> bytes:
         if path in self.pinned:

@@ -188,7 +188,6 @@ def pack_view(snapshot: Snapshot, pack: Any, root: Path) -> PackView:
     files = [f.source for f in getattr(pack, "files", ())] or [pack.source]
     parameters: dict[str, Entry] = {}
     charges: dict[str, Entry] = {}
-    rows: dict[tuple[str, int], str] = {}
     for path in files:  # base first, so an override replaces the base's entry
         document = _compose(snapshot.texts[path].decode("utf-8"))
         for name, node, line in _items(_get(document, "parameters")):
@@ -208,20 +207,18 @@ def pack_view(snapshot: Snapshot, pack: Any, root: Path) -> PackView:
             else:
                 treatment, notes = f"in {as_text(group)}", {}
             charges[name] = Entry(name, treatment, f"{path}:{line}", notes)
-        for name, node, _ in _items(_get(document, "tables")):
-            rows_node = _get(node, "rows")
-            if isinstance(rows_node, yaml.SequenceNode):
-                for index, row in enumerate(rows_node.value):
-                    rows[(name, index)] = f"{path}:{row.start_mark.line + 1}"
     formulas = [Entry(name, formula.text, formula.where.source) for name, formula in pack.formulas]
     tables = [
         TableView(
             name,
             compiled.table.description or "",
-            [*compiled.table.keys, "value"],
+            [*compiled.columns, compiled.result_column],
             [
-                ([_cell(c) for c in row], rows.get((name, index), compiled.where.source))
-                for index, row in enumerate(compiled.table.rows)
+                (
+                    [*(cell.written for cell in row.cells), _cell(row.value)],
+                    row.where.source,
+                )
+                for row in compiled.rows
             ],
             compiled.table.match,
             compiled.table.on_gap,

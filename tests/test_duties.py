@@ -389,7 +389,7 @@ def test_fees_and_taxes_round_as_the_country_file_states() -> None:
     # total = 0 + 42.77 + 15 + 2,480.69 = 2,538.46
     assert Decimal(result.duty_estimate.total) == Decimal("2538.46")
     handling = next(line for line in result.duty_estimate.lines if line.id == "handling")
-    assert handling.rate == "0.003464"  # the percent literal, exactly
+    assert str(handling.rate) == "0.003464"  # the percent literal, exactly
     assert "rounded to 0.01 GBP" in handling.note
 
 

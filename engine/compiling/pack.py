@@ -42,6 +42,7 @@ from engine.compiling.formulas import (
     compile_formula,
 )
 from engine.compiling.versioned import EffectiveWindow, ExampleCase
+from engine.compiling.vocabulary import LayerRegions, Vocabulary, check_codes
 from engine.errors import Location, Problem
 from engine.loading.yamlfile import LoadedYaml
 from engine.matching.grammar import MatchRuleset, prepare
@@ -294,7 +295,7 @@ def _region_function(regions: Mapping[str, list[str]]) -> Function:
 
 
 def compile_policy(
-    layers: list[Layer], functions: Mapping[str, Function]
+    layers: list[Layer], functions: Mapping[str, Function], vocabulary: Vocabulary | None = None
 ) -> tuple[CompiledPack | None, list[Problem]]:
     problems: list[Problem] = []
     own = layers[-1]
@@ -358,6 +359,9 @@ def compile_policy(
         ).hexdigest()
     )
     plans = _plans(own.model, sha256, rules, own.loaded.locate(""), problems)
+    if vocabulary is not None:
+        regions = [LayerRegions(layer.model.regions or {}, layer.loaded) for layer in layers]
+        problems.extend(check_codes(merged, regions, vocabulary))
     if problems:
         return None, problems
     model = own.model

@@ -41,6 +41,7 @@ from engine.compiling.formulas import (
     Symbol,
     compile_formula,
 )
+from engine.compiling.reasons import ReasonTemplate, compile_reason
 from engine.compiling.versioned import EffectiveWindow, ExampleCase
 from engine.compiling.vocabulary import LayerRegions, Vocabulary, check_codes
 from engine.errors import Location, Problem
@@ -99,6 +100,11 @@ class CompiledRule:
     condition: Condition
     where: Location
     citation: str | None = None  # the rule's `source:`, the regulation it applies
+    template: ReasonTemplate | None = None  # when the reason names formulas
+
+    def reason_in(self, values: Mapping[str, Any]) -> str:
+        """The reason with the figures of one valuation written in."""
+        return self.reason if self.template is None else self.template.render(values)
 
     @property
     def source(self) -> str:
@@ -345,7 +351,9 @@ def compile_policy(
     )
     formula_map = dict(formulas)
     _check_result(result, result_loaded, formula_map, merged.formulas, problems)
-    rules = _compile_rules(merged, symbols, formula_map, problems, table, tables, rounding_mode)
+    rules = _compile_rules(
+        merged, symbols, formula_map, problems, table, tables, rounding_mode, parameters
+    )
     claims = _compile_claims(merged, symbols, table, rounding_mode, tables, problems)
     functions_used = _custom_functions_used(
         [f for _, f in formulas] + ([f for _, f in claims.formulas] if claims else []), functions
@@ -549,6 +557,7 @@ def _compile_rules(
     functions: Mapping[str, Function],
     tables: Mapping[str, CompiledTable],
     rounding_mode: str,
+    parameters: Mapping[str, Any],
 ) -> list[CompiledRule]:
     rules: list[CompiledRule] = []
     # Static exclusions from charge_types become rules too, so one mechanism (and one
@@ -562,6 +571,14 @@ def _compile_rules(
         assert expr is not None
         condition, errs = compile_condition(expr, where, "charge", {**symbols, **SCOPES["charge"]})
         assert condition is not None and not errs
+        reason, _, errs = compile_reason(
+            treatment.excluded,
+            loaded.locate(f"charge_types.{name}.excluded"),
+            parameters,
+            formulas,
+            formulas_allowed=False,
+        )
+        problems.extend(errs)
         rules.append(
             CompiledRule(
                 f"charge_types.{name}",
@@ -569,7 +586,7 @@ def _compile_rules(
                 CHARGE_PHASE,
                 "exclude_charge",
                 None,
-                treatment.excluded,
+                reason,
                 text,
                 condition,
                 where,
@@ -607,6 +624,16 @@ def _compile_rules(
         if refused:
             problems.append(Problem("condition.limit", refused, where))
             continue
+        reason, template, errs = compile_reason(
+            rule.reason,
+            loaded.locate(f"rules[{index}].reason"),
+            parameters,
+            formulas,
+            formulas_allowed=phase != CHARGE_PHASE,
+        )
+        if errs:
+            problems.extend(errs)
+            continue
         effect = (
             "exclude_charge"
             if rule.exclude_charge
@@ -621,11 +648,12 @@ def _compile_rules(
                 phase,
                 effect,
                 rule.flag,
-                rule.reason,
+                reason,
                 rule.when,
                 condition,
                 where,
                 rule.source,
+                template,
             )
         )
     return rules

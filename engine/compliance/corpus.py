@@ -9,9 +9,9 @@ ports, the eleven Incoterms 2020 (under C and D terms the invoice includes the m
 carriage), valuation, invoice and charge currencies with the shipment's own fx rates,
 including currencies with 0 and 3 decimals (JPY, KRW, VND, CLP; KWD, BHD), charge mixes
 with detention and demurrage, goods lines with HS codes and categories of the goods
-category vocabulary (a few without either), duties declared, declared as none, or left out to be estimated from country
-rules (only towards `estimate_in`, destinations that have them), and some shipments
-with a sum insured.
+category vocabulary (a few without either), duties declared, declared as none, or left
+out to be estimated from country rules (only towards `estimate_in`, destinations that
+have them), and some shipments with a sum insured.
 
 Determinism: shipment `i` depends only on (`seed`, `i`), drawn from its own
 `random.Random`, so `generate(10, s)` is the first ten of `generate(1000, s)` and any

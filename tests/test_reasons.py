@@ -151,3 +151,45 @@ def test_a_number_parameter_reads_back_as_the_same_decimal(number: Decimal) -> N
     text = shown.removeprefix("limit ").removesuffix(" USD")
     assert "e" not in text.lower()  # never scientific notation
     assert Decimal(text) == number
+
+
+def test_blue_harbour_limit_reason_templated_as_the_readme_shows() -> None:
+    # blue-harbour 1.1.0 with its limit reason templated, as a draft 1.2.0 (published
+    # versions never change; this is the walk-through's example on a real pack).
+    from tests.conftest import REFERENCE, ROOT
+
+    text = (ROOT / "policies/blue-harbour/1.1.0.yaml").read_text(encoding="utf-8")
+    old = (
+        "reason: The TIV is above the 2,000,000 USD per-conveyance limit; an underwriter "
+        "must accept the excess."
+    )
+    new = (
+        "reason: The TIV {tiv} is above the {per_conveyance_limit_usd} USD per-conveyance "
+        "limit; an underwriter must accept the excess."
+    )
+    assert text.count(old) == 1
+    draft = (
+        text.replace(old, new)
+        .replace("version: 1.1.0", "version: 1.2.0")
+        .replace("status: published", "status: draft")
+    )
+    rules = load_rules(files={**REFERENCE, "policies/blue-harbour/1.2.0.yaml": draft})
+    facts = {
+        "id": "BH-LIMIT",
+        "date": "2025-08-04",
+        "currency": "USD",
+        "mode": "air",
+        "origin": {"country": "FR"},
+        "destination": {"country": "AE"},
+        "invoice": {"amount": "2500000.00"},
+        "goods": [{"description": "Laptops", "category": "electronics", "value": "2500000.00"}],
+        "charges": [{"type": "air_freight", "amount": "20000.00"}],
+        "duties": [],
+    }
+    result = value(rules, facts, policy="blue-harbour@1.2.0", allow_draft=True)
+    # TIV = (2,500,000.00 + 20,000.00) × 1.10 + 0 = 2,772,000.00 > 2,000,000 USD: refer
+    (reason,) = [r for r in result.reasons if r.rule == "above-conveyance-limit"]
+    assert reason.reason == (
+        "The TIV 2772000.00 is above the 2000000 USD per-conveyance limit; an underwriter "
+        "must accept the excess."
+    )

@@ -6,7 +6,9 @@ each a `PolicyFile` model with its `LoadedYaml` (for line marks) and sha256. Out
 the typed environment and checked durable_rules JSON (one `PhasePlan` per phase), whose
 rate tables and claim formulas are ready to run, or every meaning problem: unknown names,
 formulas used before they are defined, type errors, rules that look at what their phase
-cannot see yet, conditions a matcher backend would refuse, tables with unknown keys.
+cannot see yet, conditions a matcher backend would refuse, tables with unknown keys,
+codes that are not values of their field (`vocabulary`), names a reason does not have
+(`reasons`).
 
 Layers merge section by section: a later file overrides parameters, charge types,
 formulas, tables and rules (by name or id) and adds new ones; rounding, result and

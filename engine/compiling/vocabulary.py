@@ -27,7 +27,7 @@ from typing import Any, Protocol, get_args
 from engine.compiling.expressions import Call, Compare, Expr, IfElse, ListOf, Name, Text, parse
 from engine.compiling.expressions import text_location as _at
 from engine.errors import Location, Problem
-from engine.facts import Incoterm, Mode, PaymentMethod
+from engine.facts import Mode, PaymentMethod
 from engine.loading.yamlfile import LoadedYaml
 from engine.names import CODES, FUNCTION_CODES
 
@@ -65,7 +65,7 @@ class Vocabulary:
         if kind == "currency":
             return self.currencies
         if kind == "incoterm":
-            return self.incoterms or frozenset(get_args(Incoterm))
+            return self.incoterms
         if kind == "goods_category":
             return self.goods_categories
         if kind == "cost":

@@ -68,6 +68,9 @@ class FactsReference:
     currencies: Mapping[str, int]  # ISO 4217 code -> minor units
     countries: frozenset[str]  # ISO 3166-1 alpha-2 codes
     charge_types: frozenset[str] | None = None  # the pack's charge types; None = unchecked
+    # Goods category or synonym -> its category (rules/reference/goods_categories.yaml);
+    # a synonym is read as its category. None = unchecked.
+    categories: Mapping[str, str] | None = None
 
 
 # --- field types --------------------------------------------------------------------
@@ -117,7 +120,7 @@ def _text(value: Any) -> str:
     return value
 
 
-def _category(value: Any) -> str:
+def _category(value: Any, info: ValidationInfo) -> str:
     text = _text(value)
     if not re.fullmatch(r"[a-z][a-z0-9_]*", text):
         raise _fail(
@@ -125,7 +128,21 @@ def _category(value: Any) -> str:
             f"{_describe(text)} is not a category name: use lowercase letters, "
             "digits and underscores, starting with a letter (e.g. 'consumer_electronics')",
         )
-    return text
+    reference = _reference(info)
+    known = reference.categories if reference else None
+    if known is None:
+        return text
+    found = known.get(text)
+    if found is None:
+        close = difflib.get_close_matches(text, list(known), n=1, cutoff=0.6)
+        hint = f"; did you mean '{known[close[0]]}'?" if close else ""
+        listed = ", ".join(sorted(set(known.values())))
+        raise _fail(
+            "unknown_category",
+            f"unknown goods category {_describe(text)}{hint} (categories: {listed}; "
+            "synonyms in rules/reference/goods_categories.yaml)",
+        )
+    return found
 
 
 def _hs_code(value: Any) -> str:
@@ -602,7 +619,7 @@ def _finish(
     shipment: Shipment, data: Mapping[str, Any] | None, reference: FactsReference
 ) -> Shipment | None:
     """Check the codes against the reference and every foreign currency for a rate,
-    as `_code`, `_charge_type` and `_fx_problems` do (None if any fails), and give
+    as `_code`, `_charge_type`, `_category` and `_fx_problems` do (None if any fails), and give
     amounts their inherited currency as `_inherit_currencies` does.
 
     `data` is the mapping validated, None for JSON (where every item is a mapping).
@@ -631,6 +648,13 @@ def _finish(
     if charge_types is not None:
         for charge in shipment.charges:
             if charge.type not in charge_types:
+                return None
+    categories = reference.categories
+    if categories is not None:
+        for good in shipment.goods:
+            # A synonym (or an unknown name) takes the slow road, which maps (or refuses) it.
+            category = good.category
+            if category is not None and categories.get(category) != category:
                 return None
 
     invoice = shipment.invoice

@@ -76,6 +76,32 @@ LOSS: dict[str, Symbol] = {
     "loss.gross_damaged_value": Symbol(NUMBER, optional=True),
 }
 
+# The names that hold codes, and the kind of code each holds (for lists: each item's).
+# A literal compared with one of them, or listed for it, must be a value of that kind:
+# engine.compiling.vocabulary checks it at load against the reference data.
+CODES: dict[str, str] = {
+    "shipment.currency": "currency",
+    "shipment.incoterm": "incoterm",
+    "shipment.mode": "mode",
+    "shipment.origin.country": "country",
+    "shipment.destination.country": "country",
+    "shipment.payment_method": "payment_method",
+    "shipment.invoice.currency": "currency",
+    "shipment.transit_countries": "country",
+    "shipment.goods.main_category": "goods_category",
+    "shipment.invoice_includes": "cost",
+    "charge.type": "charge_type",
+    "charge.group": "charge_group",
+    "charge.currency": "currency",
+    "goods.category": "goods_category",
+}
+
+# Functions whose arguments or result are codes: name -> (each argument's kind, result's).
+FUNCTION_CODES: dict[str, tuple[tuple[str | None, ...], str | None]] = {
+    "region": (("country",), "region"),
+    "from_currency": ((None, "currency"), None),
+}
+
 SCOPES: dict[str, dict[str, Symbol]] = {"shipment": {}, "charge": CHARGE, "goods": GOODS}
 
 # Namespaces a pack may not reuse as a parameter or formula name.

@@ -21,6 +21,7 @@ from engine.compiling.country import CompiledCountry, compile_country
 from engine.compiling.formulas import BUILTINS, Function
 from engine.compiling.pack import CompiledPack, Layer, compile_policy
 from engine.compiling.tables import csv_path
+from engine.compiling.vocabulary import Vocabulary
 from engine.errors import EvaluationError, Location, Problem, RulesError, SelectionError
 from engine.facts import FactsReference
 from engine.loading.sources import RuleSource
@@ -30,6 +31,7 @@ from engine.schema.models import (
     CountriesFile,
     CountryFile,
     CurrenciesFile,
+    GoodsCategoriesFile,
     IncotermsFile,
     PolicyFile,
 )
@@ -41,6 +43,7 @@ REFERENCE_FILES = {
     "rules/reference/incoterms.yaml": "incoterms",
     "rules/reference/currencies.yaml": "currencies",
     "rules/reference/countries.yaml": "countries",
+    "rules/reference/goods_categories.yaml": "goods_categories",
 }
 
 
@@ -64,6 +67,8 @@ class RuleSet:
     functions: Mapping[str, Function] = field(default_factory=dict)
     duty_rules: Mapping[str, tuple[CompiledCountry, ...]] = field(default_factory=dict)
     incoterms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Goods category or synonym -> its category (rules/reference/goods_categories.yaml).
+    goods_categories: Mapping[str, str] = field(default_factory=dict)
     # What valuations reuse, built on first use: pack id -> the facts reference with every
     # charge type of its versions (facts are read before the date picks a version).
     _references: dict[str, FactsReference] = field(default_factory=dict, compare=False, repr=False)
@@ -156,12 +161,16 @@ class RuleSet:
         if found is None:
             versions = self.pack_versions(pack_id)
             charge_types = frozenset(t for p in versions for t in p.charge_types)
-            found = FactsReference(self.currencies, self.countries, charge_types)
+            found = FactsReference(
+                self.currencies, self.countries, charge_types, self.goods_categories
+            )
             self._references[pack_id] = found
         return found
 
     def facts_reference(self, pack: CompiledPack) -> FactsReference:
-        return FactsReference(self.currencies, self.countries, frozenset(pack.charge_types))
+        return FactsReference(
+            self.currencies, self.countries, frozenset(pack.charge_types), self.goods_categories
+        )
 
 
 _SELECTED_MAX = 4096
@@ -184,6 +193,8 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
     countries: frozenset[str] = frozenset()
     duty_rules: dict[str, list[CompiledCountry]] = {}
     incoterms: dict[str, tuple[str, ...]] = {}
+    categories: dict[str, str] = {}
+    country_aliases: dict[str, str] = {}
     policies: list[tuple[Layer, str]] = []
 
     for path in source.paths():
@@ -216,6 +227,11 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
             currencies = {code: c.minor_units for code, c in model.currencies.items()}
         elif isinstance(model, CountriesFile):
             countries = frozenset(model.countries)
+            country_aliases = dict(model.aliases)
+            problems.extend(_check_aliases(model, loaded))
+        elif isinstance(model, GoodsCategoriesFile):
+            categories, errs = _read_categories(model, loaded)
+            problems.extend(errs)
         elif isinstance(model, IncotermsFile):
             incoterms = {code: tuple(term.includes) for code, term in model.incoterms.items()}
         elif isinstance(model, CountryFile):
@@ -233,13 +249,25 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
                 attachments = _read_attachments(model, loaded, source, files, problems)
                 policies.append((Layer(model, loaded, sha, attachments), path))
 
-    # Packs compile once every file is read: a pack may extend any other.
+    # Packs compile once every file is read: a pack may extend any other, and its codes
+    # are checked against the reference data.
+    vocabulary = Vocabulary(
+        countries=countries,
+        currencies=frozenset(currencies),
+        incoterms=frozenset(incoterms),
+        goods_categories=frozenset(categories.values()),
+        aliases={
+            "country": country_aliases,
+            "goods_category": {name: c for name, c in categories.items() if name != c},
+        },
+        costs=frozenset(cost for includes in incoterms.values() for cost in includes),
+    )
     for layer, _ in policies:
         layers, errs = _resolve(layer, [entry for entry, _ in policies])
         problems.extend(errs)
         if layers is None:
             continue
-        pack, compile_errs = compile_policy(layers, table)
+        pack, compile_errs = compile_policy(layers, table, vocabulary)
         problems.extend(compile_errs)
         if pack is not None:
             pack, example_errs = _read_examples(pack, source)
@@ -289,7 +317,15 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
     if problems:
         raise RulesError(problems)
     return RuleSet(
-        source.name, ordered, currencies, countries, tuple(files), table, by_country, incoterms
+        source.name,
+        ordered,
+        currencies,
+        countries,
+        tuple(files),
+        table,
+        by_country,
+        incoterms,
+        categories,
     )
 
 
@@ -330,6 +366,46 @@ def _read_attachments(
         found[path] = data
         files.append(RuleFile(path, "table", hashlib.sha256(data).hexdigest(), model.status))
     return found
+
+
+def _read_categories(
+    model: GoodsCategoriesFile, loaded: LoadedYaml
+) -> tuple[dict[str, str], list[Problem]]:
+    """Category or synonym -> category; a synonym that is a category or repeated is a problem."""
+    names = {name: name for name in model.categories}
+    problems = []
+    for name, category in model.categories.items():
+        for index, synonym in enumerate(category.synonyms):
+            taken = names.get(synonym)
+            if taken is not None:
+                already = "a category" if taken == synonym else f"a synonym of `{taken}`"
+                problems.append(
+                    Problem(
+                        "reference.synonym",
+                        f"synonym `{synonym}` of `{name}` is already {already}",
+                        loaded.locate(f"categories.{name}.synonyms[{index}]"),
+                    )
+                )
+                continue
+            names[synonym] = name
+    return names, problems
+
+
+def _check_aliases(model: CountriesFile, loaded: LoadedYaml) -> list[Problem]:
+    problems = []
+    for alias, code in model.aliases.items():
+        if alias in model.countries or code not in model.countries:
+            why = (
+                "is itself a country code"
+                if alias in model.countries
+                else f"names {code}, which is not a country code"
+            )
+            problems.append(
+                Problem(
+                    "reference.alias", f"alias {alias} {why}", loaded.locate(f"aliases.{alias}")
+                )
+            )
+    return problems
 
 
 def _load(raw: bytes, path: str) -> tuple[LoadedYaml | None, list[Problem]]:

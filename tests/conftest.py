@@ -26,6 +26,7 @@ REFERENCE = {
         "rules/reference/currencies.yaml",
         "rules/reference/countries.yaml",
         "rules/reference/incoterms.yaml",
+        "rules/reference/goods_categories.yaml",
     )
 }
 

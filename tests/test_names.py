@@ -43,3 +43,16 @@ def test_line_names_are_the_ones_the_environment_sets() -> None:
         # a goods line sets only the optional facts it was given; none outside GOODS
         assert set(line.env) <= set(names.GOODS)
         assert {"goods.description"} <= set(line.env)
+
+
+def test_every_name_that_holds_codes_is_a_declared_name() -> None:
+    # A name in CODES that rule files cannot read would never be checked.
+    declared = {**names.SHIPMENT, **names.CHARGE, **names.GOODS}
+    assert set(names.CODES) <= set(declared)
+    from engine.compiling.formulas import BUILTINS, TEXT
+
+    # codes are text, or lists of text
+    for name in names.CODES:
+        symbol = declared[name]
+        assert symbol.type == TEXT or symbol.element == TEXT, name
+    assert set(names.FUNCTION_CODES) <= {*BUILTINS, "region"}

@@ -246,7 +246,7 @@ def test_load_is_done_once() -> None:
     source = CountingSource(repo(mini()))
     rules = load_rules(source)
     after_load = source.reads
-    assert after_load == 4  # three reference files and the pack
+    assert after_load == 5  # four reference files and the pack
     for _ in range(3):
         # 1,000.00 × 1.10 = 1,100.00
         assert value(rules, shipment(), policy="mini").total_insured_value == Decimal("1100.00")

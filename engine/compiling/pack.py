@@ -6,7 +6,9 @@ each a `PolicyFile` model with its `LoadedYaml` (for line marks) and sha256. Out
 the typed environment and checked durable_rules JSON (one `PhasePlan` per phase), whose
 rate tables and claim formulas are ready to run, or every meaning problem: unknown names,
 formulas used before they are defined, type errors, rules that look at what their phase
-cannot see yet, conditions a matcher backend would refuse, tables with unknown keys.
+cannot see yet, conditions a matcher backend would refuse, tables with unknown keys,
+codes that are not values of their field (`vocabulary`), names a reason does not have
+(`reasons`).
 
 Layers merge section by section: a later file overrides parameters, charge types,
 formulas, tables and rules (by name or id) and adds new ones; rounding, result and
@@ -41,8 +43,10 @@ from engine.compiling.formulas import (
     Symbol,
     compile_formula,
 )
+from engine.compiling.reasons import ReasonTemplate, compile_reason
 from engine.compiling.tables import CompiledTable, compile_table
 from engine.compiling.versioned import EffectiveWindow, ExampleCase
+from engine.compiling.vocabulary import LayerRegions, Vocabulary, check_codes
 from engine.errors import Location, Problem
 from engine.loading.yamlfile import LoadedYaml
 from engine.matching.grammar import MatchRuleset, prepare
@@ -102,6 +106,11 @@ class CompiledRule:
     condition: Condition
     where: Location
     citation: str | None = None  # the rule's `source:`, the regulation it applies
+    template: ReasonTemplate | None = None  # when the reason names formulas
+
+    def reason_in(self, values: Mapping[str, Any]) -> str:
+        """The reason with the figures of one valuation written in."""
+        return self.reason if self.template is None else self.template.render(values)
 
     @property
     def source(self) -> str:
@@ -246,7 +255,7 @@ def _region_function(regions: Mapping[str, list[str]]) -> Function:
 
 
 def compile_policy(
-    layers: list[Layer], functions: Mapping[str, Function]
+    layers: list[Layer], functions: Mapping[str, Function], vocabulary: Vocabulary | None = None
 ) -> tuple[CompiledPack | None, list[Problem]]:
     problems: list[Problem] = []
     own = layers[-1]
@@ -296,7 +305,9 @@ def compile_policy(
     )
     formula_map = dict(formulas)
     _check_result(result, result_loaded, formula_map, merged.formulas, problems)
-    rules = _compile_rules(merged, symbols, formula_map, problems, table, tables, rounding_mode)
+    rules = _compile_rules(
+        merged, symbols, formula_map, problems, table, tables, rounding_mode, parameters
+    )
     claims = _compile_claims(merged, symbols, table, rounding_mode, tables, problems)
     functions_used = _custom_functions_used(
         [f for _, f in formulas] + ([f for _, f in claims.formulas] if claims else []), functions
@@ -318,6 +329,9 @@ def compile_policy(
         ).hexdigest()
     )
     plans = _plans(own.model, sha256, rules, own.loaded.locate(""), problems)
+    if vocabulary is not None:
+        regions = [LayerRegions(layer.model.regions or {}, layer.loaded) for layer in layers]
+        problems.extend(check_codes(merged, regions, vocabulary, tables))
     if problems:
         return None, problems
     model = own.model
@@ -490,6 +504,7 @@ def _compile_rules(
     functions: Mapping[str, Function],
     tables: Mapping[str, CompiledTable],
     rounding_mode: str,
+    parameters: Mapping[str, Any],
 ) -> list[CompiledRule]:
     rules: list[CompiledRule] = []
     # Static exclusions from charge_types become rules too, so one mechanism (and one
@@ -503,6 +518,14 @@ def _compile_rules(
         assert expr is not None
         condition, errs = compile_condition(expr, where, "charge", {**symbols, **SCOPES["charge"]})
         assert condition is not None and not errs
+        reason, _, errs = compile_reason(
+            treatment.excluded,
+            loaded.locate(f"charge_types.{name}.excluded"),
+            parameters,
+            formulas,
+            formulas_allowed=False,
+        )
+        problems.extend(errs)
         rules.append(
             CompiledRule(
                 f"charge_types.{name}",
@@ -510,7 +533,7 @@ def _compile_rules(
                 CHARGE_PHASE,
                 "exclude_charge",
                 None,
-                treatment.excluded,
+                reason,
                 text,
                 condition,
                 where,
@@ -548,6 +571,16 @@ def _compile_rules(
         if refused:
             problems.append(Problem("condition.limit", refused, where))
             continue
+        reason, template, errs = compile_reason(
+            rule.reason,
+            loaded.locate(f"rules[{index}].reason"),
+            parameters,
+            formulas,
+            formulas_allowed=phase != CHARGE_PHASE,
+        )
+        if errs:
+            problems.extend(errs)
+            continue
         effect = (
             "exclude_charge"
             if rule.exclude_charge
@@ -562,11 +595,12 @@ def _compile_rules(
                 phase,
                 effect,
                 rule.flag,
-                rule.reason,
+                reason,
                 rule.when,
                 condition,
                 where,
                 rule.source,
+                template,
             )
         )
     return rules

@@ -8,10 +8,10 @@ What they cover: trade lanes by mode (ocean, air, road, rail, courier, multimoda
 ports, the eleven Incoterms 2020 (under C and D terms the invoice includes the main
 carriage), valuation, invoice and charge currencies with the shipment's own fx rates,
 including currencies with 0 and 3 decimals (JPY, KRW, VND, CLP; KWD, BHD), charge mixes
-with detention and demurrage, goods lines with HS codes and categories (a few without
-either), duties declared, declared as none, or left out to be estimated from country
-rules (only towards `estimate_in`, destinations that have them), and some shipments
-with a sum insured.
+with detention and demurrage, goods lines with HS codes and categories of the goods
+category vocabulary (a few without either), duties declared, declared as none, or left
+out to be estimated from country rules (only towards `estimate_in`, destinations that
+have them), and some shipments with a sum insured.
 
 Determinism: shipment `i` depends only on (`seed`, `i`), drawn from its own
 `random.Random`, so `generate(10, s)` is the first ten of `generate(1000, s)` and any
@@ -137,7 +137,8 @@ TRANSIT_DAYS = {
 RAIL_TRANSIT = {"DE": ("KZ", "PL"), "PL": ("KZ",), "IT": ("KZ", "PL", "DE")}
 
 # (category, description, HS code, unit price range in USD cents, unit weight in grams,
-# quantity range, weight)
+# quantity range, weight). Categories are names of rules/reference/goods_categories.yaml,
+# never synonyms, so packs rate what the corpus writes (tests/test_goods_categories.py).
 GOODS: tuple[tuple[str, str, str, tuple[int, int], int, tuple[int, int], int], ...] = (
     ("electronics", "Laptop computers", "847130", (30_000, 150_000), 2_500, (50, 3_000), 8),
     ("electronics", "Smartphones", "851712", (10_000, 90_000), 300, (100, 5_000), 7),
@@ -153,13 +154,13 @@ GOODS: tuple[tuple[str, str, str, tuple[int, int], int, tuple[int, int], int], .
     ("machinery", "Parts of machine tools", "846694", (1_000, 50_000), 2_000, (10, 5_000), 2),
     ("vehicles", "Vehicle parts", "870899", (500, 30_000), 3_000, (50, 10_000), 4),
     ("vehicles", "Passenger cars", "870323", (1_500_000, 6_000_000), 1_400_000, (1, 40), 2),
-    ("pharma", "Medicaments in doses", "300490", (1_000, 50_000), 100, (100, 50_000), 3),
-    ("pharma", "Vaccines", "300241", (2_000, 20_000), 50, (1_000, 100_000), 1),
-    ("food", "Green coffee", "090111", (300, 800), 1_000, (5_000, 40_000), 2),
-    ("food", "Frozen shrimp", "030617", (800, 2_000), 1_000, (2_000, 20_000), 2),
+    ("pharmaceuticals", "Medicaments in doses", "300490", (1_000, 50_000), 100, (100, 50_000), 3),
+    ("pharmaceuticals", "Vaccines", "300241", (2_000, 20_000), 50, (1_000, 100_000), 1),
+    ("foodstuffs", "Green coffee", "090111", (300, 800), 1_000, (5_000, 40_000), 2),
+    ("foodstuffs", "Frozen shrimp", "030617", (800, 2_000), 1_000, (2_000, 20_000), 2),
     ("beverages", "Red wine", "220421", (500, 10_000), 1_300, (600, 20_000), 2),
     ("toys", "Toys", "950300", (200, 5_000), 400, (500, 30_000), 3),
-    ("art", "Paintings", "970110", (500_000, 50_000_000), 10_000, (1, 5), 1),
+    ("fine_art", "Paintings", "970110", (500_000, 50_000_000), 10_000, (1, 5), 1),
     ("chemicals", "Polyethylene granules", "390110", (100, 200), 1_000, (10_000, 100_000), 2),
     ("metals", "Steel structures", "730890", (100_000, 2_000_000), 500_000, (1, 50), 2),
 )

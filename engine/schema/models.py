@@ -53,10 +53,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+CodeKind = Literal[
+    "country", "currency", "incoterm", "mode", "payment_method", "goods_category", "charge_type"
+]
+
+
 class Parameter(_Model):
     value: ParameterValue
     description: str | None = None
     source: str | None = Field(None, description="where the figure comes from")
+    codes: CodeKind | None = Field(
+        None,
+        description="the kind of code the value holds, checked at load against the "
+        "reference data; when absent, inferred from what the parameter is compared with",
+    )
 
 
 class ChargeType(_Model):
@@ -605,6 +615,11 @@ class CountriesFile(_Model):
     source: str
     notes: str | None = None
     countries: dict[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], Country]
+    aliases: dict[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], CountryCode] = Field(
+        default_factory=dict,
+        description="codes that are not ISO 3166-1 codes but are written for one (UK for "
+        "GB): rule files are told to write the ISO code instead",
+    )
 
 
 class Incoterm(_Model):
@@ -622,10 +637,33 @@ class IncotermsFile(_Model):
     incoterms: dict[Annotated[str, Field(pattern=r"^[A-Z]{3}$")], Incoterm]
 
 
+CategoryName = Annotated[
+    str, Field(pattern=r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$", description="lower_snake_case name")
+]
+
+
+class GoodsCategory(_Model):
+    description: str
+    synonyms: list[CategoryName] = Field(
+        default_factory=list, description="other names facts may use; read as this category"
+    )
+
+
+class GoodsCategoriesFile(_Model):
+    """One goods-category vocabulary, with synonyms: rules/reference/goods_categories.yaml."""
+
+    kind: Literal["goods_categories"]
+    title: str
+    source: str
+    notes: str | None = None
+    categories: dict[CategoryName, GoodsCategory]
+
+
 FILE_KINDS: dict[str, type[_Model]] = {
     "policy": PolicyFile,
     "country": CountryFile,
     "currencies": CurrenciesFile,
     "countries": CountriesFile,
     "incoterms": IncotermsFile,
+    "goods_categories": GoodsCategoriesFile,
 }

@@ -589,7 +589,8 @@ def test_inherited_currencies_on_the_compiled_road() -> None:
     assert shipment.goods[0].currency == "EUR"
     assert {c.currency for c in shipment.charges} == {"USD"}
     assert shipment.duties is not None and shipment.duties[0].currency == "USD"
-    assert "currency" in shipment.charges[0].model_fields_set
+    # Inherited, not given: the field is not marked as set, on either road.
+    assert "currency" not in shipment.charges[0].model_fields_set
     assert_same(shipment, by_models_with(data, SEED_REFERENCE))
 
 
@@ -759,14 +760,92 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
     return data
 
 
+def fresh(reference: FactsReference) -> FactsReference:
+    """An equal reference read for the first time: it takes the shared validators and
+    the Python pass (`_finish`), as a reference made for one read does."""
+    return FactsReference(reference.currencies, reference.countries, reference.charge_types)
+
+
+def warmed(reference: FactsReference) -> FactsReference:
+    """An equal reference with its own validators made for every currency."""
+    made = fresh(reference)
+    for code in made.currencies:
+        for python in (True, False):
+            for _ in range(facts._COMPILE_AFTER):
+                facts._compiled_for(made, code, python=python)
+    return made
+
+
+WARM = {id(reference): warmed(reference) for reference in (REFERENCE, SEED_REFERENCE)}
+
+
+def both_roads(reference: FactsReference) -> tuple[FactsReference, FactsReference]:
+    return fresh(reference), WARM[id(reference)]
+
+
+def one_currency() -> dict[str, Any]:
+    """The test shipment with every amount in USD, none of them written."""
+    data = as_data() | {"fx": {}, "invoice": {"amount": "10000.00"}}
+    for name in ("goods", "charges"):
+        data[name] = [{k: v for k, v in item.items() if k != "currency"} for item in data[name]]
+    return data
+
+
+def test_a_reference_read_often_gets_validators_of_its_own() -> None:
+    reference = fresh(REFERENCE)
+    data = one_currency()
+    for _ in range(facts._COMPILE_AFTER):
+        read_facts(copy.deepcopy(data), reference)
+    own = reference.compiled.python["USD"]
+    assert own is not None
+    shipment = own.validate_python(copy.deepcopy(data))
+    assert_same(shipment, by_models(data))
+    # Absent currencies come from the field's default: USD, and not marked as set.
+    assert {c.currency for c in shipment.charges} == {shipment.goods[0].currency} == {"USD"}
+    assert "currency" not in shipment.charges[0].model_fields_set
+    # A code not in the reference, and a currency other than the valuation's, are refused
+    # by its own validator, so the road below (then the models) decides.
+    for key, wrong in (
+        ("origin", {"country": "FR"}),
+        ("invoice", {"amount": "1", "currency": "EUR"}),
+    ):
+        with pytest.raises(ValidationError):
+            own.validate_python(copy.deepcopy(data) | {key: wrong})
+    # Made once per valuation currency; a currency not in the reference gets none.
+    assert read_facts(copy.deepcopy(data), reference) == shipment
+    assert reference.compiled.python["USD"] is own
+    assert facts._compiled_for(reference, "XYZ", python=True) is None
+    assert "XYZ" not in reference.compiled.python
+
+
+def test_codes_of_another_form_are_never_accepted_by_a_compiled_validator() -> None:
+    # The models refuse "us" (lowercase) even when the reference holds it; so must the
+    # literal compiled from the reference.
+    odd = FactsReference(
+        currencies={"USD": 2, "usd": 2},
+        countries=frozenset({"CN", "NO", "us"}),
+        charge_types=frozenset({"freight", " ", "handling"}),
+    )
+    made = warmed(odd)
+    data = one_currency()
+    data["charges"] = [{"type": "freight", "amount": "1"}]
+    assert_same(facts._fast_from_mapping(copy.deepcopy(data), made), by_models_with(data, odd))  # type: ignore[arg-type]
+    for key, value in (
+        ("destination", {"country": "us"}),
+        ("charges", [{"type": " ", "amount": "1"}]),
+    ):
+        assert facts._fast_from_mapping(copy.deepcopy(data) | {key: value}, made) is None
+
+
 @settings(max_examples=400, deadline=None)
 @given(mutated())
 def test_the_compiled_road_accepts_only_what_the_models_accept(data: dict[str, Any]) -> None:
     for reference in (REFERENCE, SEED_REFERENCE):
-        fast = facts._fast_from_mapping(copy.deepcopy(data), reference)
         slow = by_models_with(data, reference)
-        if fast is not None:
-            assert_same(fast, slow)
+        for road in both_roads(reference):
+            fast = facts._fast_from_mapping(copy.deepcopy(data), road)
+            if fast is not None:
+                assert_same(fast, slow)
 
 
 def _json_default(value: Any) -> Any:
@@ -796,9 +875,14 @@ def test_json_text_gives_what_the_slow_road_gives(
     if repeat_a_key:
         text = re.sub(r'"currency"(\s*):', r'"currency"\1: "EUR", "currency":', text, count=1)
     source: str | bytes = text.encode() if as_bytes else text
-    fast = facts._fast_from_json(source, REFERENCE)
-    if fast is not None:
-        assert_same(fast, json_by_models(text))
+    slow = json_by_models(text)
+    cold, warm = both_roads(REFERENCE)
+    # JSON text is first tried with the validator of the last valuation currency read.
+    warm.compiled.hint = data.get("currency") if isinstance(data.get("currency"), str) else "USD"
+    for road in (cold, warm):
+        fast = facts._fast_from_json(source, road)
+        if fast is not None:
+            assert_same(fast, slow)
 
 
 @settings(max_examples=200, deadline=None)

@@ -398,11 +398,13 @@ def _canonical(value: Any) -> Any:
 # --- the compiled validator -----------------------------------------------------------
 # The models above, with their Python validators, are the contract and word every
 # message. Valid facts take a faster road: a pydantic-core validator compiled from the
-# same models, whose checks run in Rust (strict types, patterns, literals), then one
-# Python pass for what needs the reference or the parent (`_finish`). It accepts a
-# subset of what the models accept and builds an equal `Shipment`; whatever it refuses
-# goes the models' way, so problems are found and worded exactly as before.
-# tests/test_facts.py checks both halves of that promise on generated input.
+# same models, whose checks run in Rust (strict types, patterns, literals). A reference
+# read more than once has its own, one per valuation currency, that also check the
+# codes and give inherited currencies (see `_compiled_for`); otherwise a shared one is
+# followed by one Python pass for what needs the reference or the parent (`_finish`).
+# Each accepts a subset of what the models accept and builds an equal `Shipment`;
+# whatever they refuse goes the models' way, so problems are found and worded exactly
+# as before. tests/test_facts.py checks both halves of that promise on generated input.
 
 # Plain decimal text with no sign or spaces: the models also accept " 12" and "-0",
 # which take the slower road. Rust's `$` matches only at the very end of the text.
@@ -477,50 +479,53 @@ def _field_schemas(*, python: bool) -> dict[Any, core_schema.CoreSchema]:
     }
 
 
-def _type_schema(
-    hint: Any, fields: Mapping[Any, core_schema.CoreSchema], overrides: _Overrides | None = None
-) -> core_schema.CoreSchema:
+@dataclass(frozen=True)
+class _Plan:
+    """What a compiled validator is made of, beyond the models themselves."""
+
+    fields: Mapping[Any, core_schema.CoreSchema]  # field type's validator -> its schema
+    # A field's schema (default included) in place of its type's, by (model, name).
+    overrides: Mapping[tuple[type[_Facts], str], core_schema.CoreSchema] = field(
+        default_factory=dict
+    )
+    # JSON text may let pydantic-core skip unknown keys: the count of ':' in
+    # `_fast_from_json` finds them (each is one more ':' than the keys read), and
+    # ignoring is cheaper than forbidding. A mapping must forbid them.
+    extra: Literal["forbid", "ignore"] = "forbid"
+
+
+def _type_schema(hint: Any, plan: _Plan) -> core_schema.CoreSchema:
     """The core schema of one annotation; TypeError for one the compiler does not know,
     so a new field type fails at import instead of being validated loosely."""
     origin, args = get_origin(hint), get_args(hint)
     if origin is Annotated:
         for extra in hint.__metadata__:
-            if isinstance(extra, PlainValidator) and extra.func in fields:
-                return fields[extra.func]
+            if isinstance(extra, PlainValidator) and extra.func in plan.fields:
+                return plan.fields[extra.func]
         if hint == Days:
             return core_schema.int_schema(strict=True, ge=0)
     elif origin is Literal:
         return core_schema.literal_schema(list(args))
     elif origin in (Union, UnionType) and len(args) == 2 and type(None) in args:
         inner = args[0] if args[1] is type(None) else args[1]
-        return core_schema.nullable_schema(_type_schema(inner, fields, overrides))
+        return core_schema.nullable_schema(_type_schema(inner, plan))
     elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        return core_schema.tuple_schema(
-            [_type_schema(args[0], fields, overrides)], variadic_item_index=0
-        )
+        return core_schema.tuple_schema([_type_schema(args[0], plan)], variadic_item_index=0)
     elif origin is dict:
-        return core_schema.dict_schema(_type_schema(args[0], fields), _type_schema(args[1], fields))
+        return core_schema.dict_schema(_type_schema(args[0], plan), _type_schema(args[1], plan))
     elif isinstance(hint, type) and issubclass(hint, _Facts):
-        return _model_schema(hint, fields, overrides)
+        return _model_schema(hint, plan)
     raise TypeError(f"no compiled validator for the facts type {hint!r}")
 
 
-_Overrides = Mapping[tuple[type[_Facts], str], core_schema.CoreSchema]
-
-
-def _model_schema(
-    model: type[_Facts],
-    fields: Mapping[Any, core_schema.CoreSchema],
-    overrides: _Overrides | None = None,
-) -> core_schema.CoreSchema:
-    """`overrides` replaces the schema of a field (default included) by (model, name)."""
+def _model_schema(model: type[_Facts], plan: _Plan) -> core_schema.CoreSchema:
     hints = get_type_hints(model, include_extras=True)
     compiled: dict[str, core_schema.ModelField] = {}
     for name, info in model.model_fields.items():
-        if overrides and (model, name) in overrides:
-            compiled[name] = core_schema.model_field(overrides[model, name])
+        if (model, name) in plan.overrides:
+            compiled[name] = core_schema.model_field(plan.overrides[model, name])
             continue
-        schema = _type_schema(hints[name], fields, overrides)
+        schema = _type_schema(hints[name], plan)
         if info.default_factory is not None:
             schema = core_schema.with_default_schema(schema, default_factory=info.default_factory)
         elif not info.is_required():
@@ -529,9 +534,9 @@ def _model_schema(
     return core_schema.model_schema(
         model,
         core_schema.model_fields_schema(
-            compiled, model_name=model.__name__, extra_behavior="forbid"
+            compiled, model_name=model.__name__, extra_behavior=plan.extra
         ),
-        config=core_schema.CoreConfig(extra_fields_behavior="forbid"),
+        config=core_schema.CoreConfig(extra_fields_behavior=plan.extra),
         frozen=True,
     )
 
@@ -539,8 +544,10 @@ def _model_schema(
 # Built while the model classes are still deferred (see _Facts): pydantic-core reuses
 # a complete model class's own validator for any schema that names the class
 # (pydantic-core src/common/prebuilt.rs), which would bring the Python validators back.
-_FROM_PYTHON = SchemaValidator(_model_schema(Shipment, _field_schemas(python=True)))
-_FROM_JSON = SchemaValidator(_model_schema(Shipment, _field_schemas(python=False)))
+_FROM_PYTHON = SchemaValidator(_model_schema(Shipment, _Plan(_field_schemas(python=True))))
+_FROM_JSON = SchemaValidator(
+    _model_schema(Shipment, _Plan(_field_schemas(python=False), extra="ignore"))
+)
 
 # --- validators compiled for one reference and one valuation currency ----------------
 # The validators above check the codes' form only and leave the rest to `_finish`, a
@@ -603,7 +610,8 @@ def _compile(reference: FactsReference, valuation: str, *, python: bool) -> Sche
     }
     for model in (Invoice, GoodsItem, Charge, Duty):
         overrides[model, "currency"] = core_schema.with_default_schema(own, default=valuation)
-    return _build(_model_schema(Shipment, fields, overrides))
+    plan = _Plan(fields, overrides, "forbid" if python else "ignore")
+    return _build(_model_schema(Shipment, plan))
 
 
 # pydantic's own lock for (re)building models, so no model is rebuilt meanwhile.
@@ -631,9 +639,13 @@ def _fast_from_mapping(data: Any, reference: FactsReference) -> Shipment | None:
     if type(data) is not dict:
         return None
     valuation = data.get("currency")
-    own = _compiled_for(reference, valuation, python=True)
+    compiled = reference.compiled
+    # The common case inline: a str is hashable, and a validator made is never dropped.
+    own = compiled.python.get(valuation) if type(valuation) is str else None
+    if own is None:
+        own = _compiled_for(reference, valuation, python=True)
     if own is not None:
-        reference.compiled.hint = valuation
+        compiled.hint = valuation
         try:
             shipment: Shipment = own.validate_python(data)
         except ValidationError:

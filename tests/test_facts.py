@@ -811,6 +811,10 @@ def test_a_reference_read_often_gets_validators_of_its_own() -> None:
     ):
         with pytest.raises(ValidationError):
             own.validate_python(copy.deepcopy(data) | {key: wrong})
+    # The valuation currency's own rate must be 1: checked after, the models word it.
+    assert facts._fast_from_mapping(copy.deepcopy(data) | {"fx": {"USD": "2"}}, reference) is None
+    one = data | {"fx": {"USD": "1.000"}}
+    assert_same(facts._fast_from_mapping(copy.deepcopy(one), reference), by_models(one))  # type: ignore[arg-type]
     # Made once per valuation currency; a currency not in the reference gets none.
     assert read_facts(copy.deepcopy(data), reference) == shipment
     assert reference.compiled.python["USD"] is own
@@ -895,3 +899,99 @@ def test_a_mapping_and_its_json_agree(data: dict[str, Any]) -> None:
     if isinstance(from_mapping, Shipment):
         text = re.sub(r'"__raw__(.*?)__"', r"\1", json.dumps(data, default=_json_default))
         assert read_facts(text.encode(), REFERENCE) == from_mapping
+
+
+# --- valid facts of every shape: every road builds the models' Shipment ---------------
+
+AMOUNTS = st.decimals(min_value=0, max_value=10**12, places=2, allow_nan=False).map(plain) | (
+    st.integers(0, 10**15)
+)
+
+
+@st.composite
+def valid_facts(draw: st.DrawFn) -> dict[str, Any]:
+    """Facts the models accept against REFERENCE: the anchor harness's shape (ids,
+    codes, one goods line, charges with text amounts, no currency written) and its
+    variations (written and foreign currencies with their rates, optional fields)."""
+    valuation = draw(st.sampled_from(["USD", "EUR", "JPY"]))
+    others = draw(st.lists(st.sampled_from(["USD", "EUR", "CHF", "BHD"]), max_size=2))
+    foreign = [code for code in others if code != valuation]
+    currencies = st.sampled_from([valuation, *foreign])
+
+    def currency_of(item: dict[str, Any]) -> dict[str, Any]:
+        if draw(st.booleans()):
+            item["currency"] = draw(currencies)
+        return item
+
+    goods = [
+        currency_of(
+            {
+                "description": draw(st.sampled_from(["goods", "Laptops: 2 pallets"])),
+                **draw(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "hs_code": st.sampled_from(["847130", "0101"]),
+                            "category": st.sampled_from(["art", "electronics"]),
+                            "quantity": AMOUNTS,
+                            "value": AMOUNTS,
+                        },
+                    )
+                ),
+            }
+        )
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    charges = [
+        currency_of(
+            {
+                "type": draw(st.sampled_from(sorted(REFERENCE.charge_types or ()))),
+                "amount": draw(AMOUNTS),
+            }
+        )
+        for _ in range(draw(st.integers(0, 6)))
+    ]
+    data: dict[str, Any] = {
+        "id": draw(st.sampled_from(["A-000001", "SHP:7"])),
+        "date": "2025-06-01",
+        "currency": valuation,
+        "mode": draw(st.sampled_from(["ocean", "air"])),
+        "origin": {"country": draw(st.sampled_from(["CN", "US"]))},
+        "destination": {"country": draw(st.sampled_from(["NO", "DE", "SG"]))},
+        "invoice": currency_of({"amount": draw(AMOUNTS)}),
+        "goods": goods,
+        "charges": charges,
+    }
+    if draw(st.booleans()):
+        data["duties"] = []
+    rates = {code: draw(st.sampled_from(["1.0825", "0.0067", "3"])) for code in foreign}
+    if draw(st.booleans()):
+        rates[valuation] = "1"
+    if rates or draw(st.booleans()):
+        data["fx"] = rates
+    if draw(st.booleans()):
+        data["origin"]["port"] = "Shanghai"
+    return data
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_facts())
+def test_every_road_builds_the_models_shipment_from_valid_facts(data: dict[str, Any]) -> None:
+    slow = by_models(data)
+    assert slow is not None, "the generator made facts the models refuse"
+    text = json.dumps(data)
+    cold, warm = both_roads(REFERENCE)
+    warm.compiled.hint = data["currency"]
+    for road in (cold, warm):
+        from_mapping = facts._fast_from_mapping(copy.deepcopy(data), road)
+        from_json = facts._fast_from_json(text.encode(), road)
+        # Every valid mapping and every JSON text without escapes takes a fast road.
+        assert from_mapping is not None and from_json is not None
+        assert_same(from_mapping, slow)
+        assert_same(from_json, slow)
+    written = [item.get("currency") for item in (data["invoice"], *data["goods"], *data["charges"])]
+    if set(written) <= {None, data["currency"]}:
+        # One currency: the reference's own validator alone builds it, no Python pass.
+        own = facts._compiled_for(warm, data["currency"], python=True)
+        assert own is not None
+        assert_same(own.validate_python(copy.deepcopy(data)), slow)

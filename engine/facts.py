@@ -93,6 +93,12 @@ class _Compiled:
         self.uses = 0
         self.hint: str | None = None
 
+    def __reduce__(self) -> tuple[type[_Compiled], tuple[()]]:
+        # A copy (pickled to a worker, say) starts empty: a validator unpickled from its
+        # schema would be rebuilt while the models are complete, i.e. from their own
+        # validators (see `_build`).
+        return (_Compiled, ())
+
 
 # --- field types --------------------------------------------------------------------
 # Validators raise PydanticCustomError(code, message): the code becomes the Problem code
@@ -575,7 +581,12 @@ def _compiled_for(
     reference: FactsReference, valuation: Any, *, python: bool
 ) -> SchemaValidator | None:
     """The reference's own validator for facts valued in `valuation`, made on first
-    need; None while the reference is new or when `valuation` is not a valid code."""
+    need; None while the reference is new or when `valuation` is not a valid code.
+
+    It takes every amount to be in the valuation currency, which is exactly what the
+    models accept when the facts give no fx rates. Facts with rates go the shared road
+    without trying it: trying first would cost a refusal on every multi-currency input.
+    """
     if type(valuation) is not str:
         return None
     compiled = reference.compiled
@@ -640,21 +651,19 @@ def _fast_from_mapping(data: Any, reference: FactsReference) -> Shipment | None:
         return None
     valuation = data.get("currency")
     compiled = reference.compiled
-    # The common case inline: a str is hashable, and a validator made is never dropped.
-    own = compiled.python.get(valuation) if type(valuation) is str else None
-    if own is None:
-        own = _compiled_for(reference, valuation, python=True)
+    own = None
+    if not data.get("fx"):  # see `_compiled_for`: with rates, other currencies are valid
+        # The common case inline: a str is hashable, and a validator made is never dropped.
+        own = compiled.python.get(valuation) if type(valuation) is str else None
+        if own is None:
+            own = _compiled_for(reference, valuation, python=True)
     if own is not None:
         compiled.hint = valuation
         try:
-            shipment: Shipment = own.validate_python(data)
+            # No rates were given, so there is no valuation-currency rate to check.
+            return own.validate_python(data)  # type: ignore[no-any-return]
         except ValidationError:
-            pass  # another currency, say: the road below decides
-        else:
-            rates = shipment.fx
-            if rates and valuation in rates and rates[valuation] != 1:
-                return None
-            return shipment
+            pass  # a currency written as null, say: the road below decides
     try:
         shipment = _FROM_PYTHON.validate_python(data)
     except ValidationError:
@@ -674,21 +683,19 @@ def _fast_from_json(text: str | bytes, reference: FactsReference) -> Shipment | 
     the keys read plus the ':' in those values exactly when no key was repeated.
     (A currency given as its field's default is not a key read, and not counted.)
     """
-    backslash: Any = b"\\" if isinstance(text, bytes) else "\\"
-    if backslash in text:
+    backslash, fx = (b"\\", b'"fx"') if isinstance(text, bytes) else ("\\", '"fx"')
+    if backslash in text:  # type: ignore[operator]
         return None
     shipment: Shipment | None = None
     hint = reference.compiled.hint
-    own = _compiled_for(reference, hint, python=False) if hint is not None else None
-    if own is not None and hint is not None:
-        try:
-            shipment = own.validate_json(text)
-        except ValidationError:
-            pass  # valued in another currency, say: the road below decides
-        else:
-            rates = shipment.fx
-            if rates and hint in rates and rates[hint] != 1:
-                return None
+    # No "fx" anywhere (no escapes either): no rates given, see `_fast_from_mapping`.
+    if hint is not None and fx not in text:  # type: ignore[operator]
+        own = _compiled_for(reference, hint, python=False)
+        if own is not None:
+            try:
+                shipment = own.validate_json(text)
+            except ValidationError:
+                shipment = None  # valued in another currency, say: the road below decides
     if shipment is None:
         try:
             shipment = _FROM_JSON.validate_json(text)
@@ -698,26 +705,40 @@ def _fast_from_json(text: str | bytes, reference: FactsReference) -> Shipment | 
             return None
         reference.compiled.hint = shipment.currency
     colons = text.count(b":" if isinstance(text, bytes) else ":")  # type: ignore[arg-type]
-    if colons != _keys_and_colons(shipment):
+    keys = _keys_read(shipment)
+    # As many ':' as keys read: none left over for a repeated key. Otherwise the ones
+    # left over must all be in text values.
+    if colons != keys and colons != keys + _colons_in_text(shipment):
         return None
     return shipment
 
 
-def _keys_and_colons(shipment: Shipment) -> int:
-    """Keys read into `shipment` (fields set, fx codes) plus the ':' in its text fields."""
+def _keys_read(shipment: Shipment) -> int:
+    """Keys read into `shipment`: the fields set on its models, and the fx codes."""
     count = len(shipment.__pydantic_fields_set__) + len(shipment.fx)
-    count += shipment.id.count(":")
-    for place in (shipment.origin, shipment.destination):
-        count += len(place.__pydantic_fields_set__) + (place.port or "").count(":")
+    count += len(shipment.origin.__pydantic_fields_set__)
+    count += len(shipment.destination.__pydantic_fields_set__)
     count += len(shipment.invoice.__pydantic_fields_set__)
     for good in shipment.goods:
-        count += len(good.__pydantic_fields_set__) + good.description.count(":")
+        count += len(good.__pydantic_fields_set__)
         if good.dimensions_cm is not None:
             count += len(good.dimensions_cm.__pydantic_fields_set__)
     for charge in shipment.charges:
-        count += len(charge.__pydantic_fields_set__) + charge.type.count(":")
+        count += len(charge.__pydantic_fields_set__)
     for duty in shipment.duties or ():
         count += len(duty.__pydantic_fields_set__)
+    return count
+
+
+def _colons_in_text(shipment: Shipment) -> int:
+    """The ':' in the text fields of `shipment`, which are stored as written."""
+    count = shipment.id.count(":")
+    for place in (shipment.origin, shipment.destination):
+        count += (place.port or "").count(":")
+    for good in shipment.goods:
+        count += good.description.count(":")
+    for charge in shipment.charges:
+        count += charge.type.count(":")
     return count
 
 

@@ -995,3 +995,15 @@ def test_every_road_builds_the_models_shipment_from_valid_facts(data: dict[str, 
         own = facts._compiled_for(warm, data["currency"], python=True)
         assert own is not None
         assert_same(own.validate_python(copy.deepcopy(data)), slow)
+
+
+def test_a_reference_copied_or_pickled_makes_its_own_validators_afresh() -> None:
+    import pickle
+
+    made = warmed(REFERENCE)
+    for copied in (pickle.loads(pickle.dumps(made)), copy.deepcopy(made)):
+        assert copied == made and copied.compiled.python == {}
+        data = one_currency()
+        for _ in range(facts._COMPILE_AFTER + 1):
+            assert_same(read_facts(copy.deepcopy(data), copied), by_models(data))  # type: ignore[arg-type]
+        assert copied.compiled.python["USD"] is not None

@@ -1007,3 +1007,15 @@ def test_a_reference_copied_or_pickled_makes_its_own_validators_afresh() -> None
         for _ in range(facts._COMPILE_AFTER + 1):
             assert_same(read_facts(copy.deepcopy(data), copied), by_models(data))  # type: ignore[arg-type]
         assert copied.compiled.python["USD"] is not None
+
+
+def test_a_reference_keeps_validators_for_a_few_currencies_only() -> None:
+    codes = [f"X{a}{b}" for a in "ABCD" for b in "ABC"]  # more than _OWN_MAX
+    many = FactsReference({code: 2 for code in codes}, REFERENCE.countries, None)
+    for code in codes:
+        data = one_currency() | {"currency": code}
+        for _ in range(facts._COMPILE_AFTER):
+            shipment = read_facts(copy.deepcopy(data), many)
+            assert {c.currency for c in shipment.charges} == {code}
+            assert_same(shipment, by_models_with(data, many))
+    assert len(many.compiled.python) == facts._OWN_MAX < len(codes)

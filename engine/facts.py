@@ -573,7 +573,6 @@ _CODE_KINDS: tuple[tuple[Any, str, Any], ...] = (
     (_charge_type, "charge_types", str.strip),
 )
 _CURRENCY_FORM = _CODE_KINDS[0][2]
-# The models whose `currency` an amount without one inherits (see `_give_currencies`).
 _COMPILE_AFTER = 2  # reads of a reference before it gets its own validators
 # Valuation currencies per reference (and per input kind) with a validator of their
 # own: each costs ~8 ms to make and ~0.3 MB to keep, and facts come in few currencies.

@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import difflib
 import functools
+import operator
 import os
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path, PurePath
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
+import pydantic.main
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -43,6 +46,7 @@ from pydantic import (
     StrictInt,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
     model_validator,
 )
@@ -71,6 +75,33 @@ class FactsReference:
     # Goods category or synonym -> its category (rules/reference/goods_categories.yaml);
     # a synonym is read as its category. None = unchecked.
     categories: Mapping[str, str] | None = None
+    # The validators compiled from these codes (see `_compiled_for`), made on first
+    # use and kept here, with the codes they were made from.
+    compiled: _Compiled = field(
+        default_factory=lambda: _Compiled(), init=False, repr=False, compare=False
+    )
+
+
+class _Compiled:
+    """A reference's own compiled validators, one per valuation currency, for Python
+    input and for JSON text; `uses` counts reads, so that a reference made for one read
+    does not pay for compiling; `hint` is the last valuation currency read from a
+    mapping, the one tried first for JSON text (whose currency is not known before it
+    is parsed)."""
+
+    __slots__ = ("hint", "json", "python", "uses")
+
+    def __init__(self) -> None:
+        self.python: dict[str, SchemaValidator | None] = {}
+        self.json: dict[str, SchemaValidator | None] = {}
+        self.uses = 0
+        self.hint: str | None = None
+
+    def __reduce__(self) -> tuple[type[_Compiled], tuple[()]]:
+        # A copy (pickled to a worker, say) starts empty: a validator unpickled from its
+        # schema would be rebuilt while the models are complete, i.e. from their own
+        # validators (see `_build`).
+        return (_Compiled, ())
 
 
 # --- field types --------------------------------------------------------------------
@@ -354,10 +385,13 @@ class Shipment(_Facts):
     sum_insured: Amount | None = None  # in the valuation currency
     transit_countries: tuple[Country, ...] | None = None
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _inherit_currencies(cls, data: Any, info: ValidationInfo) -> Any:
-        return _inherit_currencies(data, _reference(info))
+    def _inherit_currencies(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        shipment = handler(data)
+        if isinstance(data, Mapping) and isinstance(shipment, Shipment) and shipment is not data:
+            _give_currencies(shipment, data)
+        return shipment
 
     def canonical(self) -> dict[str, Any]:
         """A JSON-ready dict: Decimals as plain decimal strings (the written precision
@@ -369,48 +403,6 @@ class Shipment(_Facts):
     def json_schema(cls) -> dict[str, Any]:
         """The JSON Schema of the facts input (amounts as string or number)."""
         return cls.model_json_schema()
-
-
-def _inherit_currencies(data: Any, reference: FactsReference | None) -> Any:
-    """Give each amount without a currency the one it inherits (see module doc).
-
-    Only a valid currency is passed down, so a bad code is reported once, where
-    it was written, and never at a path the input does not have.
-    """
-    if not isinstance(data, Mapping):
-        return data
-    data = dict(data)
-    valuation = _valid_currency(data.get("currency"), reference)
-    invoice = data.get("invoice")
-    invoice_currency = valuation
-    if isinstance(invoice, Mapping):
-        if invoice.get("currency") is None:
-            if valuation:
-                data["invoice"] = {**invoice, "currency": valuation}
-        else:
-            invoice_currency = _valid_currency(invoice["currency"], reference)
-    for name, inherited in (
-        ("goods", invoice_currency),
-        ("charges", valuation),
-        ("duties", valuation),
-    ):
-        items = data.get(name)
-        if inherited and isinstance(items, list | tuple):
-            data[name] = [
-                {**item, "currency": inherited}
-                if isinstance(item, Mapping) and item.get("currency") is None
-                else item
-                for item in items
-            ]
-    return data
-
-
-def _valid_currency(value: Any, reference: FactsReference | None) -> str | None:
-    known = reference.currencies if reference else None
-    try:
-        return _code(value, letters=3, what="ISO 4217 currency", known=known)
-    except PydanticCustomError:
-        return None
 
 
 def _canonical(value: Any) -> Any:
@@ -430,11 +422,13 @@ def _canonical(value: Any) -> Any:
 # --- the compiled validator -----------------------------------------------------------
 # The models above, with their Python validators, are the contract and word every
 # message. Valid facts take a faster road: a pydantic-core validator compiled from the
-# same models, whose checks run in Rust (strict types, patterns, literals), then one
-# Python pass for what needs the reference or the parent (`_finish`). It accepts a
-# subset of what the models accept and builds an equal `Shipment`; whatever it refuses
-# goes the models' way, so problems are found and worded exactly as before.
-# tests/test_facts.py checks both halves of that promise on generated input.
+# same models, whose checks run in Rust (strict types, patterns, literals). A reference
+# read more than once has its own, one per valuation currency, that also check the
+# codes and give inherited currencies (see `_compiled_for`); otherwise a shared one is
+# followed by one Python pass for what needs the reference or the parent (`_finish`).
+# Each accepts a subset of what the models accept and builds an equal `Shipment`;
+# whatever they refuse goes the models' way, so problems are found and worded exactly
+# as before. tests/test_facts.py checks both halves of that promise on generated input.
 
 # Plain decimal text with no sign or spaces: the models also accept " 12" and "-0",
 # which take the slower road. Rust's `$` matches only at the very end of the text.
@@ -509,37 +503,53 @@ def _field_schemas(*, python: bool) -> dict[Any, core_schema.CoreSchema]:
     }
 
 
-def _type_schema(hint: Any, fields: Mapping[Any, core_schema.CoreSchema]) -> core_schema.CoreSchema:
+@dataclass(frozen=True)
+class _Plan:
+    """What a compiled validator is made of, beyond the models themselves."""
+
+    fields: Mapping[Any, core_schema.CoreSchema]  # field type's validator -> its schema
+    # A field's schema (default included) in place of its type's, by (model, name).
+    overrides: Mapping[tuple[type[_Facts], str], core_schema.CoreSchema] = field(
+        default_factory=dict
+    )
+    # JSON text may let pydantic-core skip unknown keys: the count of ':' in
+    # `_fast_from_json` finds them (each is one more ':' than the keys read), and
+    # ignoring is cheaper than forbidding. A mapping must forbid them.
+    extra: Literal["forbid", "ignore"] = "forbid"
+
+
+def _type_schema(hint: Any, plan: _Plan) -> core_schema.CoreSchema:
     """The core schema of one annotation; TypeError for one the compiler does not know,
     so a new field type fails at import instead of being validated loosely."""
     origin, args = get_origin(hint), get_args(hint)
     if origin is Annotated:
         for extra in hint.__metadata__:
-            if isinstance(extra, PlainValidator) and extra.func in fields:
-                return fields[extra.func]
+            if isinstance(extra, PlainValidator) and extra.func in plan.fields:
+                return plan.fields[extra.func]
         if hint == Days:
             return core_schema.int_schema(strict=True, ge=0)
     elif origin is Literal:
         return core_schema.literal_schema(list(args))
     elif origin in (Union, UnionType) and len(args) == 2 and type(None) in args:
         inner = args[0] if args[1] is type(None) else args[1]
-        return core_schema.nullable_schema(_type_schema(inner, fields))
+        return core_schema.nullable_schema(_type_schema(inner, plan))
     elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        return core_schema.tuple_schema([_type_schema(args[0], fields)], variadic_item_index=0)
+        return core_schema.tuple_schema([_type_schema(args[0], plan)], variadic_item_index=0)
     elif origin is dict:
-        return core_schema.dict_schema(_type_schema(args[0], fields), _type_schema(args[1], fields))
+        return core_schema.dict_schema(_type_schema(args[0], plan), _type_schema(args[1], plan))
     elif isinstance(hint, type) and issubclass(hint, _Facts):
-        return _model_schema(hint, fields)
+        return _model_schema(hint, plan)
     raise TypeError(f"no compiled validator for the facts type {hint!r}")
 
 
-def _model_schema(
-    model: type[_Facts], fields: Mapping[Any, core_schema.CoreSchema]
-) -> core_schema.CoreSchema:
+def _model_schema(model: type[_Facts], plan: _Plan) -> core_schema.CoreSchema:
     hints = get_type_hints(model, include_extras=True)
     compiled: dict[str, core_schema.ModelField] = {}
     for name, info in model.model_fields.items():
-        schema = _type_schema(hints[name], fields)
+        if (model, name) in plan.overrides:
+            compiled[name] = core_schema.model_field(plan.overrides[model, name])
+            continue
+        schema = _type_schema(hints[name], plan)
         if info.default_factory is not None:
             schema = core_schema.with_default_schema(schema, default_factory=info.default_factory)
         elif not info.is_required():
@@ -548,9 +558,9 @@ def _model_schema(
     return core_schema.model_schema(
         model,
         core_schema.model_fields_schema(
-            compiled, model_name=model.__name__, extra_behavior="forbid"
+            compiled, model_name=model.__name__, extra_behavior=plan.extra
         ),
-        config=core_schema.CoreConfig(extra_fields_behavior="forbid"),
+        config=core_schema.CoreConfig(extra_fields_behavior=plan.extra),
         frozen=True,
     )
 
@@ -558,14 +568,138 @@ def _model_schema(
 # Built while the model classes are still deferred (see _Facts): pydantic-core reuses
 # a complete model class's own validator for any schema that names the class
 # (pydantic-core src/common/prebuilt.rs), which would bring the Python validators back.
-_FROM_PYTHON = SchemaValidator(_model_schema(Shipment, _field_schemas(python=True)))
-_FROM_JSON = SchemaValidator(_model_schema(Shipment, _field_schemas(python=False)))
+_FROM_PYTHON = SchemaValidator(_model_schema(Shipment, _Plan(_field_schemas(python=True))))
+_FROM_JSON = SchemaValidator(
+    _model_schema(Shipment, _Plan(_field_schemas(python=False), extra="ignore"))
+)
+
+# --- validators compiled for one reference and one valuation currency ----------------
+# The validators above check the codes' form only and leave the rest to `_finish`, a
+# Python pass. A reference read more than once gets validators of its own, one per
+# valuation currency, that leave nothing to Python: every code must be one of the
+# reference's (a literal in pydantic-core, a hash lookup), every amount's currency the
+# valuation currency, and an absent one is given that currency as the field's default.
+# Facts they refuse (another currency, say) take the road above, then the models'.
+
+
+# Which reference codes each kind of code field is checked against: the validator of
+# the field type, the FactsReference attribute holding the codes, and the form that
+# validator requires of a code (a code of another form is never accepted by it, so it
+# must not be accepted here either). One more kind of code is one more row.
+def _categories_as_written(reference: FactsReference) -> Iterable[str] | None:
+    """The category names that are read as themselves: a synonym must fail the compiled
+    literal so that it takes the models' road, which reads it as its category."""
+    categories = reference.categories
+    if categories is None:
+        return None
+    return [name for name, category in categories.items() if name == category]
+
+
+# A kind of code the reference checks: (the field type's validator, the reference's codes
+# of that kind, or None when unchecked, the form a code must have to be a literal).
+_CODE_KINDS: tuple[tuple[Any, Callable[[FactsReference], Iterable[Any] | None], Any], ...] = (
+    (_currency, operator.attrgetter("currencies"), re.compile("[A-Z]{3}").fullmatch),
+    (_country, operator.attrgetter("countries"), re.compile("[A-Z]{2}").fullmatch),
+    (_charge_type, operator.attrgetter("charge_types"), str.strip),
+    (_category, _categories_as_written, re.compile("[a-z][a-z0-9_]*").fullmatch),
+)
+_CURRENCY_FORM = _CODE_KINDS[0][2]
+_COMPILE_AFTER = 2  # reads of a reference before it gets its own validators
+# Valuation currencies per reference (and per input kind) with a validator of their
+# own: each costs ~8 ms to make and ~0.3 MB to keep, and facts come in few currencies.
+# Facts in any other currency take the shared road, a little slower.
+_OWN_MAX = 8
+
+
+def _compiled_for(
+    reference: FactsReference, valuation: Any, *, python: bool
+) -> SchemaValidator | None:
+    """The reference's own validator for facts valued in `valuation`, made on first
+    need; None while the reference is new, when `valuation` is not a valid code, and
+    for currencies beyond the first `_OWN_MAX`.
+
+    It takes every amount to be in the valuation currency, which is exactly what the
+    models accept when the facts give no fx rates. Facts with rates go the shared road
+    without trying it: trying first would cost a refusal on every multi-currency input.
+    """
+    if type(valuation) is not str:
+        return None
+    compiled = reference.compiled
+    table = compiled.python if python else compiled.json
+    found = table.get(valuation)
+    if found is not None or valuation in table:
+        return found
+    compiled.uses += 1
+    if (
+        compiled.uses < _COMPILE_AFTER
+        or len(table) >= _OWN_MAX
+        or valuation not in reference.currencies
+        or not _CURRENCY_FORM(valuation)
+    ):
+        return None
+    made = table[valuation] = _compile(reference, valuation, python=python)
+    return made
+
+
+def _compile(reference: FactsReference, valuation: str, *, python: bool) -> SchemaValidator | None:
+    fields = dict(_field_schemas(python=python))
+    for check, codes_of, form in _CODE_KINDS:
+        codes = codes_of(reference)
+        if codes is None:
+            continue
+        known = sorted(code for code in codes if isinstance(code, str) and form(code))
+        if not known:
+            return None  # nothing could pass: let the models say why
+        fields[check] = core_schema.literal_schema(known)
+    own = core_schema.literal_schema([valuation])
+    overrides: dict[tuple[type[_Facts], str], core_schema.CoreSchema] = {
+        (Shipment, "currency"): own
+    }
+    for model in (Invoice, GoodsItem, Charge, Duty):
+        overrides[model, "currency"] = core_schema.with_default_schema(own, default=valuation)
+    plan = _Plan(fields, overrides, "forbid" if python else "ignore")
+    return _build(_model_schema(Shipment, plan))
+
+
+# pydantic's own lock for (re)building models, so no model is rebuilt meanwhile.
+_BUILDING: Any = getattr(pydantic.main, "_rebuild_lock", None) or threading.RLock()
+
+
+def _build(schema: core_schema.CoreSchema) -> SchemaValidator:
+    """A validator from our schema even though the model classes are complete: they
+    are marked incomplete while it is built, so pydantic-core does not take their own
+    validators instead (see above); pydantic marks a model so while rebuilding it."""
+    models = (Shipment, Place, Invoice, Dimensions, GoodsItem, Charge, Duty)
+    with _BUILDING:
+        complete = [model for model in models if model.__dict__.get("__pydantic_complete__")]
+        for model in complete:
+            model.__pydantic_complete__ = False
+        try:
+            return SchemaValidator(schema)
+        finally:
+            for model in complete:
+                model.__pydantic_complete__ = True
 
 
 def _fast_from_mapping(data: Any, reference: FactsReference) -> Shipment | None:
     """The Shipment the models would build from `data`, or None to let them decide."""
     if type(data) is not dict:
         return None
+    valuation = data.get("currency")
+    compiled = reference.compiled
+    own = None
+    if not data.get("fx"):  # see `_compiled_for`: with rates, other currencies are valid
+        # The common case inline: a str is hashable, and a validator made is never dropped.
+        own = compiled.python.get(valuation) if type(valuation) is str else None
+        if own is None:
+            own = _compiled_for(reference, valuation, python=True)
+    if own is not None:
+        compiled.hint = valuation
+        try:
+            # No rates were given, so there is no valuation-currency rate to check.
+            return own.validate_python(data)  # type: ignore[no-any-return]
+        except ValidationError:
+            pass  # a currency written as null, say: the road below decides
     try:
         shipment = _FROM_PYTHON.validate_python(data)
     except ValidationError:
@@ -583,35 +717,64 @@ def _fast_from_json(text: str | bytes, reference: FactsReference) -> Shipment | 
     an fx code, while the only strings that may hold ':' are the text fields, stored
     as written. With no backslash (no escapes) in the text, the count of ':' equals
     the keys read plus the ':' in those values exactly when no key was repeated.
+    (A currency given as its field's default is not a key read, and not counted.)
     """
-    backslash: Any = b"\\" if isinstance(text, bytes) else "\\"
-    if backslash in text:
+    backslash, fx = (b"\\", b'"fx"') if isinstance(text, bytes) else ("\\", '"fx"')
+    if backslash in text:  # type: ignore[operator]
         return None
-    try:
-        shipment = _FROM_JSON.validate_json(text)
-    except ValidationError:
-        return None
+    shipment: Shipment | None = None
+    hint = reference.compiled.hint
+    # No "fx" anywhere (no escapes either): no rates given, see `_fast_from_mapping`.
+    if hint is not None and fx not in text:  # type: ignore[operator]
+        own = _compiled_for(reference, hint, python=False)
+        if own is not None:
+            try:
+                shipment = own.validate_json(text)
+            except ValidationError:
+                shipment = None  # valued in another currency, say: the road below decides
+    if shipment is None:
+        try:
+            shipment = _FROM_JSON.validate_json(text)
+        except ValidationError:
+            return None
+        if _finish(shipment, None, reference) is None:
+            return None
+        reference.compiled.hint = shipment.currency
     colons = text.count(b":" if isinstance(text, bytes) else ":")  # type: ignore[arg-type]
-    if colons != _keys_and_colons(shipment):
+    keys = _keys_read(shipment)
+    # As many ':' as keys read: none left over for a repeated key. Otherwise the ones
+    # left over must all be in text values.
+    if colons != keys and colons != keys + _colons_in_text(shipment):
         return None
-    return _finish(shipment, None, reference)
+    return shipment
 
 
-def _keys_and_colons(shipment: Shipment) -> int:
-    """Keys read into `shipment` (fields set, fx codes) plus the ':' in its text fields."""
+def _keys_read(shipment: Shipment) -> int:
+    """Keys read into `shipment`: the fields set on its models, and the fx codes."""
     count = len(shipment.__pydantic_fields_set__) + len(shipment.fx)
-    count += shipment.id.count(":")
-    for place in (shipment.origin, shipment.destination):
-        count += len(place.__pydantic_fields_set__) + (place.port or "").count(":")
+    count += len(shipment.origin.__pydantic_fields_set__)
+    count += len(shipment.destination.__pydantic_fields_set__)
     count += len(shipment.invoice.__pydantic_fields_set__)
     for good in shipment.goods:
-        count += len(good.__pydantic_fields_set__) + good.description.count(":")
+        count += len(good.__pydantic_fields_set__)
         if good.dimensions_cm is not None:
             count += len(good.dimensions_cm.__pydantic_fields_set__)
     for charge in shipment.charges:
-        count += len(charge.__pydantic_fields_set__) + charge.type.count(":")
+        count += len(charge.__pydantic_fields_set__)
     for duty in shipment.duties or ():
         count += len(duty.__pydantic_fields_set__)
+    return count
+
+
+def _colons_in_text(shipment: Shipment) -> int:
+    """The ':' in the text fields of `shipment`, which are stored as written."""
+    count = shipment.id.count(":")
+    for place in (shipment.origin, shipment.destination):
+        count += (place.port or "").count(":")
+    for good in shipment.goods:
+        count += good.description.count(":")
+    for charge in shipment.charges:
+        count += charge.type.count(":")
     return count
 
 
@@ -619,14 +782,12 @@ def _finish(
     shipment: Shipment, data: Mapping[str, Any] | None, reference: FactsReference
 ) -> Shipment | None:
     """Check the codes against the reference and every foreign currency for a rate,
-    as `_code`, `_charge_type`, `_category` and `_fx_problems` do (None if any fails), and give
-    amounts their inherited currency as `_inherit_currencies` does.
+    as `_code`, `_charge_type`, `_category` and `_fx_problems` do (None if any fails),
+    and give amounts their inherited currency (`_give_currencies`).
 
     `data` is the mapping validated, None for JSON (where every item is a mapping).
-    Only models built here from a mapping are given a currency, never a model the
-    caller passed in; those are new and unshared, so setting the field on the frozen
-    model is safe. An inherited currency is the valuation's or the invoice's, so
-    checking the written ones is checking them all.
+    An inherited currency is the valuation's or the invoice's, so checking the
+    written ones is checking them all.
     """
     currencies, countries = reference.currencies, reference.countries
     valuation, rates = shipment.currency, shipment.fx
@@ -656,19 +817,36 @@ def _finish(
             category = good.category
             if category is not None and categories.get(category) != category:
                 return None
+    for models in ((shipment.invoice,), shipment.goods, shipment.charges, shipment.duties or ()):
+        for model in models:
+            written = model.currency
+            if (
+                written is not None
+                and written != valuation
+                and (written not in currencies or written not in rates)
+            ):
+                return None
+    _give_currencies(shipment, data)
+    return shipment
 
+
+def _give_currencies(shipment: Shipment, data: Mapping[str, Any] | None) -> None:
+    """Give each amount without a currency the one it inherits (see module doc): the
+    invoice the valuation currency, goods lines the invoice's, charges and duties the
+    valuation's. `data` is the mapping the shipment was built from, None for JSON.
+
+    Only models built from a mapping are given a currency, never a model the caller
+    passed in; those are new and unshared, so setting the field on the frozen model
+    is safe. The field is not marked as set: the input did not set it.
+    """
+    valuation = shipment.currency
     invoice = shipment.invoice
-    invoice_currency = invoice.currency
-    if invoice_currency is None:
-        # The goods inherit the valuation currency either way; an Invoice model passed
-        # in keeps its own (absent) currency, as with the models.
-        if data is None or isinstance(data.get("invoice"), Mapping):
-            _inherit(invoice, valuation)
-        invoice_currency = valuation
-    elif invoice_currency != valuation and (
-        invoice_currency not in currencies or invoice_currency not in rates
-    ):
-        return None
+    invoice_currency = valuation
+    if data is None or isinstance(data.get("invoice"), Mapping):
+        if invoice.currency is None:
+            invoice.__dict__["currency"] = valuation
+        else:
+            invoice_currency = invoice.currency
     groups: tuple[tuple[str, Sequence[GoodsItem | Charge | Duty], str], ...] = (
         ("goods", shipment.goods, invoice_currency),
         ("charges", shipment.charges, valuation),
@@ -679,23 +857,13 @@ def _finish(
             continue
         items = None if data is None else data.get(name)
         # `type(...) is` first: the usual list of dicts skips the slower ABC checks.
-        as_given = data is None or type(items) is list or isinstance(items, list | tuple)
+        if not (items is None or type(items) is list or isinstance(items, list | tuple)):
+            continue
         for index, model in enumerate(models):
-            written = model.currency
-            if written is None:
-                if as_given and (
-                    items is None or type(items[index]) is dict or isinstance(items[index], Mapping)
-                ):
-                    model.__dict__["currency"] = inherited  # as `_inherit`, inline
-                    model.__pydantic_fields_set__.add("currency")
-            elif written != valuation and (written not in currencies or written not in rates):
-                return None
-    return shipment
-
-
-def _inherit(model: Invoice | GoodsItem | Charge | Duty, currency: str | None) -> None:
-    model.__dict__["currency"] = currency
-    model.__pydantic_fields_set__.add("currency")
+            if model.currency is None and (
+                items is None or type(items[index]) is dict or isinstance(items[index], Mapping)
+            ):
+                model.__dict__["currency"] = inherited
 
 
 # --- reading ------------------------------------------------------------------------
@@ -717,7 +885,11 @@ def read_facts(
     data: Any
     file = ""
     try:
-        # Text is tested first: it is cheaper than asking the Mapping ABC about bytes.
+        # A dict first (the usual library call), then text: both cheaper to ask about
+        # than the Mapping ABC.
+        if type(source) is dict:
+            fast = _fast_from_mapping(source, reference)
+            return fast if fast is not None else _validate_by_models(source, reference, None, "")
         if isinstance(source, str | bytes):
             file = name
             fast = _fast_json_text(source, reference, name)

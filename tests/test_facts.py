@@ -589,7 +589,8 @@ def test_inherited_currencies_on_the_compiled_road() -> None:
     assert shipment.goods[0].currency == "EUR"
     assert {c.currency for c in shipment.charges} == {"USD"}
     assert shipment.duties is not None and shipment.duties[0].currency == "USD"
-    assert "currency" in shipment.charges[0].model_fields_set
+    # Inherited, not given: the field is not marked as set, on either road.
+    assert "currency" not in shipment.charges[0].model_fields_set
     assert_same(shipment, by_models_with(data, SEED_REFERENCE))
 
 
@@ -759,14 +760,96 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
     return data
 
 
+def fresh(reference: FactsReference) -> FactsReference:
+    """An equal reference read for the first time: it takes the shared validators and
+    the Python pass (`_finish`), as a reference made for one read does."""
+    return FactsReference(reference.currencies, reference.countries, reference.charge_types)
+
+
+def warmed(reference: FactsReference) -> FactsReference:
+    """An equal reference with its own validators made for every currency."""
+    made = fresh(reference)
+    for code in made.currencies:
+        for python in (True, False):
+            for _ in range(facts._COMPILE_AFTER):
+                facts._compiled_for(made, code, python=python)
+    return made
+
+
+WARM = {id(reference): warmed(reference) for reference in (REFERENCE, SEED_REFERENCE)}
+
+
+def both_roads(reference: FactsReference) -> tuple[FactsReference, FactsReference]:
+    return fresh(reference), WARM[id(reference)]
+
+
+def one_currency() -> dict[str, Any]:
+    """The test shipment with every amount in USD, none of them written."""
+    data = as_data() | {"fx": {}, "invoice": {"amount": "10000.00"}}
+    for name in ("goods", "charges"):
+        data[name] = [{k: v for k, v in item.items() if k != "currency"} for item in data[name]]
+    return data
+
+
+def test_a_reference_read_often_gets_validators_of_its_own() -> None:
+    reference = fresh(REFERENCE)
+    data = one_currency()
+    for _ in range(facts._COMPILE_AFTER):
+        read_facts(copy.deepcopy(data), reference)
+    own = reference.compiled.python["USD"]
+    assert own is not None
+    shipment = own.validate_python(copy.deepcopy(data))
+    assert_same(shipment, by_models(data))
+    # Absent currencies come from the field's default: USD, and not marked as set.
+    assert {c.currency for c in shipment.charges} == {shipment.goods[0].currency} == {"USD"}
+    assert "currency" not in shipment.charges[0].model_fields_set
+    # A code not in the reference, and a currency other than the valuation's, are refused
+    # by its own validator, so the road below (then the models) decides.
+    for key, wrong in (
+        ("origin", {"country": "FR"}),
+        ("invoice", {"amount": "1", "currency": "EUR"}),
+    ):
+        with pytest.raises(ValidationError):
+            own.validate_python(copy.deepcopy(data) | {key: wrong})
+    # The valuation currency's own rate must be 1: checked after, the models word it.
+    assert facts._fast_from_mapping(copy.deepcopy(data) | {"fx": {"USD": "2"}}, reference) is None
+    one = data | {"fx": {"USD": "1.000"}}
+    assert_same(facts._fast_from_mapping(copy.deepcopy(one), reference), by_models(one))  # type: ignore[arg-type]
+    # Made once per valuation currency; a currency not in the reference gets none.
+    assert read_facts(copy.deepcopy(data), reference) == shipment
+    assert reference.compiled.python["USD"] is own
+    assert facts._compiled_for(reference, "XYZ", python=True) is None
+    assert "XYZ" not in reference.compiled.python
+
+
+def test_codes_of_another_form_are_never_accepted_by_a_compiled_validator() -> None:
+    # The models refuse "us" (lowercase) even when the reference holds it; so must the
+    # literal compiled from the reference.
+    odd = FactsReference(
+        currencies={"USD": 2, "usd": 2},
+        countries=frozenset({"CN", "NO", "us"}),
+        charge_types=frozenset({"freight", " ", "handling"}),
+    )
+    made = warmed(odd)
+    data = one_currency()
+    data["charges"] = [{"type": "freight", "amount": "1"}]
+    assert_same(facts._fast_from_mapping(copy.deepcopy(data), made), by_models_with(data, odd))  # type: ignore[arg-type]
+    for key, value in (
+        ("destination", {"country": "us"}),
+        ("charges", [{"type": " ", "amount": "1"}]),
+    ):
+        assert facts._fast_from_mapping(copy.deepcopy(data) | {key: value}, made) is None
+
+
 @settings(max_examples=400, deadline=None)
 @given(mutated())
 def test_the_compiled_road_accepts_only_what_the_models_accept(data: dict[str, Any]) -> None:
     for reference in (REFERENCE, SEED_REFERENCE):
-        fast = facts._fast_from_mapping(copy.deepcopy(data), reference)
         slow = by_models_with(data, reference)
-        if fast is not None:
-            assert_same(fast, slow)
+        for road in both_roads(reference):
+            fast = facts._fast_from_mapping(copy.deepcopy(data), road)
+            if fast is not None:
+                assert_same(fast, slow)
 
 
 def _json_default(value: Any) -> Any:
@@ -796,9 +879,14 @@ def test_json_text_gives_what_the_slow_road_gives(
     if repeat_a_key:
         text = re.sub(r'"currency"(\s*):', r'"currency"\1: "EUR", "currency":', text, count=1)
     source: str | bytes = text.encode() if as_bytes else text
-    fast = facts._fast_from_json(source, REFERENCE)
-    if fast is not None:
-        assert_same(fast, json_by_models(text))
+    slow = json_by_models(text)
+    cold, warm = both_roads(REFERENCE)
+    # JSON text is first tried with the validator of the last valuation currency read.
+    warm.compiled.hint = data.get("currency") if isinstance(data.get("currency"), str) else "USD"
+    for road in (cold, warm):
+        fast = facts._fast_from_json(source, road)
+        if fast is not None:
+            assert_same(fast, slow)
 
 
 @settings(max_examples=200, deadline=None)
@@ -811,3 +899,123 @@ def test_a_mapping_and_its_json_agree(data: dict[str, Any]) -> None:
     if isinstance(from_mapping, Shipment):
         text = re.sub(r'"__raw__(.*?)__"', r"\1", json.dumps(data, default=_json_default))
         assert read_facts(text.encode(), REFERENCE) == from_mapping
+
+
+# --- valid facts of every shape: every road builds the models' Shipment ---------------
+
+AMOUNTS = st.decimals(min_value=0, max_value=10**12, places=2, allow_nan=False).map(plain) | (
+    st.integers(0, 10**15)
+)
+
+
+@st.composite
+def valid_facts(draw: st.DrawFn) -> dict[str, Any]:
+    """Facts the models accept against REFERENCE: the anchor harness's shape (ids,
+    codes, one goods line, charges with text amounts, no currency written) and its
+    variations (written and foreign currencies with their rates, optional fields)."""
+    valuation = draw(st.sampled_from(["USD", "EUR", "JPY"]))
+    others = draw(st.lists(st.sampled_from(["USD", "EUR", "CHF", "BHD"]), max_size=2))
+    foreign = [code for code in others if code != valuation]
+    currencies = st.sampled_from([valuation, *foreign])
+
+    def currency_of(item: dict[str, Any]) -> dict[str, Any]:
+        if draw(st.booleans()):
+            item["currency"] = draw(currencies)
+        return item
+
+    goods = [
+        currency_of(
+            {
+                "description": draw(st.sampled_from(["goods", "Laptops: 2 pallets"])),
+                **draw(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "hs_code": st.sampled_from(["847130", "0101"]),
+                            "category": st.sampled_from(["art", "electronics"]),
+                            "quantity": AMOUNTS,
+                            "value": AMOUNTS,
+                        },
+                    )
+                ),
+            }
+        )
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    charges = [
+        currency_of(
+            {
+                "type": draw(st.sampled_from(sorted(REFERENCE.charge_types or ()))),
+                "amount": draw(AMOUNTS),
+            }
+        )
+        for _ in range(draw(st.integers(0, 6)))
+    ]
+    data: dict[str, Any] = {
+        "id": draw(st.sampled_from(["A-000001", "SHP:7"])),
+        "date": "2025-06-01",
+        "currency": valuation,
+        "mode": draw(st.sampled_from(["ocean", "air"])),
+        "origin": {"country": draw(st.sampled_from(["CN", "US"]))},
+        "destination": {"country": draw(st.sampled_from(["NO", "DE", "SG"]))},
+        "invoice": currency_of({"amount": draw(AMOUNTS)}),
+        "goods": goods,
+        "charges": charges,
+    }
+    if draw(st.booleans()):
+        data["duties"] = []
+    rates = {code: draw(st.sampled_from(["1.0825", "0.0067", "3"])) for code in foreign}
+    if draw(st.booleans()):
+        rates[valuation] = "1"
+    if rates or draw(st.booleans()):
+        data["fx"] = rates
+    if draw(st.booleans()):
+        data["origin"]["port"] = "Shanghai"
+    return data
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_facts())
+def test_every_road_builds_the_models_shipment_from_valid_facts(data: dict[str, Any]) -> None:
+    slow = by_models(data)
+    assert slow is not None, "the generator made facts the models refuse"
+    text = json.dumps(data)
+    cold, warm = both_roads(REFERENCE)
+    warm.compiled.hint = data["currency"]
+    for road in (cold, warm):
+        from_mapping = facts._fast_from_mapping(copy.deepcopy(data), road)
+        from_json = facts._fast_from_json(text.encode(), road)
+        # Every valid mapping and every JSON text without escapes takes a fast road.
+        assert from_mapping is not None and from_json is not None
+        assert_same(from_mapping, slow)
+        assert_same(from_json, slow)
+    written = [item.get("currency") for item in (data["invoice"], *data["goods"], *data["charges"])]
+    if set(written) <= {None, data["currency"]}:
+        # One currency: the reference's own validator alone builds it, no Python pass.
+        own = facts._compiled_for(warm, data["currency"], python=True)
+        assert own is not None
+        assert_same(own.validate_python(copy.deepcopy(data)), slow)
+
+
+def test_a_reference_copied_or_pickled_makes_its_own_validators_afresh() -> None:
+    import pickle
+
+    made = warmed(REFERENCE)
+    for copied in (pickle.loads(pickle.dumps(made)), copy.deepcopy(made)):
+        assert copied == made and copied.compiled.python == {}
+        data = one_currency()
+        for _ in range(facts._COMPILE_AFTER + 1):
+            assert_same(read_facts(copy.deepcopy(data), copied), by_models(data))  # type: ignore[arg-type]
+        assert copied.compiled.python["USD"] is not None
+
+
+def test_a_reference_keeps_validators_for_a_few_currencies_only() -> None:
+    codes = [f"X{a}{b}" for a in "ABCD" for b in "ABC"]  # more than _OWN_MAX
+    many = FactsReference({code: 2 for code in codes}, REFERENCE.countries, None)
+    for code in codes:
+        data = one_currency() | {"currency": code}
+        for _ in range(facts._COMPILE_AFTER):
+            shipment = read_facts(copy.deepcopy(data), many)
+            assert {c.currency for c in shipment.charges} == {code}
+            assert_same(shipment, by_models_with(data, many))
+    assert len(many.compiled.python) == facts._OWN_MAX < len(codes)

@@ -43,8 +43,10 @@ REFERENCE_FILES = {
     "rules/reference/incoterms.yaml": "incoterms",
     "rules/reference/currencies.yaml": "currencies",
     "rules/reference/countries.yaml": "countries",
-    "rules/reference/goods_categories.yaml": "goods_categories",
 }
+# Reference files a repository may go without: one made before the goods-category
+# vocabulary existed (and the replay of a record made then) leaves categories unchecked.
+OPTIONAL_REFERENCE_FILES = {"rules/reference/goods_categories.yaml": "goods_categories"}
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,10 @@ class RuleSet:
     functions: Mapping[str, Function] = field(default_factory=dict)
     duty_rules: Mapping[str, tuple[CompiledCountry, ...]] = field(default_factory=dict)
     incoterms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    # Goods category or synonym -> its category (rules/reference/goods_categories.yaml).
-    goods_categories: Mapping[str, str] = field(default_factory=dict)
+    # Goods category or synonym -> its category (rules/reference/goods_categories.yaml);
+    # None for a repository without that file (as every one was before it existed, and as
+    # an audit record made then is replayed): categories are then not checked.
+    goods_categories: Mapping[str, str] | None = None
     # What valuations reuse, built on first use: pack id -> the facts reference with every
     # charge type of its versions (facts are read before the date picks a version).
     _references: dict[str, FactsReference] = field(default_factory=dict, compare=False, repr=False)
@@ -193,7 +197,7 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
     countries: frozenset[str] = frozenset()
     duty_rules: dict[str, list[CompiledCountry]] = {}
     incoterms: dict[str, tuple[str, ...]] = {}
-    categories: dict[str, str] = {}
+    categories: dict[str, str] | None = None  # None: the repository has no vocabulary
     country_aliases: dict[str, str] = {}
     policies: list[tuple[Layer, str]] = []
 
@@ -255,10 +259,10 @@ def load_ruleset(source: RuleSource, functions: Mapping[str, Function] | None = 
         countries=countries,
         currencies=frozenset(currencies),
         incoterms=frozenset(incoterms),
-        goods_categories=frozenset(categories.values()),
+        goods_categories=None if categories is None else frozenset(categories.values()),
         aliases={
             "country": country_aliases,
-            "goods_category": {name: c for name, c in categories.items() if name != c},
+            "goods_category": {name: c for name, c in (categories or {}).items() if name != c},
         },
         costs=frozenset(cost for includes in incoterms.values() for cost in includes),
     )
@@ -538,7 +542,7 @@ def _kind_of(path: str) -> str | None:
         return "policy"
     if _COUNTRY_PATH.fullmatch(path):
         return "country"
-    return REFERENCE_FILES.get(path)
+    return REFERENCE_FILES.get(path) or OPTIONAL_REFERENCE_FILES.get(path)
 
 
 def _check_versioned_path(

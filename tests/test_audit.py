@@ -599,6 +599,29 @@ def test_replay_refuses_changed_rules_or_reports_what_they_change(tmp_path: Path
     assert "components.margin: 50907.00 → 55997.70" in proc.stdout
 
 
+def test_a_record_made_before_the_category_vocabulary_replays_without_it(tmp_path: Path) -> None:
+    # A repository from before rules/reference/goods_categories.yaml existed: categories
+    # are not checked, so `art` stays `art`, which blue-harbour's table does not rate (a
+    # gap: refer). Adding the vocabulary later reads `art` as `fine_art`; a replay of the
+    # old record must still use exactly the reference files it names.
+    root = repo_copy(tmp_path)
+    vocabulary = root / "rules/reference/goods_categories.yaml"
+    kept = vocabulary.read_bytes()
+    vocabulary.unlink()
+    log = AuditLog(tmp_path / "audit.db")
+    facts = shipment(goods=[{"description": "a painting", "value": "40000.00", "category": "art"}])
+    old = value(load_rules(root), facts, policy="blue-harbour", audit=log)
+    assert old.audit_id
+    vocabulary.write_bytes(kept)
+    now = value(load_rules(root), facts, policy="blue-harbour")
+    assert now.model_dump(exclude={"trace", "audit_id"}) != old.model_dump(
+        exclude={"trace", "audit_id"}
+    )  # the vocabulary changes how the same facts value today
+    report = replay(log.get(old.audit_id), root)
+    assert report.identical, report.differences
+    assert "rules/reference/goods_categories.yaml" not in {f.path for f in report.files}
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_replay_reads_the_recorded_bytes_from_git_history(tmp_path: Path) -> None:
     root = repo_copy(tmp_path)

@@ -55,12 +55,12 @@ class Vocabulary:
     countries: frozenset[str]
     currencies: frozenset[str]
     incoterms: frozenset[str]
-    goods_categories: frozenset[str]
+    goods_categories: frozenset[str] | None  # None: no vocabulary, categories unchecked
     # Written for a code, never accepted in its place: UK for GB, art for fine_art.
     aliases: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     costs: frozenset[str] = frozenset()
 
-    def values(self, kind: str, pack: _PackCodes) -> frozenset[str]:
+    def values(self, kind: str, pack: _PackCodes) -> frozenset[str] | None:
         if kind == "country":
             return self.countries
         if kind == "currency":
@@ -325,7 +325,7 @@ class _Checker:
 
     def _check(self, value: str, kind: str, where: Location, against: str) -> None:
         allowed = self.vocabulary.values(kind, self.pack)
-        if value in allowed:
+        if allowed is None or value in allowed:
             return
         what, home = _WHAT[kind]
         alias = self.vocabulary.aliases.get(kind, {}).get(value)

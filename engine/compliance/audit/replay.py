@@ -20,6 +20,8 @@ from engine.compliance.audit.record import AuditError, AuditModel, AuditRecord
 from engine.compliance.lock import from_git
 from engine.errors import FactsError, TivError, json_path
 
+REFERENCE_DIR = "rules/reference/"
+
 
 class Difference(AuditModel):
     path: str = Field(description="where in the result, e.g. components.freight, trace[3].value")
@@ -76,7 +78,8 @@ def replay(
 
     notes: list[str] = []
     try:
-        rules = load_rules(_PinnedSource(base, pinned))
+        recorded_paths = frozenset(used.path for used in record.rule_files)
+        rules = load_rules(_PinnedSource(base, pinned, recorded_paths))
     except TivError as exc:
         raise AuditError(
             f"cannot replay record {record.id}: the rules do not load: {exc}", 3
@@ -213,6 +216,7 @@ class _PinnedSource:
 
     root: Path
     pinned: Mapping[str, bytes]
+    recorded: frozenset[str] = frozenset()  # every file the record names
 
     @property
     def name(self) -> str:
@@ -223,7 +227,14 @@ class _PinnedSource:
 
         # Only rule files are listed; a table's CSV (pinned too) is read through its pack.
         pinned = {path for path in self.pinned if path.endswith(".yaml")}
-        return sorted(set(FileSystemSource(self.root).paths()) | pinned)
+        # A record names every reference file it was valued with: one added since (the
+        # goods-category vocabulary, say) would change how its facts read, so it is left out.
+        current = {
+            path
+            for path in FileSystemSource(self.root).paths()
+            if not path.startswith(REFERENCE_DIR) or path in self.recorded
+        }
+        return sorted(current | pinned)
 
     def read(self, path: str) -> bytes:
         if path in self.pinned:

@@ -215,7 +215,8 @@ class Valuation(_Out):
         values[_DEFERRED] = make
         _set_dict(model, values)
         setattr_ = object.__setattr__
-        setattr_(model, "__pydantic_fields_set__", set(_FIELD_ORDER))
+        # Shared: pydantic copies a model's fields set before changing it (model_copy).
+        setattr_(model, "__pydantic_fields_set__", _FIELDS_SET)
         setattr_(model, "__pydantic_extra__", None)
         setattr_(model, "__pydantic_private__", None)
         return model
@@ -223,6 +224,7 @@ class Valuation(_Out):
 
 _FIELD_ORDER = tuple(Valuation.model_fields)
 _FIELD_NAMES = frozenset(_FIELD_ORDER)
+_FIELDS_SET = set(_FIELD_ORDER)
 
 
 class LossIn(_Out):

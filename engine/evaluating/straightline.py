@@ -24,6 +24,7 @@ values the function returns.
 from __future__ import annotations
 
 import datetime
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -69,7 +70,7 @@ from engine.compiling.pack import (
 )
 from engine.evaluating.environment import _CHARGE_PATHS, _GOODS_PATHS, _count, _main_category
 from engine.facts import Shipment
-from engine.money import ROUNDING_MODES
+from engine.money import ROUNDING_MODES, exact
 from engine.names import CHARGE, DECLARED_DUTIES, DUTY_RULES, GOODS, SHIPMENT, charge_symbols
 
 __all__ = ["Bail", "StraightLine", "straight_line"]
@@ -305,6 +306,8 @@ class _Generator:
         self.line_reads: Mapping[str, tuple[str, bool]] = {}
         self.line_prologue: list[str] = []
         self.needs_ctx = False
+        self.computed = False  # whether the condition being generated computes a value
+        self.values: dict[str, Any] = {}  # constant identifier -> its value
         self.needs_dd = False
 
     # --- identifiers and constants ---
@@ -316,12 +319,34 @@ class _Generator:
     def const(self, value: Any) -> str:
         if value is True or value is False or value is None:
             return repr(value)
-        key = (type(value), value if not isinstance(value, list) else tuple(value))
+        # By representation: Decimal("1.0") == Decimal("1.00"), yet they are not the same
+        # constant (their exponents carry into every figure made from them).
+        key = (type(value), repr(value))
         found = self.constants.get(key)
         if found is None:
             found = self.constants[key] = self.mint("k")
             self.globals[found] = value
+            self.values[found] = value
         return found
+
+    def folded(self, op: str, *operands: str) -> str | None:
+        """A constant for `op` over constant operands, computed as the function would
+        compute it (under the engine's context); None when not all are constants or the
+        operation fails (the function then fails at run time, as the formula does)."""
+        if not all(operand in self.values for operand in operands):
+            return None
+        values = [self.values[operand] for operand in operands]
+        if not all(type(value) is Decimal for value in values):
+            return None
+        try:
+            with exact():
+                if len(values) == 1:
+                    result = -values[0] if op == "-" else +values[0]
+                else:
+                    result = _ARITHMETIC[op](values[0], values[1])
+        except ArithmeticError:
+            return None
+        return self.const(result)
 
     def bind(self, value: Any, prefix: str = "h") -> str:
         name = self.mint(prefix)
@@ -385,7 +410,9 @@ class _Generator:
             return f"({ident} if {ident} is not MISSING else _bail())" if missing else ident
         if isinstance(node, Unary):
             operand = self.expr(node.operand, scope)
-            return f"(not {operand})" if node.op == "not" else f"({node.op}{operand})"
+            if node.op == "not":
+                return f"(not {operand})"
+            return self.folded(node.op, operand) or f"({node.op}{operand})"
         if isinstance(node, Binary):
             left = self.expr(node.left, scope)
             if node.op == "**":
@@ -401,7 +428,8 @@ class _Generator:
                 return f"({left} ** {exponent!r})"
             if node.op not in ("+", "-", "*", "/"):
                 raise _Unsupported(node.op)
-            return f"({left} {node.op} {self.expr(node.right, scope)})"
+            right_code = self.expr(node.right, scope)
+            return self.folded(node.op, left, right_code) or f"({left} {node.op} {right_code})"
         if isinstance(node, Compare):
             return self.compare(node, scope)
         if isinstance(node, Logic):
@@ -460,6 +488,12 @@ class _Generator:
             keys = [
                 self.expr(Name(node.col, tuple(key.split("."))), scope) for _, key in table.keys
             ]
+            symbols = {**self.symbols, **scope}
+            key_types = [symbols[key].type if key in symbols else "" for _, key in table.keys]
+            if table.index is not None and key_types == [TEXT]:
+                # One text key: the row index's dict get, inline; no row bails.
+                get, found = self.bind(table.index.get, "t"), self.mint("w")
+                return f"({found} if ({found} := {get}(({keys[0]},))) is not None else _bail())"
             return f"{self.bind(_table_lookup(table), 't')}({', '.join(keys)})"
         function = self.functions.get(node.func)
         if function is None:
@@ -496,7 +530,8 @@ class _Generator:
             ident, missing = self.read(node.dotted)
             return _Operand(symbol.type, code=ident, missing=missing)
         # Computed: the formula's value; an absent value it reads bails (the interpreted
-        # path makes the comparison false).
+        # path makes the comparison false). It may raise (a division by zero, say).
+        self.computed = True
         return _Operand(self.kind(node, scope), code=self.expr(node, scope), missing=False)
 
     def condition(self, node: Expr, negate: bool, scope: Mapping[str, Symbol]) -> str:
@@ -624,17 +659,28 @@ class _Generator:
         emit("for i, c in enumerate(s.charges):")
         self.line_reads, self.line_locals, self.line_prologue = _CHARGE_READS, {}, []
         loop: list[str] = ["if c.currency is not None and c.currency != cur: raise Bail"]
+        # The leading `charge.type == "..."` exclusions (charge_types' own) are one dict get.
+        static: dict[str, CompiledRule] = {}
+        rest = list(charge_rules)
+        while rest and rest[0].effect == "exclude_charge":
+            tested = _type_test(rule_exprs[rest[0].id])
+            if tested is None:
+                break
+            static.setdefault(tested, rest.pop(0))
         tests: list[str] = []
-        for rule in charge_rules:
+        for rule in rest:
+            self.computed = False
             test = self.condition(rule_exprs[rule.id], False, CHARGE)
             if rule.effect == "reject_charge":
                 tests.append(f"if {test}: raise Bail")
-            else:
+            elif self.computed:  # it may raise: tested even when a rule before explains it
                 hit = self.mint("x")
                 tests.append(f"{hit} = {test}")
                 tests.append(f"if {hit} and ex is None: ex = {self.bind(rule, 'r')}")
+            else:
+                tests.append(f"if ex is None and {test}: ex = {self.bind(rule, 'r')}")
         loop.extend(self.line_prologue)
-        loop.append("ex = None")
+        loop.append(f"ex = {self.bind(static.get, 'r')}(c.type)" if static else "ex = None")
         loop.extend(tests)
         loop.append("if ex is not None:")
         loop.append("    if excluded is None: excluded = {}")
@@ -765,8 +811,6 @@ _NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
 
 
 def _fold(op: str, left: Any, right: Any) -> bool:
-    import operator
-
     compare: Callable[[Any, Any], bool] = {
         "==": operator.eq,
         "!=": operator.ne,
@@ -776,6 +820,27 @@ def _fold(op: str, left: Any, right: Any) -> bool:
         ">=": operator.ge,
     }[op]
     return compare(left, right)
+
+
+_ARITHMETIC: dict[str, Callable[[Decimal, Decimal], Decimal]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+}
+
+
+def _type_test(node: Expr) -> str | None:
+    """The charge type of a condition `charge.type == "<type>"`, else None."""
+    if (
+        isinstance(node, Compare)
+        and node.op == "=="
+        and isinstance(node.left, Name)
+        and node.left.dotted == "charge.type"
+        and isinstance(node.right, Text)
+    ):
+        return node.right.value
+    return None
 
 
 def _table_lookup(table: CompiledTable) -> Callable[..., Decimal]:

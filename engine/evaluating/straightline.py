@@ -226,6 +226,7 @@ class StraightLine:
         source: str,
         slots: Mapping[str, int],
         decision_rules: tuple[CompiledRule, ...],
+        total: str,
         uses_duties: bool,
         needs_ctx: bool,
     ) -> None:
@@ -233,6 +234,7 @@ class StraightLine:
         self.source = source  # kept for reading and for tests
         self.slots = slots
         self.decision_rules = decision_rules
+        self.total = slots[total]  # the slot of the total insured value
         self.uses_duties = uses_duties  # a formula estimates duties: make an estimator
         self.needs_ctx = needs_ctx  # a function reads the valuation's context
 
@@ -779,7 +781,10 @@ class _Generator:
             "    cur = s.currency",
             "    inv = s.invoice",
             "    if inv.currency is not None and inv.currency != cur: raise Bail",
-            "    if _converts(s, cur): raise Bail",
+            "    if s.duties and _converts(s, cur): raise Bail",
+            "    for g in s.goods:",
+            "        if g.value is not None and g.currency is not None and g.currency != cur:",
+            "            raise Bail",
         ]
         if self.needs_dd:
             head.append("    dd = _declared(s, cur)")
@@ -793,6 +798,7 @@ class _Generator:
             source,
             {name: i for i, name in enumerate(slot_names)},
             decision_rules,
+            pack.result.total_insured_value,
             uses_duties=bool(duty_formulas),
             needs_ctx=self.needs_ctx,
         )

@@ -19,6 +19,7 @@ import datetime
 import decimal
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from engine._version import __version__
@@ -116,7 +117,6 @@ def _evaluate_straight(
     tracer: Tracer,
 ) -> Valuation:
     """`_evaluate`'s valuation, by the pack's straight line (raises on anything unusual)."""
-    plan = _plan(pack)
     tracing = tracer.enabled
     with exact():
         places = rules.currencies[shipment.currency]
@@ -131,65 +131,35 @@ def _evaluate_straight(
         )
         reasons: list[Reason] = []
         flags: list[Flag] = []
-        fired: list[tuple[CompiledRule, list[str]]] = []
-        for index, rule in enumerate(line.decision_rules):
-            paths = matched[index]
-            if paths is None:
-                continue
-            fired.append((rule, paths))
-            _fired(rule, paths, reasons, flags)
-        if duties is not None and duties.flags:
-            flags = flags + duties.flags
         decision = "accept"
+        fired: list[tuple[CompiledRule, list[str]]] = []
+        for rule, paths in zip(line.decision_rules, matched, strict=True):
+            if paths is not None:
+                fired.append((rule, paths))
+                _fired(rule, paths, reasons, flags)
         for reason in reasons:
             if _STRENGTH[reason.decision] > _STRENGTH[decision]:
                 decision = reason.decision
+        if duties is not None and duties.flags:
+            flags = flags + duties.flags
+        total = money_text(values[line.total], places)
 
-        spec = pack.result
-        slots = line.slots
-        total = money_text(values[slots[spec.total_insured_value]], places)
-        components = [(name, values[slots[name]]) for name in spec.components]
-        figures = [None if name is None else values[slots[name]] for name in plan.figure_names]
-        charges = shipment.charges
-        lines = (
-            [
-                (index, charges[index].type, charges[index].amount, rule)
-                for index, rule in sorted(excluded.items())
-            ]
-            if excluded
-            else []
+        # The rest is made when first read, from values that no longer change: `values`
+        # is a tuple, `excluded` is this valuation's own.
+        deferred = partial(
+            _straight_rest,
+            pack,
+            line,
+            shipment,
+            places,
+            excluded,
+            values,
+            mark,
+            duty_trace if tracing else None,
+            fired,
+            reasons,
+            tracing,
         )
-
-        def deferred() -> dict[str, Any]:
-            recorded = (
-                _straight_steps(
-                    pack, plan, line, shipment, excluded, values, mark, duty_trace, fired, reasons
-                )
-                if tracing
-                else None
-            )
-            with exact():
-                texts = [None if v is None else money_text(v, places) for v in figures]
-                return {
-                    "components": {name: money_text(v, places) for name, v in components},
-                    "premium": texts[0],
-                    "deductible": texts[1],
-                    "figures": dict(zip(spec.figures, texts[2:], strict=True)),
-                    "excluded_charges": [
-                        built(
-                            ExcludedCharge,
-                            index=index,
-                            type=kind,
-                            amount=money_text(amount, places),
-                            reason=rule.reason,
-                            rule=rule.id,
-                            source=rule.source,
-                        )
-                        for index, kind, amount, rule in lines
-                    ],
-                    "trace": [] if recorded is None else render_steps(recorded),
-                }
-
         return Valuation.deferred(
             deferred,
             shipment_id=shipment.id,
@@ -213,6 +183,58 @@ def _evaluate_straight(
             duty_estimate=None if duties is None else duties.result,
             audit_id=None,
         )
+
+
+def _straight_rest(
+    pack: CompiledPack,
+    line: StraightLine,
+    shipment: Shipment,
+    places: int,
+    excluded: dict[int, CompiledRule] | None,
+    values: tuple[Any, ...],
+    mark: int,
+    duty_trace: Tracer | None,
+    fired: list[tuple[CompiledRule, list[str]]],
+    reasons: list[Reason],
+    tracing: bool,
+) -> dict[str, Any]:
+    """The deferred fields of a straight-line valuation."""
+    plan = _plan(pack)
+    spec = pack.result
+    slots = line.slots
+    figures = [None if name is None else values[slots[name]] for name in plan.figure_names]
+    charges = shipment.charges
+    lines = sorted(excluded.items()) if excluded else []
+    recorded = (
+        _straight_steps(
+            pack, plan, line, shipment, excluded, values, mark, duty_trace, fired, reasons
+        )
+        if tracing
+        else None
+    )
+    with exact():
+        texts = [None if v is None else money_text(v, places) for v in figures]
+        return {
+            "components": {
+                name: money_text(values[slots[name]], places) for name in spec.components
+            },
+            "premium": texts[0],
+            "deductible": texts[1],
+            "figures": dict(zip(spec.figures, texts[2:], strict=True)),
+            "excluded_charges": [
+                built(
+                    ExcludedCharge,
+                    index=index,
+                    type=charges[index].type,
+                    amount=money_text(charges[index].amount, places),
+                    reason=rule.reason,
+                    rule=rule.id,
+                    source=rule.source,
+                )
+                for index, rule in lines
+            ],
+            "trace": [] if recorded is None else render_steps(recorded),
+        }
 
 
 Recorded = tuple[str, str, str, Mapping[str, Any], Any, str]

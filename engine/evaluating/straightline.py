@@ -308,6 +308,7 @@ class _Generator:
         self.line_reads: Mapping[str, tuple[str, bool]] = {}
         self.line_prologue: list[str] = []
         self.needs_ctx = False
+        self.sums_read: set[str] = set()  # the charges.* sums something reads
         self.computed = False  # whether the condition being generated computes a value
         self.values: dict[str, Any] = {}  # constant identifier -> its value
         self.needs_dd = False
@@ -368,6 +369,8 @@ class _Generator:
             self.line_locals[dotted] = (ident, missing)
             return ident, missing
         if dotted in self.locals:
+            if dotted.startswith("charges."):
+                self.sums_read.add(dotted)
             return self.locals[dotted]
         if dotted in self.pack.parameters:
             return self.const(self.pack.parameters[dotted]), False
@@ -622,6 +625,43 @@ class _Generator:
 
     # --- the function ---
 
+    def sums(self, body: list[str]) -> list[str]:
+        """`body` with the charge sums in place: only those something reads are summed.
+
+        Sums of exact decimals: which are made does not change any of them.
+        """
+        kept = [name for name in self.sum_names if f"charges.{name}" in self.sums_read]
+        slot = {name: index for index, name in enumerate(kept)}
+        adds: dict[str, tuple[int, ...]] = {}
+        for kind, group in self.pack.charge_types.items():
+            adds[kind] = tuple(
+                slot[name] for name in ("total", group, kind) if name is not None and name in slot
+            )
+        single = all(len(add) <= 1 for add in adds.values())
+        # An unknown charge type fails the lookup, as counting it fails on the other path.
+        if single:
+            self.globals["_slots"] = {kind: add[0] if add else None for kind, add in adds.items()}
+            counting = ["j = _slots[c.type]", "if j is not None: sums[j] += c.amount"]
+        else:
+            self.globals["_slots"] = adds
+            counting = ["a = c.amount", "for j in _slots[c.type]: sums[j] += a"]
+        self.globals["_sums0"] = [Decimal(0)] * len(kept)
+        idents = [self.locals[f"charges.{name}"][0] for name in kept]
+        out: list[str] = []
+        for line in body:
+            stripped = line.strip()
+            indent = line[: len(line) - len(line.lstrip())]
+            if stripped == _START:
+                out.append(indent + "sums = _sums0.copy()")
+            elif stripped == _SUMS:
+                out.extend(indent + counted for counted in counting)
+            elif stripped == _UNPACK:
+                if idents:
+                    out.append(indent + "".join(f"{ident}, " for ident in idents) + "= sums")
+            else:
+                out.append(line)
+        return out
+
     def build(self) -> StraightLine:
         pack = self.pack
         formulas = []
@@ -650,13 +690,7 @@ class _Generator:
         no_scope: dict[str, Symbol] = {}
 
         # Charges: the charge rules on each line, then the sums of the counted ones.
-        slots = {kind: i for i, kind in enumerate(self.sum_names)}
-        counted = {}
-        for kind, group in pack.charge_types.items():
-            counted[kind] = (slots[kind], slots[group] if group else 0)
-        self.globals["_slots"] = counted
-        self.globals["_sums0"] = [Decimal(0)] * len(self.sum_names)
-        emit("sums = _sums0.copy()")
+        emit(_START)
         emit("excluded = None")
         emit("for i, c in enumerate(s.charges):")
         self.line_reads, self.line_locals, self.line_prologue = _CHARGE_READS, {}, []
@@ -688,18 +722,11 @@ class _Generator:
         loop.append("    if excluded is None: excluded = {}")
         loop.append("    excluded[i] = ex")
         loop.append("    continue")
-        loop.append("own, grp = _slots[c.type]")
-        loop.append("a = c.amount")
-        loop.append("sums[0] += a")
-        loop.append("sums[own] += a")
-        loop.append("if grp: sums[grp] += a")
+        loop.append(_SUMS)  # made at the end, for the sums something reads
         body.extend("    " + line for line in loop)
-        sum_idents = []
         for name in self.sum_names:
-            ident = self.mint("n")
-            self.locals[f"charges.{name}"] = (ident, False)
-            sum_idents.append(ident)
-        emit(", ".join(sum_idents) + ", = sums")
+            self.locals[f"charges.{name}"] = (self.mint("n"), False)
+        emit(_UNPACK)
 
         # Formulas, in the order they were checked to depend on each other.
         self.line_reads, self.line_locals = {}, {}
@@ -776,6 +803,7 @@ class _Generator:
             + "), mark)"
         )
 
+        body = self.sums(body)
         head = [
             "def valuate(s, places, available, incoterms, duties, ctx):",
             "    cur = s.currency",
@@ -811,6 +839,9 @@ class _Operand:
     code: str | None = None
     missing: bool = False
 
+
+# Placeholders in the body for the charge sums (see `_Generator.sums`); not Python.
+_START, _SUMS, _UNPACK = "\x00start", "\x00sums", "\x00unpack"
 
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 _NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}

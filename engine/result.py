@@ -215,16 +215,22 @@ class Valuation(_Out):
 
         Like `built`, for values the engine computed itself: nothing is validated.
         """
-        # Straight to object's constructor and BaseModel's slots: looking either up through
-        # the model class (its metaclass, its `__dict__` property) costs more than the rest.
-        model: Valuation = _new_object(cls)
-        values[_DEFERRED] = make
-        _set_dict(model, values)
-        # Shared: pydantic copies a model's fields set before changing it (model_copy).
-        _set_fields_set(model, _FIELDS_SET)
-        _set_extra(model, None)
-        _set_private(model, None)
-        return model
+        return deferred_valuation(make, values)
+
+
+def deferred_valuation(make: Callable[[], dict[str, Any]], values: dict[str, Any]) -> Valuation:
+    """`Valuation.deferred` taking the computed fields as a dict, which becomes the model's
+    own (the caller hands it over): no keyword arguments to pack and unpack."""
+    # Straight to object's constructor and BaseModel's slots: looking either up through
+    # the model class (its metaclass, its `__dict__` property) costs more than the rest.
+    model: Valuation = _new_object(Valuation)
+    values[_DEFERRED] = make
+    _set_dict(model, values)
+    # Shared: pydantic copies a model's fields set before changing it (model_copy).
+    _set_fields_set(model, _FIELDS_SET)
+    _set_extra(model, None)
+    _set_private(model, None)
+    return model
 
 
 _FIELD_ORDER = tuple(Valuation.model_fields)

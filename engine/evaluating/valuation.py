@@ -55,6 +55,7 @@ from engine.result import (
     Reason,
     Valuation,
     built,
+    deferred_valuation,
 )
 from engine.ruleset import RuleSet
 from engine.schema.models import Loss
@@ -160,28 +161,30 @@ def _evaluate_straight(
             reasons,
             tracing,
         )
-        return Valuation.deferred(
+        return deferred_valuation(
             deferred,
-            shipment_id=shipment.id,
-            currency=shipment.currency,
-            currency_minor_units=places,
-            total_insured_value=total,
-            decision=decision,
-            reasons=reasons,
-            flags=flags,
-            policy=pack.policy,
-            as_of=as_of,
-            engine_version=__version__,
-            matcher=matcher.name,
-            duties_basis=(
-                "estimated"
-                if duties is not None and duties.result is not None
-                else "declared"
-                if shipment.duties is not None
-                else "none"
-            ),
-            duty_estimate=None if duties is None else duties.result,
-            audit_id=None,
+            {
+                "shipment_id": shipment.id,
+                "currency": shipment.currency,
+                "currency_minor_units": places,
+                "total_insured_value": total,
+                "decision": decision,
+                "reasons": reasons,
+                "flags": flags,
+                "policy": pack.policy,
+                "as_of": as_of,
+                "engine_version": __version__,
+                "matcher": matcher.name,
+                "duties_basis": (
+                    "estimated"
+                    if duties is not None and duties.result is not None
+                    else "declared"
+                    if shipment.duties is not None
+                    else "none"
+                ),
+                "duty_estimate": None if duties is None else duties.result,
+                "audit_id": None,
+            },
         )
 
 

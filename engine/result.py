@@ -76,6 +76,16 @@ class _Out(BaseModel):
 
 Model = TypeVar("Model", bound=_Out)
 
+# The instance-dict slot pydantic's BaseModel declares: what `__dict__` means underneath the
+# property `Valuation` puts over it.
+_DICT_SLOT: Any = BaseModel.__dict__["__dict__"]
+_get_dict: Callable[[Any], dict[str, Any]] = _DICT_SLOT.__get__
+_set_dict: Callable[[Any, dict[str, Any]], None] = _DICT_SLOT.__set__
+_new_object: Any = object.__new__
+_set_fields_set: Callable[[Any, Any], None] = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra: Callable[[Any, Any], None] = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private: Callable[[Any, Any], None] = BaseModel.__dict__["__pydantic_private__"].__set__
+
 
 def built(cls: type[Model], **values: Any) -> Model:
     """A result model from values the engine itself computed, typed and complete.
@@ -84,12 +94,11 @@ def built(cls: type[Model], **values: Any) -> Model:
     validating it again would only cost time (pydantic's `model_construct` costs more
     still). Input from outside the engine is always validated.
     """
-    model = cls.__new__(cls)
-    setattr_ = object.__setattr__
-    setattr_(model, "__dict__", values)
-    setattr_(model, "__pydantic_fields_set__", set(values))
-    setattr_(model, "__pydantic_extra__", None)
-    setattr_(model, "__pydantic_private__", None)
+    model: Model = _new_object(cls)
+    _set_dict(model, values)
+    _set_fields_set(model, set(values))
+    _set_extra(model, None)
+    _set_private(model, None)
     return model
 
 
@@ -189,11 +198,6 @@ class TraceStep(_Out):
     source: str = Field(description="`path:line` of the rule text that made this figure")
 
 
-# The instance-dict slot pydantic's BaseModel declares: what `__dict__` means underneath the
-# property `Valuation` puts over it.
-_DICT_SLOT: Any = BaseModel.__dict__["__dict__"]
-_get_dict: Callable[[Any], dict[str, Any]] = _DICT_SLOT.__get__
-_set_dict: Callable[[Any, dict[str, Any]], None] = _DICT_SLOT.__set__
 # Where a valuation keeps the function that makes its deferred fields (a key no field has).
 _DEFERRED = "\x00deferred"
 
@@ -264,18 +268,27 @@ class Valuation(_Out):
 
         Like `built`, for values the engine computed itself: nothing is validated.
         """
-        model = cls.__new__(cls)
-        values[_DEFERRED] = make
-        _set_dict(model, values)
-        setattr_ = object.__setattr__
-        setattr_(model, "__pydantic_fields_set__", set(_FIELD_ORDER))
-        setattr_(model, "__pydantic_extra__", None)
-        setattr_(model, "__pydantic_private__", None)
-        return model
+        return deferred_valuation(make, values)
+
+
+def deferred_valuation(make: Callable[[], dict[str, Any]], values: dict[str, Any]) -> Valuation:
+    """`Valuation.deferred` taking the computed fields as a dict, which becomes the model's
+    own (the caller hands it over): no keyword arguments to pack and unpack."""
+    # Straight to object's constructor and BaseModel's slots: looking either up through
+    # the model class (its metaclass, its `__dict__` property) costs more than the rest.
+    model: Valuation = _new_object(Valuation)
+    values[_DEFERRED] = make
+    _set_dict(model, values)
+    # Shared: pydantic copies a model's fields set before changing it (model_copy).
+    _set_fields_set(model, _FIELDS_SET)
+    _set_extra(model, None)
+    _set_private(model, None)
+    return model
 
 
 _FIELD_ORDER = tuple(Valuation.model_fields)
 _FIELD_NAMES = frozenset(_FIELD_ORDER)
+_FIELDS_SET = set(_FIELD_ORDER)
 
 
 class LossIn(_Out):

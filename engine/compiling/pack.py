@@ -164,6 +164,9 @@ class CompiledPack(EffectiveWindow):
     where: Location
     policy: PolicyRef  # what every result of this pack says about it, built once
     charge_source_texts: Mapping[str, str]  # type -> `path:line` of its charge_types entry
+    # Every function its formulas may call (built-in, custom, and its own `region`): the
+    # straight-line evaluator (engine.evaluating.straightline) calls them directly.
+    functions: Mapping[str, Function] = field(default_factory=dict, compare=False, repr=False)
 
     def warnings(self) -> list[Problem]:
         """What `tiv validate` warns about in this pack's own tables (a base's tables warn
@@ -394,6 +397,7 @@ def compile_policy(
             ],
             functions=[FunctionRef(name=n, version=v) for n, v in functions_used],
         ),
+        functions=table,
     )
     return pack, []
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import datetime
 import decimal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from engine._version import __version__
@@ -37,9 +38,12 @@ from engine.compiling.formulas import (
 from engine.compiling.pack import CHARGE_PHASE, DECISION_PHASE, CompiledPack, CompiledRule
 from engine.errors import EvaluationError, FactsError, Location, Problem, SelectionError
 from engine.evaluating.duties import DutyEstimator
-from engine.evaluating.environment import Environment, build_environment
+from engine.evaluating.environment import _CHARGE_PATHS, Environment, build_environment
+from engine.evaluating.straightline import StraightLine, straight_line
+from engine.evaluating.straightline import context as straight_context
 from engine.explaining.trace import NullTracer, RecordingTracer, Tracer, render_steps, show
 from engine.facts import Shipment
+from engine.matching.compiled import CompiledMatcher
 from engine.matching.plan import ConditionLimit, Subject
 from engine.matching.registry import Matcher
 from engine.money import exact
@@ -51,6 +55,7 @@ from engine.result import (
     Reason,
     Valuation,
     built,
+    deferred_valuation,
 )
 from engine.ruleset import RuleSet
 from engine.schema.models import Loss
@@ -88,7 +93,283 @@ def evaluate(
     matcher: Matcher,
     tracer: Tracer,
 ) -> Valuation:
+    # The compiled matcher's common case runs the pack's generated function; anything it
+    # does not handle, and every error, is valued again on the interpreted path below,
+    # which alone decides results of unusual cases and every error's message.
+    if type(matcher) is CompiledMatcher and type(tracer) in _FAST_TRACERS:
+        line = straight_line(pack)
+        if line is not None:
+            try:
+                return _evaluate_straight(line, rules, pack, shipment, as_of, matcher, tracer)
+            except Exception:  # the interpreted path decides
+                pass
     return _evaluate(rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=tracer)[0]
+
+
+_FAST_TRACERS = (NullTracer, RecordingTracer)
+_NO_TRACE = NullTracer()
+
+
+def _evaluate_straight(
+    line: StraightLine,
+    rules: RuleSet,
+    pack: CompiledPack,
+    shipment: Shipment,
+    as_of: datetime.date,
+    matcher: Matcher,
+    tracer: Tracer,
+) -> Valuation:
+    """`_evaluate`'s valuation, by the pack's straight line (raises on anything unusual)."""
+    tracing = tracer.enabled
+    with exact():
+        places = rules.currencies[shipment.currency]
+        country, union = rules.duty_rules_for(shipment.destination.country, shipment.date)
+        duties = duty_trace = None
+        if line.uses_duties:
+            duty_trace = RecordingTracer() if tracing else _NO_TRACE
+            duties = DutyEstimator(shipment, country, union, duty_trace)
+        ctx = straight_context(shipment, duties) if line.needs_ctx else None
+        excluded, values, matched, mark = line.function(
+            shipment, places, country is not None, rules.incoterms, duties, ctx
+        )
+        reasons: list[Reason] = []
+        flags: list[Flag] = []
+        decision = "accept"
+        fired: list[tuple[CompiledRule, list[str]]] = []
+        for rule, paths in zip(line.decision_rules, matched, strict=True):
+            if paths is not None:
+                fired.append((rule, paths))
+                text = rule.reason
+                if rule.template is not None:  # it names formulas: write this valuation's in
+                    named = {name: values[slot] for name, slot in line.slots.items()}
+                    text = rule.template.render(named)
+                _fired(rule, paths, text, reasons, flags)
+        for reason in reasons:
+            if _STRENGTH[reason.decision] > _STRENGTH[decision]:
+                decision = reason.decision
+        if duties is not None and duties.flags:
+            flags = flags + duties.flags
+        total = money_text(values[line.total], places)
+
+        # The rest is made when first read, from values that no longer change: `values`
+        # is a tuple, `excluded` is this valuation's own.
+        deferred = partial(
+            _straight_rest,
+            pack,
+            line,
+            shipment,
+            places,
+            rules.incoterms,
+            excluded,
+            values,
+            mark,
+            duty_trace if tracing else None,
+            fired,
+            reasons,
+            tracing,
+        )
+        return deferred_valuation(
+            deferred,
+            {
+                "shipment_id": shipment.id,
+                "currency": shipment.currency,
+                "currency_minor_units": places,
+                "total_insured_value": total,
+                "decision": decision,
+                "reasons": reasons,
+                "flags": flags,
+                "policy": pack.policy,
+                "as_of": as_of,
+                "engine_version": __version__,
+                "matcher": matcher.name,
+                "duties_basis": (
+                    "estimated"
+                    if duties is not None and duties.result is not None
+                    else "declared"
+                    if shipment.duties is not None
+                    else "none"
+                ),
+                "duty_estimate": None if duties is None else duties.result,
+                "audit_id": None,
+            },
+        )
+
+
+def _straight_rest(
+    pack: CompiledPack,
+    line: StraightLine,
+    shipment: Shipment,
+    places: int,
+    incoterms: Mapping[str, tuple[str, ...]],
+    excluded: dict[int, CompiledRule] | None,
+    values: tuple[Any, ...],
+    mark: int,
+    duty_trace: Tracer | None,
+    fired: list[tuple[CompiledRule, list[str]]],
+    reasons: list[Reason],
+    tracing: bool,
+) -> dict[str, Any]:
+    """The deferred fields of a straight-line valuation."""
+    plan = _plan(pack)
+    spec = pack.result
+    slots = line.slots
+    figures = [None if name is None else values[slots[name]] for name in plan.figure_names]
+    charges = shipment.charges
+    lines = sorted(excluded.items()) if excluded else []
+    recorded = (
+        _straight_steps(
+            pack,
+            plan,
+            line,
+            shipment,
+            (places, incoterms),
+            excluded,
+            values,
+            mark,
+            duty_trace,
+            fired,
+            reasons,
+        )
+        if tracing
+        else None
+    )
+    with exact():
+        texts = [None if v is None else money_text(v, places) for v in figures]
+        return {
+            "components": {
+                name: money_text(values[slots[name]], places) for name in spec.components
+            },
+            "premium": texts[0],
+            "deductible": texts[1],
+            "figures": dict(zip(spec.figures, texts[2:], strict=True)),
+            "excluded_charges": [
+                built(
+                    ExcludedCharge,
+                    index=index,
+                    type=charges[index].type,
+                    amount=money_text(charges[index].amount, places),
+                    reason=rule.reason,
+                    rule=rule.id,
+                    source=rule.source,
+                )
+                for index, rule in lines
+            ],
+            "trace": [] if recorded is None else render_steps(recorded),
+        }
+
+
+Recorded = tuple[str, str, str, Mapping[str, Any], Any, str]
+
+
+def _named_values(
+    shipment: Shipment,
+    plan: _Plan,
+    setting: tuple[int, Mapping[str, tuple[str, ...]]],
+    slots: Mapping[str, int],
+    values: tuple[Any, ...],
+) -> dict[str, Any]:
+    """The names the interpreted path would hold once every formula ran: a table's keys
+    may read any fact or formula. Made only to render a traced table row."""
+    places, incoterms = setting
+    env = build_environment(shipment, places, plan.charge_groups, _NO_TRACE, incoterms)
+    named = dict(env.shipment)
+    named.update((name, values[slot]) for name, slot in slots.items())
+    return named
+
+
+def _straight_steps(
+    pack: CompiledPack,
+    plan: _Plan,
+    line: StraightLine,
+    shipment: Shipment,
+    setting: tuple[int, Mapping[str, tuple[str, ...]]],
+    excluded: dict[int, CompiledRule] | None,
+    values: tuple[Any, ...],
+    mark: int,
+    duty_trace: Tracer | None,
+    fired: list[tuple[CompiledRule, list[str]]],
+    reasons: list[Reason],
+) -> list[Recorded]:
+    """The steps the interpreted path records, from the straight line's values.
+
+    Every value a step shows is a name assigned once, so it is read after the fact from
+    the values the function returned; the texts and sources are the pack's own.
+    """
+    steps: list[Recorded] = []
+    append = steps.append
+    counted = plan.counted
+    sources = pack.charge_source_texts
+    for index, charge in enumerate(shipment.charges):
+        path = _CHARGE_PATHS[index] if index < len(_CHARGE_PATHS) else f"charges[{index}]"
+        kind, amount = charge.type, charge.amount
+        rule = excluded.get(index) if excluded else None
+        if rule is not None:
+            append(
+                (
+                    "charge",
+                    path,
+                    f"excluded: {rule.reason}",
+                    {"type": kind, "amount": amount},
+                    _ZERO,
+                    rule.source,
+                )
+            )
+        else:
+            append(
+                (
+                    "charge",
+                    path,
+                    counted[kind][2],
+                    {"type": kind, "amount": amount},
+                    amount,
+                    sources[kind],
+                )
+            )
+    slots = line.slots
+    named: dict[str, Any] | None = None  # the interpreted path's names, made if a table needs them
+    for position, (name, formula) in enumerate(pack.formulas):
+        if position == mark and isinstance(duty_trace, RecordingTracer):
+            steps.extend(duty_trace.recorded)
+        inputs = {}
+        for read in formula.names:
+            found = values[slots[read]]
+            if found is not MISSING and found is not GAP:
+                inputs[read] = found
+        append(("formula", name, formula.text, inputs, values[slots[name]], formula.source))
+        for table in formula.tables:  # the row each lookup chose, as `_run_formulas` shows it
+            if named is None:
+                named = _named_values(shipment, plan, setting, slots, values)
+            row = pack.tables[table].trace(named)
+            if row is not None:
+                append(("table", table, *row))
+    for rule, paths in fired:
+        append(
+            (
+                "rule",
+                rule.id,
+                rule.when,
+                {"matched": ", ".join(paths)},
+                rule.flag or rule.effect,
+                rule.source,
+            )
+        )
+    decision = "accept"
+    for reason in reasons:
+        if _STRENGTH[reason.decision] > _STRENGTH[decision]:
+            decision = reason.decision
+    append(
+        (
+            "decision",
+            "decision",
+            "strongest of: " + ", ".join(f"{r.rule} → {r.decision}" for r in reasons)
+            if reasons
+            else "strongest of: no rule fired",
+            {},
+            decision,
+            pack.where.source,
+        )
+    )
+    return steps
 
 
 class _Plan:
@@ -553,28 +834,36 @@ def _decide(
                 rule.flag or rule.effect,
                 rule.source,
             )
-        if rule.effect == "flag":
-            flags.append(
-                built(
-                    Flag,
-                    name=rule.flag or rule.id,
-                    rule=rule.id,
-                    reason=rule.reason_in(shipment),
-                    source=rule.source,
-                    citation=rule.citation,
-                    subjects=matched,
-                )
-            )
-        else:
-            reasons.append(
-                built(
-                    Reason,
-                    decision=rule.effect,
-                    rule=rule.id,
-                    reason=rule.reason_in(shipment),
-                    source=rule.source,
-                    citation=rule.citation,
-                    subjects=matched,
-                )
-            )
+        _fired(rule, matched, rule.reason_in(shipment), reasons, flags)
     return reasons, flags
+
+
+def _fired(
+    rule: CompiledRule, matched: list[str], reason: str, reasons: list[Reason], flags: list[Flag]
+) -> None:
+    """What a decision rule that held adds to the result: a flag, or a reason (`reason`:
+    the rule's own, with this valuation's figures written in)."""
+    if rule.effect == "flag":
+        flags.append(
+            built(
+                Flag,
+                name=rule.flag or rule.id,
+                rule=rule.id,
+                reason=reason,
+                source=rule.source,
+                citation=rule.citation,
+                subjects=matched,
+            )
+        )
+    else:
+        reasons.append(
+            built(
+                Reason,
+                decision=rule.effect,
+                rule=rule.id,
+                reason=reason,
+                source=rule.source,
+                citation=rule.citation,
+                subjects=matched,
+            )
+        )

@@ -46,7 +46,7 @@ from engine.compiling.formulas import (
 from engine.compiling.reasons import ReasonTemplate, compile_reason
 from engine.compiling.tables import CompiledTable, compile_table
 from engine.compiling.versioned import EffectiveWindow, ExampleCase
-from engine.compiling.vocabulary import LayerRegions, Vocabulary, check_codes
+from engine.compiling.vocabulary import LayerRegions, Vocabulary, check_codes, read_synonyms
 from engine.errors import Location, Problem
 from engine.loading.yamlfile import LoadedYaml
 from engine.matching.grammar import MatchRuleset, prepare
@@ -272,6 +272,10 @@ def compile_policy(
             )
         )
         return None, problems
+    if vocabulary is not None:
+        # Before anything compiles: every backend and the trace read the rewritten texts.
+        regions = [LayerRegions(layer.model.regions or {}, layer.loaded) for layer in layers]
+        read_synonyms(merged, regions, vocabulary)
     result, result_loaded = merged.result
     rounding_mode = merged.rounding[0] if merged.rounding else "half_up"
     table: dict[str, Function] = {**functions, "region": _region_function(merged.regions)}

@@ -411,3 +411,78 @@ def _suggestion(value: str, allowed: frozenset[str]) -> str:
     if not close:
         close = difflib.get_close_matches(value.upper(), sorted(allowed), n=1, cutoff=cutoff)
     return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def read_synonyms(
+    merged: WritableMergedPack, regions: Sequence[LayerRegions], vocabulary: Vocabulary
+) -> None:
+    """Write each goods-category synonym a pack compares with a category as its category.
+
+    Facts read a synonym as its category (`art` as `fine_art`), so a pack's `goods.category
+    == "art"` must mean `fine_art` too, or it would silently never hold. A literal is
+    rewritten in a formula's text or a rule's `when` only when every literal of that value
+    in the expression is compared with a category; anything else is left to `check_codes`,
+    which refuses a synonym it still finds. Parameter lists of categories read the same way.
+    Table cells are not rewritten: they are refused with the category to write.
+    """
+    synonyms = vocabulary.aliases.get("goods_category") or {}
+    if not synonyms:
+        return
+    checker = _Checker(merged, regions, vocabulary, {})
+    checker._infer()
+
+    def rewritten(text: str, where: Location) -> str:
+        tree, _ = parse(text, where)
+        if tree is None:
+            return text
+        in_category: dict[str, int] = {}
+        for a, b in checker._pairs(tree):
+            for one, other in ((a, b), (b, a)):
+                if checker._kind_of(one) == "goods_category":
+                    for literal in _literals(other):
+                        if literal.value in synonyms:
+                            in_category[literal.value] = in_category.get(literal.value, 0) + 1
+        if not in_category:
+            return text
+        everywhere: dict[str, int] = {}
+        for node in _walk(tree):
+            if isinstance(node, Text) and node.value in in_category:
+                everywhere[node.value] = everywhere.get(node.value, 0) + 1
+        for synonym, count in in_category.items():
+            if everywhere[synonym] != count:
+                continue  # also used as something else: left as written, and refused
+            quoted = [q + synonym + q for q in ('"', "'")]
+            if sum(text.count(q) for q in quoted) != count:
+                continue
+            for q in quoted:
+                text = text.replace(q, f'"{synonyms[synonym]}"')
+        return text
+
+    for name, (text, loaded) in list(merged.formulas.items()):
+        merged.formulas[name] = (rewritten(text, loaded.locate(f"formulas.{name}")), loaded)
+    for rule_id, (rule, index, loaded) in list(merged.rules.items()):
+        when = rewritten(rule.when, loaded.locate(f"rules[{index}].when"))
+        if when != rule.when:
+            merged.rules[rule_id] = (rule.model_copy(update={"when": when}), index, loaded)
+    for name, (spec, loaded) in list(merged.parameters.items()):
+        if checker.parameter_kinds.get(name) != "goods_category":
+            continue
+        wrapped = hasattr(spec, "value")
+        value = spec.value if wrapped else spec
+        if isinstance(value, str):
+            value = synonyms.get(value, value)
+        elif isinstance(value, list | tuple):
+            value = [synonyms.get(item, item) if isinstance(item, str) else item for item in value]
+        spec = spec.model_copy(update={"value": value}) if wrapped else value
+        merged.parameters[name] = (spec, loaded)
+
+
+class WritableMergedPack(Protocol):
+    """What `read_synonyms` rewrites of `engine.compiling.pack._Merged`."""
+
+    parameters: dict[str, tuple[Any, LoadedYaml]]
+    charge_types: dict[str, tuple[Any, LoadedYaml]]
+    formulas: dict[str, tuple[str, LoadedYaml]]
+    tables: dict[str, tuple[Any, LoadedYaml, Mapping[str, bytes]]]
+    rules: dict[str, tuple[Any, int, LoadedYaml]]
+    claims: tuple[Any, LoadedYaml] | None

@@ -586,13 +586,9 @@ _FROM_JSON = SchemaValidator(
 # the field type, the FactsReference attribute holding the codes, and the form that
 # validator requires of a code (a code of another form is never accepted by it, so it
 # must not be accepted here either). One more kind of code is one more row.
-def _categories_as_written(reference: FactsReference) -> Iterable[str] | None:
-    """The category names that are read as themselves: a synonym must fail the compiled
-    literal so that it takes the models' road, which reads it as its category."""
-    categories = reference.categories
-    if categories is None:
-        return None
-    return [name for name, category in categories.items() if name == category]
+def _category_names(reference: FactsReference) -> Iterable[str] | None:
+    """Every name a goods line may give: the categories and their synonyms."""
+    return reference.categories
 
 
 # A kind of code the reference checks: (the field type's validator, the reference's codes
@@ -601,7 +597,7 @@ _CODE_KINDS: tuple[tuple[Any, Callable[[FactsReference], Iterable[Any] | None], 
     (_currency, operator.attrgetter("currencies"), re.compile("[A-Z]{3}").fullmatch),
     (_country, operator.attrgetter("countries"), re.compile("[A-Z]{2}").fullmatch),
     (_charge_type, operator.attrgetter("charge_types"), str.strip),
-    (_category, _categories_as_written, re.compile("[a-z][a-z0-9_]*").fullmatch),
+    (_category, _category_names, re.compile("[a-z][a-z0-9_]*").fullmatch),
 )
 _CURRENCY_FORM = _CODE_KINDS[0][2]
 _COMPILE_AFTER = 2  # reads of a reference before it gets its own validators
@@ -651,6 +647,11 @@ def _compile(reference: FactsReference, valuation: str, *, python: bool) -> Sche
         if not known:
             return None  # nothing could pass: let the models say why
         fields[check] = core_schema.literal_schema(known)
+        if check is _category and reference.categories is not None:
+            # A synonym is read as its category (a C-level dict lookup, no Python frame).
+            fields[check] = core_schema.no_info_after_validator_function(
+                reference.categories.__getitem__, fields[check]
+            )
     own = core_schema.literal_schema([valuation])
     overrides: dict[tuple[type[_Facts], str], core_schema.CoreSchema] = {
         (Shipment, "currency"): own
@@ -813,10 +814,15 @@ def _finish(
     categories = reference.categories
     if categories is not None:
         for good in shipment.goods:
-            # A synonym (or an unknown name) takes the slow road, which maps (or refuses) it.
+            # A synonym is read as its category; an unknown name takes the models' road,
+            # which refuses it with a suggestion.
             category = good.category
-            if category is not None and categories.get(category) != category:
-                return None
+            if category is not None:
+                found = categories.get(category)
+                if found is None:
+                    return None
+                if found != category:
+                    good.__dict__["category"] = found
     for models in ((shipment.invoice,), shipment.goods, shipment.charges, shipment.duties or ()):
         for model in models:
             written = model.currency

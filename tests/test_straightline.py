@@ -268,3 +268,30 @@ def test_the_differential_corpus_agrees() -> None:
             taken += 1
             assert fast == slow, facts
     assert valued >= 550 and taken >= valued * 9 // 10, (taken, valued)
+
+
+def test_amounts_in_other_currencies_are_converted_on_the_straight_line() -> None:
+    # standard@1.0.0 (uplift 10%); valued in USD, every amount written in EUR at 1.10:
+    #   invoice 10,000.00 EUR = 11,000.00 USD; ocean freight 1,000.00 EUR = 1,100.00 USD;
+    #   a declared duty of 500.00 EUR = 550.00 USD; goods 10,000.00 EUR = 11,000.00 USD.
+    # TIV = (11,000.00 + 1,100.00) × 1.10 + 550.00 = 13,310.00 + 550.00 = 13,860.00
+    facts = shipment(
+        fx={"EUR": "1.10"},
+        invoice={"amount": "10000.00", "currency": "EUR"},
+        goods=[{"description": "pumps", "value": "10000.00", "currency": "EUR"}],
+        charges=[{"type": "ocean_freight", "amount": "1000.00", "currency": "EUR"}],
+        duties=[{"type": "import_duty", "amount": "500.00", "currency": "EUR"}],
+    )
+    for trace in (True, False):
+        fast, slow = both(SHIPPED, facts, "standard@1.0.0", trace)
+        assert fast is not None  # taken by the straight line, not left to the other path
+        assert fast == slow
+        assert fast["total_insured_value"] == "13860.00"
+        if trace:
+            converted = [s["name"] for s in fast["trace"] if s["kind"] == "convert"]
+            assert converted == [
+                "invoice.amount",
+                "duties[0].amount",
+                "charges[0].amount",
+                "goods[0].value",
+            ]

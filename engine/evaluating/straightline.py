@@ -110,7 +110,7 @@ _SHIPMENT_READS: dict[str, tuple[str, bool]] = {
     "shipment.destination.port": ("s.destination.port or MISSING", True),
     "shipment.payment_method": ("s.payment_method", False),
     "shipment.expected_transit_days": ("_opt_count(s.expected_transit_days)", True),
-    "shipment.invoice.amount": ("inv.amount", False),
+    "shipment.invoice.amount": ("inva", False),
     "shipment.invoice.currency": ("inv.currency or cur", False),
     "shipment.sum_insured": ("_opt(s.sum_insured)", True),
     "shipment.transit_countries": ("_opt_tuple(s.transit_countries)", True),
@@ -128,14 +128,17 @@ _SHIPMENT_READS: dict[str, tuple[str, bool]] = {
 _CHARGE_READS: dict[str, tuple[str, bool]] = {
     "charge.type": ("c.type", False),
     "charge.group": ("_groups_get(c.type) or MISSING", True),
-    "charge.amount": ("c.amount", False),
+    "charge.amount": (
+        "c.amount if c.currency is None or c.currency == cur else c.amount * s.fx[c.currency]",
+        False,
+    ),
     "charge.currency": ("cur", False),
 }
 _GOODS_READS: dict[str, tuple[str, bool]] = {
     "goods.description": ("g.description", False),
     "goods.hs_code": ("g.hs_code or MISSING", True),
     "goods.category": ("g.category or MISSING", True),
-    "goods.value": ("_opt(g.value)", True),
+    "goods.value": ("_goods_value(g, cur, s.fx)", True),
     "goods.quantity": ("_opt(g.quantity)", True),
     "goods.weight_kg": ("_opt(g.weight_kg)", True),
 }
@@ -143,6 +146,15 @@ _GOODS_READS: dict[str, tuple[str, bool]] = {
 
 def _opt(value: Any) -> Any:
     return MISSING if value is None else value
+
+
+def _goods_value(line: Any, currency: str, fx: Mapping[str, Decimal]) -> Any:
+    """A goods line's value in the valuation currency, as the environment converts it."""
+    value = line.value
+    if value is None:
+        return MISSING
+    written = line.currency
+    return value if written is None or written == currency else value * fx[written]
 
 
 def _opt_count(days: int | None) -> Any:
@@ -169,28 +181,19 @@ def _declared(shipment: Shipment, currency: str) -> tuple[Any, Any, Any, Any]:
     if not duties:
         return _ZEROS
     totals = {"import_duty": Decimal(0), "tax": Decimal(0), "customs_fee": Decimal(0)}
+    fx = shipment.fx
     for duty in duties:
-        totals[duty.type] += duty.amount
+        written = duty.currency
+        amount = duty.amount
+        totals[duty.type] += (
+            amount if written is None or written == currency else amount * fx[written]
+        )
     return (
         sum(totals.values(), Decimal(0)),
         totals["import_duty"],
         totals["tax"],
         totals["customs_fee"],
     )
-
-
-def _converts(shipment: Shipment, currency: str) -> bool:
-    """Whether building the environment would convert (and trace) an amount other than
-    the invoice's and the charges' (those the generated function checks inline)."""
-    duties = shipment.duties
-    if duties:
-        for duty in duties:
-            if duty.currency is not None and duty.currency != currency:
-                return True
-    for item in shipment.goods:
-        if item.value is not None and item.currency is not None and item.currency != currency:
-            return True
-    return False
 
 
 def _overlaps(found: Any, values: tuple[Any, ...]) -> bool:
@@ -281,13 +284,13 @@ class _Generator:
             "Bail": Bail,
             "_bail": _bail,
             "_opt": _opt,
+            "_goods_value": _goods_value,
             "_opt_count": _opt_count,
             "_opt_tuple": _opt_tuple,
             "_includes": _includes,
             "_count": _count,
             "_main_category": _main_category,
             "_declared": _declared,
-            "_converts": _converts,
             "_overlaps": _overlaps,
             "_quantum": _quantum,
             "_groups_get": dict(pack.charge_types).get,
@@ -643,10 +646,10 @@ class _Generator:
         # An unknown charge type fails the lookup, as counting it fails on the other path.
         if single:
             self.globals["_slots"] = {kind: add[0] if add else None for kind, add in adds.items()}
-            counting = ["j = _slots[c.type]", "if j is not None: sums[j] += c.amount"]
+            counting = ["j = _slots[c.type]", "if j is not None: sums[j] += ca"]
         else:
             self.globals["_slots"] = adds
-            counting = ["a = c.amount", "for j in _slots[c.type]: sums[j] += a"]
+            counting = ["for j in _slots[c.type]: sums[j] += ca"]
         self.globals["_sums0"] = [Decimal(0)] * len(kept)
         idents = [self.locals[f"charges.{name}"][0] for name in kept]
         out: list[str] = []
@@ -696,7 +699,11 @@ class _Generator:
         emit("excluded = None")
         emit("for i, c in enumerate(s.charges):")
         self.line_reads, self.line_locals, self.line_prologue = _CHARGE_READS, {}, []
-        loop: list[str] = ["if c.currency is not None and c.currency != cur: raise Bail"]
+        # A charge in another currency counts converted, as the environment has it.
+        loop: list[str] = [
+            "cc = c.currency",
+            "ca = c.amount if cc is None or cc == cur else c.amount * s.fx[cc]",
+        ]
         # The leading `charge.type == "..."` exclusions (charge_types' own) are one dict get.
         static: dict[str, CompiledRule] = {}
         rest = list(charge_rules)
@@ -810,11 +817,11 @@ class _Generator:
             "def valuate(s, places, available, incoterms, duties, ctx):",
             "    cur = s.currency",
             "    inv = s.invoice",
-            "    if inv.currency is not None and inv.currency != cur: raise Bail",
-            "    if s.duties and _converts(s, cur): raise Bail",
-            "    for g in s.goods:",
-            "        if g.value is not None and g.currency is not None and g.currency != cur:",
-            "            raise Bail",
+            # An invoice or goods lines in another currency are converted as the
+            # environment converts them (amount × fx, unrounded); the trace's convert
+            # steps are made from the facts when it is rendered.
+            "    ic = inv.currency",
+            "    inva = inv.amount if ic is None or ic == cur else inv.amount * s.fx[ic]",
         ]
         if self.needs_dd:
             head.append("    dd = _declared(s, cur)")

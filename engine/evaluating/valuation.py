@@ -38,7 +38,12 @@ from engine.compiling.formulas import (
 from engine.compiling.pack import CHARGE_PHASE, DECISION_PHASE, CompiledPack, CompiledRule
 from engine.errors import EvaluationError, FactsError, Location, Problem, SelectionError
 from engine.evaluating.duties import DutyEstimator
-from engine.evaluating.environment import _CHARGE_PATHS, Environment, build_environment
+from engine.evaluating.environment import (
+    _CHARGE_PATHS,
+    _GOODS_PATHS,
+    Environment,
+    build_environment,
+)
 from engine.evaluating.straightline import StraightLine, straight_line
 from engine.evaluating.straightline import context as straight_context
 from engine.explaining.trace import NullTracer, RecordingTracer, Tracer, render_steps, show
@@ -247,7 +252,9 @@ def _straight_rest(
                     ExcludedCharge,
                     index=index,
                     type=charges[index].type,
-                    amount=money_text(charges[index].amount, places),
+                    amount=money_text(
+                        _charge_amount(charges[index], shipment.currency, shipment.fx), places
+                    ),
                     reason=rule.reason,
                     rule=rule.id,
                     source=rule.source,
@@ -259,6 +266,32 @@ def _straight_rest(
 
 
 Recorded = tuple[str, str, str, Mapping[str, Any], Any, str]
+
+
+def _charge_amount(charge: Any, currency: str, fx: Mapping[str, Decimal]) -> Decimal:
+    """A charge's amount in the valuation currency, as the environment converts it."""
+    written = charge.currency
+    if written is None or written == currency:
+        amount: Decimal = charge.amount
+        return amount
+    with exact():
+        converted: Decimal = charge.amount * fx[written]
+    return converted
+
+
+def _convert_step(path: str, amount: Decimal, currency: str, fx: Mapping[str, Decimal]) -> Recorded:
+    """The step `environment.convert` records for an amount in another currency."""
+    rate = fx[currency]
+    with exact():
+        value = amount * rate
+    return (
+        "convert",
+        path,
+        f"{path} × fx.{currency}",
+        {path: amount, f"fx.{currency}": rate},
+        value,
+        "facts",
+    )
 
 
 def _named_values(
@@ -297,11 +330,28 @@ def _straight_steps(
     """
     steps: list[Recorded] = []
     append = steps.append
+    # Conversions first, in the order the environment traces them: the invoice, declared
+    # duties, charges, then goods values.
+    currency, fx, invoice = shipment.currency, shipment.fx, shipment.invoice
+    if invoice.currency is not None and invoice.currency != currency:
+        append(_convert_step("invoice.amount", invoice.amount, invoice.currency, fx))
+    for index, duty in enumerate(shipment.duties or ()):
+        if duty.currency is not None and duty.currency != currency:
+            path = f"duties[{index}].amount"
+            append(_convert_step(path, duty.amount, duty.currency, fx))
+    for index, charge in enumerate(shipment.charges):
+        if charge.currency is not None and charge.currency != currency:
+            path = _CHARGE_PATHS[index] if index < len(_CHARGE_PATHS) else f"charges[{index}]"
+            append(_convert_step(f"{path}.amount", charge.amount, charge.currency, fx))
+    for index, item in enumerate(shipment.goods):
+        if item.value is not None and item.currency is not None and item.currency != currency:
+            path = _GOODS_PATHS[index] if index < len(_GOODS_PATHS) else f"goods[{index}]"
+            append(_convert_step(f"{path}.value", item.value, item.currency, fx))
     counted = plan.counted
     sources = pack.charge_source_texts
     for index, charge in enumerate(shipment.charges):
         path = _CHARGE_PATHS[index] if index < len(_CHARGE_PATHS) else f"charges[{index}]"
-        kind, amount = charge.type, charge.amount
+        kind, amount = charge.type, _charge_amount(charge, currency, fx)
         rule = excluded.get(index) if excluded else None
         if rule is not None:
             append(

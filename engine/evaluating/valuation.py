@@ -155,6 +155,11 @@ def _evaluate_straight(
         if duties is not None and duties.flags:
             flags = flags + duties.flags
         total = money_text(values[line.total], places)
+        # The premium is made now too: impact and bordereaux read it from every result, and
+        # reading a deferred field would render all the others (the trace included).
+        premium_name = pack.result.premium
+        premium = None if premium_name is None else values[line.slots[premium_name]]
+        premium = None if premium is None else money_text(premium, places)
 
         # The rest is made when first read, from values that no longer change: `values`
         # is a tuple, `excluded` is this valuation's own.
@@ -180,6 +185,7 @@ def _evaluate_straight(
                 "currency": shipment.currency,
                 "currency_minor_units": places,
                 "total_insured_value": total,
+                "premium": premium,
                 "decision": decision,
                 "reasons": reasons,
                 "flags": flags,

@@ -2,7 +2,7 @@
 
 `row`: the Nth non-blank line or record; `line`: the physical line (for Parquet, the
 record number). Without `row`/`line` columns, a small counting job gives each input
-partition its offsets first.
+partition its offsets first, partitions in input order.
 """
 
 from __future__ import annotations
@@ -22,24 +22,42 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 
-def partition_counts(df: DataFrame, text: bool) -> dict[int, tuple[int, int]]:
-    """Per input partition: (lines, non-blank lines); lines = records for Parquet."""
+def input_offsets(df: DataFrame, text: bool) -> dict[int, tuple[int, int]]:
+    """Per input partition: (lines before it, rows before it), from one small counting job.
+
+    Partitions are taken in input order: by the file and the place in it where each
+    starts (Spark packs a folder's files into partitions by size, not name; `tiv batch`
+    reads a folder's part files in name order), or by partition id where the DataFrame
+    does not come straight from files. Lines are records for Parquet; for text a blank
+    line (whitespace only, as batch strips it) is a line but not a row.
+    """
     from pyspark.sql import functions as F
 
-    # Only the partition id (and for text, blankness) is read: Parquet prunes the rest.
-    filled = F.when(F.trim(F.col(FACTS)) == "", 0).otherwise(1) if text else F.lit(1)
-    narrow = df.select(F.spark_partition_id().alias("p"), filled.alias("filled"))
-    counted = narrow.groupBy("p").agg(F.count(F.lit(1)).alias("n"), F.sum("filled").alias("k"))
-    return {r["p"]: (int(r["n"]), int(r["k"] or 0)) for r in counted.collect()}
-
-
-def offsets_of(counts: Mapping[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
-    """Per partition: (lines before it, rows before it), partitions in id order."""
+    # Only the partition id, the file, and for text blankness are read: Parquet prunes
+    # every other column.
+    blank = F.regexp_replace(F.col(FACTS), r"^\s+", "") == ""
+    filled = F.when(blank, 0).otherwise(1) if text else F.lit(1)
+    narrow = df.select(
+        F.spark_partition_id().alias("p"),
+        F.input_file_name().alias("file"),
+        F.input_file_block_start().alias("start"),
+        filled.alias("filled"),
+    )
+    counted = narrow.groupBy("p").agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum("filled").alias("k"),
+        F.min("file").alias("file"),
+        F.min("start").alias("start"),
+    )
+    found = counted.collect()
+    found.sort(
+        key=lambda r: (r["file"] or "", r["start"] if r["start"] is not None else -1, r["p"])
+    )
     offsets, lines, rows = {}, 0, 0
-    for pid in sorted(counts):
-        offsets[pid] = (lines, rows)
-        lines += counts[pid][0]
-        rows += counts[pid][1]
+    for r in found:
+        offsets[int(r["p"])] = (lines, rows)
+        lines += int(r["n"])
+        rows += int(r["k"] or 0)
     return offsets
 
 

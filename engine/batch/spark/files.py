@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,7 +98,14 @@ def write_output(
     partition_by: Sequence[str] = (),
 ) -> int:
     """Write `result`: Parquet (a folder, partitioned by `partition_by`) or JSON Lines
-    (one file, rows in order, byte-identical to `tiv batch`'s). Returns rows written."""
+    (one file, rows in order, byte-identical to `tiv batch`'s). Returns rows written.
+
+    Results never pass through the driver's memory: the executors write part files, and
+    for one JSON Lines file on this machine the driver joins them, in row order, a byte
+    copy. Only a local file written by a cluster's executors (which cannot reach it)
+    comes through the driver, a partition at a time; to a store (`s3a://...`) a `.jsonl`
+    output is a folder of part files, each line carrying its row number.
+    """
     kind = output_format or output_format_of(output)
     if kind == "parquet":
         writer = result.write.mode("errorifexists")
@@ -107,14 +115,65 @@ def write_output(
         return int(result.sparkSession.read.parquet(output).count())  # footers only
     if kind != "jsonl":
         raise SparkJobError(f"unknown output format {kind!r} (formats: parquet, jsonl)")
+    lines = result.select("result")
+    if "://" in output:
+        lines.write.mode("errorifexists").text(output)
+        return int(result.sparkSession.read.text(output).count())
     target = Path(output)
+    if not _local_master(result.sparkSession):
+        return _stream(result, target)
+    parts = target.with_name(f".{target.name}.parts")
+    shutil.rmtree(parts, ignore_errors=True)
+    try:
+        lines.write.text(os.fspath(parts))
+        return _join(parts, target)
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
+
+
+def _local_master(spark: Any) -> bool:
+    try:
+        return str(spark.conf.get("spark.master", "")).startswith("local")
+    except Exception:  # Spark Connect may not say: a server is not this machine's files
+        return False
+
+
+def _join(parts: Path, target: Path) -> int:
+    """The part files' lines into `target`, parts in the order of their first row (a
+    folder's files become partitions in size order, so part names are not input order);
+    returns the lines. Written under a temporary name, fsynced, then renamed."""
+    keyed = []
+    for part in parts.glob("part-*"):
+        with part.open("rb") as handle:
+            first = handle.readline()
+        if first:  # `{"row": N, ...`: every line of tiv batch's output starts so
+            keyed.append((int(first[8 : first.index(b",")]), part))
+    keyed.sort()
+    partial = target.with_name(target.name + ".partial")
+    count = 0
+    try:
+        with partial.open("wb") as out:
+            for _, part in keyed:
+                with part.open("rb") as handle:
+                    while chunk := handle.read(1 << 20):
+                        out.write(chunk)
+                        count += chunk.count(b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return count
+
+
+def _stream(result: DataFrame, target: Path) -> int:
     partial = target.with_name(target.name + ".partial")
     count = 0
     try:
         with partial.open("w", encoding="utf-8") as handle:
-            # Partitions come back in order, one at a time: the driver holds one at most.
-            for row in result.select("result").toLocalIterator(prefetchPartitions=True):
-                handle.write(row[0] + "\n")
+            # In row order, a partition at a time: the driver holds one at most.
+            for row in result.select("row", "result").orderBy("row").toLocalIterator():
+                handle.write(row[1] + "\n")
                 count += 1
             handle.flush()
             os.fsync(handle.fileno())

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from engine.batch.rows import Row
-from engine.batch.spark.arrow_rows import offsets_of, partition_counts, partition_id, rows_of
+from engine.batch.spark.arrow_rows import input_offsets, partition_id, rows_of
 from engine.batch.spark.columns import FACTS, IMPACT_FIELDS, spark_schema
 from engine.batch.spark.rules import RulesPayload, compiled_rules, load_rules
 from engine.loading.snapshot import Snapshot
@@ -49,7 +49,7 @@ def impact_dataframe(
     payload = RulesPayload.of(snapshot)
     text = FACTS in df.columns
     numbered = "row" in df.columns
-    offsets = {} if numbered else offsets_of(partition_counts(df, text))
+    offsets = {} if numbered else input_offsets(df, text)
     minor_units = dict(snapshot.rules.currencies)
     log = os.fspath(compile_log) if compile_log else None
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from engine.batch.rows import RowEncoder
-from engine.batch.spark.arrow_rows import offsets_of, partition_counts, partition_id, rows_of
+from engine.batch.spark.arrow_rows import input_offsets, partition_id, rows_of
 from engine.batch.spark.audit import fresh_segment, segments_folder
 from engine.batch.spark.columns import FACTS, LINE_FIELDS, RESULT_FIELDS, spark_schema
 from engine.batch.spark.results import line_batch, result_batch
@@ -60,7 +60,7 @@ def value_dataframe(
     payload = RulesPayload.of(snapshot)
     text = FACTS in df.columns
     numbered = "row" in df.columns
-    offsets = {} if numbered else offsets_of(partition_counts(df, text))
+    offsets = {} if numbered else input_offsets(df, text)
     minor_units = dict(snapshot.rules.currencies)
     log = os.fspath(compile_log) if compile_log else None
     headers = dict(headers or {})

@@ -90,6 +90,63 @@ def test_a_10000_row_corpus_gives_the_bytes_of_local_batch(spark: Any, tmp_path:
     assert out.read_bytes() == expected
 
 
+def test_spark_makes_the_facts_facts_of_reads_from_parquet(spark: Any, tmp_path: Path) -> None:
+    """Spark writes a Parquet record's facts as JSON text on the JVM: the same facts, to
+    the written digit, as `facts_of` reads from the record in Python."""
+    from engine.batch.parquet import facts_of
+    from engine.batch.spark import FACTS
+    from engine.batch.spark.facts_json import facts_as_json
+
+    minor = {"JPY": 0, "USD": 2, "KWD": 3, "CLF": 4}
+    edges = [
+        # USD 2 places: 12.3000 -> "12.30", 12.3456 keeps 4, 12.3450 -> "12.345".
+        {"id": "A", "currency": "USD", "invoice": {"amount": "12.3000"},
+         "charges": [{"type": "t", "amount": "12.3456"}, {"type": "u", "amount": "12.3450"}],
+         "sum_insured": "-0.5000"},
+        # Goods inherit the invoice's currency (JPY: 5.0000 -> "5"), charges the
+        # valuation currency's unless their own (KWD 1.2340 -> "1.234").
+        {"id": "B", "currency": "USD", "invoice": {"amount": "1", "currency": "JPY"},
+         "goods": [{"description": "x", "value": "5"},
+                   {"description": "y", "value": "5.5", "currency": "CLF"}],
+         "charges": [{"type": "t", "amount": "7.5"}, {"type": "k", "amount": "1.234",
+                                                      "currency": "KWD"}],
+         "duties": [], "date": "2025-03-01", "fx": {"JPY": "0.0067"}},
+        # An unknown currency and none: the amount as written, all four places.
+        {"id": "C", "currency": "usd", "invoice": {"amount": "1200"}},
+        {"id": "D", "invoice": {"amount": "1200"}, "expected_transit_days": 3},
+    ]  # fmt: skip
+    shipments = [*edges, *generate(300, seed=17)]
+    path = tmp_path / "book.parquet"
+    write_shipments(shipments, path, rows_per_group=100)
+    made = facts_as_json(spark.read.parquet(str(path)), minor)
+    assert made is not None and made.columns == [FACTS]
+    got = [json.loads(r[0]) for r in made.collect()]
+    records = spark.read.parquet(str(path)).collect()
+    assert len(got) == len(records) == 304
+    # facts_of gives Decimal and date objects; JSON text gives their written form.
+    expected = [
+        json.loads(json.dumps(facts_of(r.asDict(recursive=True), minor), default=str))
+        for r in records
+    ]
+    assert got == expected
+    assert got[0]["invoice"]["amount"] == "12.30"
+    assert [c["amount"] for c in got[0]["charges"]] == ["12.3456", "12.345"]
+    assert got[0]["sum_insured"] == "-0.50"
+    assert [g["value"] for g in got[1]["goods"]] == ["5", "5.5000"]
+    assert [c["amount"] for c in got[1]["charges"]] == ["7.50", "1.234"]
+    assert got[1]["duties"] == [] and "duties" not in got[0]  # given as none / not given
+    assert got[2]["invoice"]["amount"] == got[3]["invoice"]["amount"] == "1200.0000"
+    # Any other schema is read in Python, as facts_of reads it.
+    table = spark.read.parquet(str(path))
+    assert facts_as_json(table.select("id", "currency"), minor) is not None  # a subset
+    with_month = table.selectExpr("*", "'2025-03' AS month")
+    assert facts_as_json(with_month, minor) is None  # month is no fact: read in Python
+    keyed = facts_as_json(with_month, minor, ("id", "month"))  # a key, not a fact
+    assert keyed is not None and keyed.columns == ["id", "month", FACTS]
+    assert [json.loads(r[FACTS]) for r in keyed.collect()] == got
+    assert facts_as_json(spark.createDataFrame([(1.5,)], "sum_insured double"), minor) is None
+
+
 def test_a_bad_row_is_an_error_row_and_the_job_goes_on(spark: Any, tmp_path: Path) -> None:
     from engine.batch.spark import read_input, value_dataframe
 

@@ -74,8 +74,12 @@ def rows_of(
     counters: list[int],
     minor_units: Mapping[str, int],
     numbered: bool,
+    not_facts: frozenset[str] = frozenset(),
 ) -> tuple[list[Row], list[int]]:
-    """Batch rows (as `tiv batch` reads them) and the positions in `batch` they came from."""
+    """Batch rows (as `tiv batch` reads them) and the positions in `batch` they came from.
+
+    `not_facts`: columns kept for the output that are not shipment facts (a table's
+    partition column named as a key, say)."""
     from engine.batch.parquet import facts_of
 
     rows: list[Row] = []
@@ -99,7 +103,7 @@ def rows_of(
     if text:
         values = batch.column(FACTS).to_pylist()
     else:
-        shipment = [n for n in names if n not in ("row", "line")]
+        shipment = [n for n in names if n not in ("row", "line") and n not in not_facts]
         values = batch.select(shipment).to_pylist()
     for index, item in enumerate(values):
         counters[0] += 1  # the physical line (or record)

@@ -14,6 +14,7 @@ import pyarrow as pa
 from engine.batch.rows import Row
 from engine.batch.spark.arrow_rows import input_offsets, partition_id, rows_of
 from engine.batch.spark.columns import FACTS, IMPACT_FIELDS, spark_schema
+from engine.batch.spark.facts_json import facts_as_json
 from engine.batch.spark.rules import RulesPayload, compiled_rules, load_rules
 from engine.loading.snapshot import Snapshot
 
@@ -51,6 +52,11 @@ def impact_dataframe(
     numbered = "row" in df.columns
     offsets = {} if numbered else input_offsets(df, text)
     minor_units = dict(snapshot.rules.currencies)
+    # Parquet in the shipments schema: Spark writes each record's facts as JSON text
+    # (the counting above read the table itself: the same partitions, fewer columns).
+    as_json = None if text else facts_as_json(df, minor_units)
+    if as_json is not None:
+        df, text = as_json, True
     log = os.fspath(compile_log) if compile_log else None
 
     def impact_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

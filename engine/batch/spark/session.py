@@ -30,6 +30,10 @@ def session(master: str, app_name: str = "tiv", conf: Mapping[str, str] | None =
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",
             "spark.sql.shuffle.partitions": "4",
+            # The driver is the executor here: its heap holds every task's Arrow and
+            # Parquet buffers (Spark's 1 GB default ran short at a million rows). Read
+            # only when the JVM starts, so a session already running keeps its own.
+            "spark.driver.memory": "2g",
         }
     settings = {
         **local,

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from engine.batch.parquet import SHIPMENTS
 from engine.batch.rows import RowEncoder
 from engine.batch.spark.arrow_rows import input_offsets, partition_id, rows_of
 from engine.batch.spark.audit import fresh_segment, segments_folder
 from engine.batch.spark.columns import FACTS, LINE_FIELDS, RESULT_FIELDS, spark_schema
+from engine.batch.spark.facts_json import facts_as_json
 from engine.batch.spark.results import line_batch, result_batch
 from engine.batch.spark.rules import RulesPayload, compiled_rules, load_rules
 from engine.loading.snapshot import Snapshot
@@ -40,8 +42,9 @@ def value_dataframe(
 
     `df`: shipments in the Parquet schema, or a `facts` column of JSON text; with `row`
     (and `line`) columns the rows keep those numbers, else they are numbered in the
-    order of the DataFrame's partitions (one small counting job). `keys`: input columns
-    copied to the output. `audit`: a folder; each task appends its rows to its own
+    order of the input (one small counting job). `keys`: input columns copied to the
+    output (a key that is not a column of the shipments schema, a table's partition
+    column say, is not taken as a fact). `audit`: a folder; each task appends its rows to its own
     hash-chained segment there; call `seal_audit` after the one action that computes
     the result (computing it again rewrites the segments, and must be sealed again).
     `matcher`: only the default matcher, the one `tiv batch` values with.
@@ -58,14 +61,21 @@ def value_dataframe(
     else:
         snapshot.rules.pack_versions(policy)
     payload = RulesPayload.of(snapshot)
+    keys = tuple(keys)
+    schema = spark_schema(df, keys, LINE_FIELDS if lines_only else RESULT_FIELDS)
     text = FACTS in df.columns
     numbered = "row" in df.columns
     offsets = {} if numbered else input_offsets(df, text)
     minor_units = dict(snapshot.rules.currencies)
+    # Parquet in the shipments schema: Spark writes each record's facts as JSON text
+    # (the counting above read the table itself: the same partitions, fewer columns).
+    as_json = None if text else facts_as_json(df, minor_units, keys)
+    if as_json is not None:
+        df, text = as_json, True
     log = os.fspath(compile_log) if compile_log else None
     headers = dict(headers or {})
     segments = segments_folder(audit) if audit else None
-    keys = tuple(keys)
+    not_facts = frozenset(k for k in keys if k not in SHIPMENTS.names)
 
     def value_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         compiled = compiled_rules(payload, log)
@@ -84,7 +94,7 @@ def value_dataframe(
         counters = [line_offset, row_offset]
         try:
             for batch in batches:
-                rows, kept = rows_of(batch, text, counters, minor_units, numbered)
+                rows, kept = rows_of(batch, text, counters, minor_units, numbered, not_facts)
                 lines = encoder.encode(rows)
                 source = batch.take(pa.array(kept, pa.int64()))
                 if lines_only:
@@ -94,7 +104,6 @@ def value_dataframe(
         finally:
             encoder.close()
 
-    schema = spark_schema(df, keys, LINE_FIELDS if lines_only else RESULT_FIELDS)
     return df.mapInArrow(value_partition, schema)
 
 

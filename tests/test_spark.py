@@ -1,6 +1,8 @@
 """Spark on a real local[2] session: the same bytes as local `tiv batch`, bad rows as error
-rows, rules compiled once per executor process, impact as `tiv impact` reports it, and a
-segmented audit log that verifies and catches a tampered segment.
+rows, rules compiled once per executor process, Parquet facts made on the JVM as facts_of
+reads them, impact as `tiv impact` reports it, and a segmented audit log that verifies and
+catches a tampered segment; and a real Spark Connect server (PySpark's own
+start-connect-server.sh, on loopback) driven by `tiv batch/impact --spark sc://...`.
 
 Without Java or PySpark these tests skip on a workstation and fail under CI=true.
 """
@@ -10,9 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -347,3 +352,101 @@ def test_a_csv_bordereau_on_spark_writes_the_jsonl_of_local_batch(
     assert first["valuation"]["total_insured_value"] == "1210.00"
     assert second["error"]["problems"][0]["column"] == "invoice.amount"
     assert third["line"] == 4 and third["error"]["problems"][0]["path"] == "duties"
+
+
+@pytest.fixture(scope="module")
+def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Spark Connect server on loopback, started by PySpark's own script (its jars
+    ship in the wheel): `sc://127.0.0.1:PORT`. Its executors run this interpreter."""
+    try:
+        import grpc  # noqa: F401  (the Connect client's transport)
+        import pyspark
+    except ImportError as error:
+        _unavailable(f"no Spark Connect client ({error}): pip install -e '.[spark]'")
+    script = Path(pyspark.__file__).parent / "sbin" / "start-connect-server.sh"
+    if not script.exists():
+        _unavailable(f"no {script}: this PySpark does not ship the Connect server")
+    with socket.socket() as probe:  # a free port, as the service tests take theirs
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("connect")
+    env = {
+        **os.environ,
+        "SPARK_PID_DIR": str(folder),
+        "SPARK_LOG_DIR": str(folder),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    settings = {
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "2",
+    }
+    command = ["bash", str(script), "--wait", "--master", "local[2]"]
+    for key, value in settings.items():
+        command += ["--conf", f"{key}={value}"]
+    log = (folder / "server.log").open("wb")
+    # --wait: in the foreground, so the server is this process's child, in its own group.
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                tail = (folder / "server.log").read_text(errors="replace")[-2000:]
+                pytest.fail(f"the Spark Connect server stopped ({server.returncode}): {tail}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("the Spark Connect server did not listen within 300 s")
+                time.sleep(1)
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def test_spark_connect_values_and_compares_as_local_batch_and_impact(
+    connect_server: str, tmp_path: Path
+) -> None:
+    """`tiv batch` and `tiv impact` with `--spark sc://...`: the client is a separate
+    process (a Connect session switches PySpark's functions to Connect for the whole
+    process), the server values: the bytes and the report of the local verbs."""
+    shipments = list(generate(120, seed=41))
+    shipments[9] = {**shipments[9], "currency": "usd"}  # a bad row: an error row, exit 2
+    parquet = tmp_path / "book.parquet"
+    write_shipments(shipments, parquet, rows_per_group=30)
+    corpus = _jsonl(tmp_path / "book.jsonl", shipments)
+
+    def tiv(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine.cli", "--rules", str(ROOT), *args],
+            capture_output=True, text=True, check=False, timeout=600,
+        )  # fmt: skip
+
+    out = tmp_path / "connect.jsonl"
+    done = tiv("batch", str(parquet), "--policy", "standard", "--spark", connect_server,
+               "-o", str(out))  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "120 rows, 119 valued, 1 failed" in done.stderr, done.stderr
+    assert out.read_bytes() == _local_batch(corpus, tmp_path / "local.jsonl")
+
+    refs = ["impact", "forwarder-all-risks@1.0.0", "forwarder-all-risks@2.0.0"]
+    refs += ["--corpus", str(corpus), "--no-progress"]
+    local = tiv(*refs, "--workers", "1")
+    remote = tiv(*refs, "--spark", connect_server)
+    assert local.returncode == remote.returncode == 0, remote.stderr
+    # The same report; only the worker count line may differ.
+    assert [x for x in remote.stdout.splitlines() if "worker" not in x] == [
+        x for x in local.stdout.splitlines() if "worker" not in x
+    ]

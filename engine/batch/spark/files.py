@@ -96,6 +96,7 @@ def write_output(
     output: str,
     output_format: str | None = None,
     partition_by: Sequence[str] = (),
+    parts: str | os.PathLike[str] | None = None,
 ) -> int:
     """Write `result`: Parquet (a folder, partitioned by `partition_by`) or JSON Lines
     (one file, rows in order, byte-identical to `tiv batch`'s). Returns rows written.
@@ -104,11 +105,19 @@ def write_output(
     for one JSON Lines file on this machine the driver joins them, in row order, a byte
     copy. Only a local file written by a cluster's executors (which cannot reach it)
     comes through the driver, a partition at a time; to a store (`s3a://...`) a `.jsonl`
-    output is a folder of part files, each line carrying its row number.
+    output is a folder of part files, each line carrying its row number. `parts`: the
+    folder `result`'s tasks write their lines to (`value_dataframe(lines_to=...)`):
+    the job is run for that alone, then the parts joined into `output` and removed.
     """
+    if parts is not None:
+        try:
+            result.write.format("noop").mode("overwrite").save()  # the tasks write
+            return _join(Path(parts), Path(output))
+        finally:
+            shutil.rmtree(parts, ignore_errors=True)
     kind = output_format or output_format_of(output)
     if kind == "parquet":
-        writer = result.write.mode("errorifexists")
+        writer = result.write.mode("error")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         writer.parquet(output)
@@ -117,10 +126,10 @@ def write_output(
         raise SparkJobError(f"unknown output format {kind!r} (formats: parquet, jsonl)")
     lines = result.select("result")
     if "://" in output:
-        lines.write.mode("errorifexists").text(output)
+        lines.write.mode("error").text(output)
         return int(result.sparkSession.read.text(output).count())
     target = Path(output)
-    if not _local_master(result.sparkSession):
+    if not local_master(result.sparkSession):
         return _stream(result, target)
     parts = target.with_name(f".{target.name}.parts")
     shutil.rmtree(parts, ignore_errors=True)
@@ -131,7 +140,8 @@ def write_output(
         shutil.rmtree(parts, ignore_errors=True)
 
 
-def _local_master(spark: Any) -> bool:
+def local_master(spark: Any) -> bool:
+    """Whether `spark` runs on this machine (its executors write this machine's files)."""
     try:
         return str(spark.conf.get("spark.master", "")).startswith("local")
     except Exception:  # Spark Connect may not say: a server is not this machine's files

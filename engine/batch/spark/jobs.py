@@ -15,6 +15,7 @@ from engine.batch.spark.errors import SparkJobError
 from engine.batch.spark.files import (
     csv_headers,
     format_of,
+    local_master,
     output_format_of,
     read_input,
     write_output,
@@ -64,6 +65,12 @@ def run_spark_batch(
     session_ = spark or session(master)
     df = read_input(session_, input_path, input_format)
     is_csv = (input_format or format_of(input_path)) == "csv"
+    jsonl = (output_format or output_format_of(output)) == "jsonl"
+    # One JSON Lines file on this machine: the tasks write their own parts (see parts).
+    parts = None
+    if jsonl and "://" not in output and local_master(session_):
+        target = Path(output).absolute()
+        parts = os.fspath(target.with_name(f".{target.name}.parts"))
     result = value_dataframe(
         df,
         snapshot,
@@ -74,10 +81,11 @@ def run_spark_batch(
         trace=trace,
         audit=audit,
         headers=csv_headers(input_path) if is_csv else None,
-        lines_only=(output_format or output_format_of(output)) == "jsonl",
+        lines_only=jsonl,
+        lines_to=parts,
     )
     with StageProgress(session_, progress or (lambda _text: None)):
-        rows = write_output(result, output, output_format, partition_by)
+        rows = write_output(result, output, output_format, partition_by, parts)
     if audit:
         seal_audit(audit)
     failed = failed_rows(session_, output, output_format)

@@ -9,12 +9,17 @@ from typing import Any
 import pyarrow as pa
 
 from engine.batch.rows import Row
-from engine.batch.spark.columns import _TEXT, LINE_FIELDS, RESULT_FIELDS
+from engine.batch.spark.columns import LINE_FIELDS, RESULT_FIELDS, TEXT
 from engine.batch.spark.rules import RulesPayload
 
 
 def line_batch(
-    source: pa.RecordBatch, keys: Sequence[str], rows: Sequence[Row], lines: Sequence[str]
+    source: pa.RecordBatch,
+    keys: Sequence[str],
+    rows: Sequence[Row],
+    lines: Sequence[str],
+    *,
+    with_text: bool = True,
 ) -> pa.RecordBatch:
     # An error row starts {"row": N, "line": M, "error": ...; a valuation {"row"..., "valuation"
     status = ["error" if '"error": {' in text[:64] else "ok" for text in lines]
@@ -22,8 +27,8 @@ def line_batch(
     arrays += [
         pa.array([r.number for r in rows], pa.int64()),
         pa.array([r.line for r in rows], pa.int64()),
-        pa.array(status, _TEXT),
-        pa.array(lines, _TEXT),
+        pa.array(status, TEXT),
+        pa.array(lines, TEXT) if with_text else pa.nulls(len(lines), TEXT),
     ]
     return pa.RecordBatch.from_arrays(arrays, names=[*keys, *(n for n, _ in LINE_FIELDS)])
 

@@ -35,11 +35,12 @@ def session(master: str, app_name: str = "tiv", conf: Mapping[str, str] | None =
             # only when the JVM starts, so a session already running keeps its own.
             "spark.driver.memory": "2g",
         }
+    if not master.startswith("sc://"):  # a Connect server's UI is set where it starts
+        local["spark.ui.showConsoleProgress"] = "false"  # tiv prints the stages itself
     settings = {
         **local,
         # Arrow batches of this size keep a task's memory flat and its progress visible.
         "spark.sql.execution.arrow.maxRecordsPerBatch": "1000",
-        "spark.ui.showConsoleProgress": "false",  # tiv prints the stages itself
         **(conf or {}),
     }
     for key, setting in settings.items():

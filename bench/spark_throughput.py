@@ -169,8 +169,9 @@ def main() -> None:
     corpora = {small_n: (folder / "first.jsonl", parquet / "part-00000.parquet")}
     corpora[args.n] = (jsonl, parquet)
     sizes = (small_n, args.n)
-    print(f"corpus generated ({args.n:,} rows, {PARTS} Parquet part files and JSON Lines, "
-          f"not timed below): {time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
+    made = time.perf_counter() - started
+    print(f"corpus ({args.n:,} rows, {PARTS} Parquet part files and JSON Lines; made or "
+          f"found, not timed below): {made:.1f} s", flush=True)  # fmt: skip
     snapshot = load_snapshot(ROOT, check_examples=False, check_lock=False)
     valuing, reading = _executor_work(parquet / "part-00000.parquet", jsonl, snapshot)
     print(f"a task's work per row, one core: valuing JSON text facts {valuing * 1e3:.3f} ms "

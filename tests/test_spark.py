@@ -153,7 +153,7 @@ def test_spark_makes_the_facts_facts_of_reads_from_parquet(spark: Any, tmp_path:
 
 
 def test_a_bad_row_is_an_error_row_and_the_job_goes_on(spark: Any, tmp_path: Path) -> None:
-    from engine.batch.spark import read_input, value_dataframe
+    from engine.batch.spark import read_input, value_dataframe, write_output
 
     good = next(iter(generate(1, seed=2)))
     bad_currency = {**good, "id": "BAD-CUR", "currency": "usd"}
@@ -186,6 +186,11 @@ def test_a_bad_row_is_an_error_row_and_the_job_goes_on(spark: Any, tmp_path: Pat
     assert [tuple(r) for r in narrow.collect()] == [
         (r["row"], r["line"], r["status"], r["result"]) for r in rows
     ]
+    # Lines written by the tasks themselves, joined: tiv batch's file, byte for byte.
+    parts, out = tmp_path / "parts", tmp_path / "spark.jsonl"
+    written = value_dataframe(read_input(spark, str(source)), ROOT, "standard", lines_to=parts)
+    assert write_output(written, str(out), parts=parts) == 4
+    assert out.read_text(encoding="utf-8").splitlines() == local and not parts.exists()
 
 
 def test_rules_compile_once_per_executor_process(spark: Any, tmp_path: Path) -> None:

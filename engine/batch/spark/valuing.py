@@ -67,6 +67,7 @@ def value_dataframe(
         snapshot.rules.pack_versions(policy)
     payload = RulesPayload.of(snapshot)
     keys = tuple(keys)
+    lines_only = lines_only or lines_to is not None  # the lines go to files: no columns
     schema = spark_schema(df, keys, LINE_FIELDS if lines_only else RESULT_FIELDS)
     text = FACTS in df.columns
     numbered = "row" in df.columns
@@ -81,7 +82,6 @@ def value_dataframe(
     headers = dict(headers or {})
     segments = segments_folder(audit) if audit else None
     parts = parts_folder(lines_to) if lines_to else None
-    lines_only = lines_only or parts is not None
     not_facts = frozenset(k for k in keys if k not in SHIPMENTS.names)
 
     def value_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

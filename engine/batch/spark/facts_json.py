@@ -89,10 +89,14 @@ def _money_text(amount: Column, currency: Column, minor_units: Mapping[str, int]
     as written when the currency is unknown (the facts reader names it then)."""
     from pyspark.sql import functions as F
 
-    pairs = []
+    # The currency's minor units: one set per number of places, tested as hash sets
+    # (a map literal is searched key by key, for every amount of every row).
+    by_places: dict[int, list[str]] = {}
     for code, units in sorted(minor_units.items()):
-        pairs += [F.lit(code), F.lit(units)]
-    places = F.try_element_at(F.create_map(*pairs), currency) if pairs else F.lit(None)
+        by_places.setdefault(units, []).append(code)
+    places: Column = F.lit(None).cast("int")
+    for units, codes in sorted(by_places.items(), key=lambda item: len(item[1])):
+        places = F.when(currency.isin(codes), units).otherwise(places)
     written = amount.cast("string")
     trimmed = F.regexp_replace(F.regexp_replace(written, "0+$", ""), r"\.$", "")
     text = F.when(places.isNull(), written)

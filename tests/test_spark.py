@@ -1,6 +1,8 @@
 """Spark on a real local[2] session: the same bytes as local `tiv batch`, bad rows as error
-rows, rules compiled once per executor process, impact as `tiv impact` reports it, and a
-segmented audit log that verifies and catches a tampered segment.
+rows, rules compiled once per executor process, Parquet facts made on the JVM as facts_of
+reads them, impact as `tiv impact` reports it, and a segmented audit log that verifies and
+catches a tampered segment; and a real Spark Connect server (PySpark's own
+start-connect-server.sh, on loopback) driven by `tiv batch/impact --spark sc://...`.
 
 Without Java or PySpark these tests skip on a workstation and fail under CI=true.
 """
@@ -10,9 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,8 +95,65 @@ def test_a_10000_row_corpus_gives_the_bytes_of_local_batch(spark: Any, tmp_path:
     assert out.read_bytes() == expected
 
 
+def test_spark_makes_the_facts_facts_of_reads_from_parquet(spark: Any, tmp_path: Path) -> None:
+    """Spark writes a Parquet record's facts as JSON text on the JVM: the same facts, to
+    the written digit, as `facts_of` reads from the record in Python."""
+    from engine.batch.parquet import facts_of
+    from engine.batch.spark import FACTS
+    from engine.batch.spark.facts_json import facts_as_json
+
+    minor = {"JPY": 0, "USD": 2, "KWD": 3, "CLF": 4}
+    edges = [
+        # USD 2 places: 12.3000 -> "12.30", 12.3456 keeps 4, 12.3450 -> "12.345".
+        {"id": "A", "currency": "USD", "invoice": {"amount": "12.3000"},
+         "charges": [{"type": "t", "amount": "12.3456"}, {"type": "u", "amount": "12.3450"}],
+         "sum_insured": "-0.5000"},
+        # Goods inherit the invoice's currency (JPY: 5.0000 -> "5"), charges the
+        # valuation currency's unless their own (KWD 1.2340 -> "1.234").
+        {"id": "B", "currency": "USD", "invoice": {"amount": "1", "currency": "JPY"},
+         "goods": [{"description": "x", "value": "5"},
+                   {"description": "y", "value": "5.5", "currency": "CLF"}],
+         "charges": [{"type": "t", "amount": "7.5"}, {"type": "k", "amount": "1.234",
+                                                      "currency": "KWD"}],
+         "duties": [], "date": "2025-03-01", "fx": {"JPY": "0.0067"}},
+        # An unknown currency and none: the amount as written, all four places.
+        {"id": "C", "currency": "usd", "invoice": {"amount": "1200"}},
+        {"id": "D", "invoice": {"amount": "1200"}, "expected_transit_days": 3},
+    ]  # fmt: skip
+    shipments = [*edges, *generate(300, seed=17)]
+    path = tmp_path / "book.parquet"
+    write_shipments(shipments, path, rows_per_group=100)
+    made = facts_as_json(spark.read.parquet(str(path)), minor)
+    assert made is not None and made.columns == [FACTS]
+    got = [json.loads(r[0]) for r in made.collect()]
+    records = spark.read.parquet(str(path)).collect()
+    assert len(got) == len(records) == 304
+    # facts_of gives Decimal and date objects; JSON text gives their written form.
+    expected = [
+        json.loads(json.dumps(facts_of(r.asDict(recursive=True), minor), default=str))
+        for r in records
+    ]
+    assert got == expected
+    assert got[0]["invoice"]["amount"] == "12.30"
+    assert [c["amount"] for c in got[0]["charges"]] == ["12.3456", "12.345"]
+    assert got[0]["sum_insured"] == "-0.50"
+    assert [g["value"] for g in got[1]["goods"]] == ["5", "5.5000"]
+    assert [c["amount"] for c in got[1]["charges"]] == ["7.50", "1.234"]
+    assert got[1]["duties"] == [] and "duties" not in got[0]  # given as none / not given
+    assert got[2]["invoice"]["amount"] == got[3]["invoice"]["amount"] == "1200.0000"
+    # Any other schema is read in Python, as facts_of reads it.
+    table = spark.read.parquet(str(path))
+    assert facts_as_json(table.select("id", "currency"), minor) is not None  # a subset
+    with_month = table.selectExpr("*", "'2025-03' AS month")
+    assert facts_as_json(with_month, minor) is None  # month is no fact: read in Python
+    keyed = facts_as_json(with_month, minor, ("id", "month"))  # a key, not a fact
+    assert keyed is not None and keyed.columns == ["id", "month", FACTS]
+    assert [json.loads(r[FACTS]) for r in keyed.collect()] == got
+    assert facts_as_json(spark.createDataFrame([(1.5,)], "sum_insured double"), minor) is None
+
+
 def test_a_bad_row_is_an_error_row_and_the_job_goes_on(spark: Any, tmp_path: Path) -> None:
-    from engine.batch.spark import read_input, value_dataframe
+    from engine.batch.spark import read_input, value_dataframe, write_output
 
     good = next(iter(generate(1, seed=2)))
     bad_currency = {**good, "id": "BAD-CUR", "currency": "usd"}
@@ -124,6 +186,11 @@ def test_a_bad_row_is_an_error_row_and_the_job_goes_on(spark: Any, tmp_path: Pat
     assert [tuple(r) for r in narrow.collect()] == [
         (r["row"], r["line"], r["status"], r["result"]) for r in rows
     ]
+    # Lines written by the tasks themselves, joined: tiv batch's file, byte for byte.
+    parts, out = tmp_path / "parts", tmp_path / "spark.jsonl"
+    written = value_dataframe(read_input(spark, str(source)), ROOT, "standard", lines_to=parts)
+    assert write_output(written, str(out), parts=parts) == 4
+    assert out.read_text(encoding="utf-8").splitlines() == local and not parts.exists()
 
 
 def test_rules_compile_once_per_executor_process(spark: Any, tmp_path: Path) -> None:
@@ -290,3 +357,101 @@ def test_a_csv_bordereau_on_spark_writes_the_jsonl_of_local_batch(
     assert first["valuation"]["total_insured_value"] == "1210.00"
     assert second["error"]["problems"][0]["column"] == "invoice.amount"
     assert third["line"] == 4 and third["error"]["problems"][0]["path"] == "duties"
+
+
+@pytest.fixture(scope="module")
+def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Spark Connect server on loopback, started by PySpark's own script (its jars
+    ship in the wheel): `sc://127.0.0.1:PORT`. Its executors run this interpreter."""
+    try:
+        import grpc  # noqa: F401  (the Connect client's transport)
+        import pyspark
+    except ImportError as error:
+        _unavailable(f"no Spark Connect client ({error}): pip install -e '.[spark]'")
+    script = Path(pyspark.__file__).parent / "sbin" / "start-connect-server.sh"
+    if not script.exists():
+        _unavailable(f"no {script}: this PySpark does not ship the Connect server")
+    with socket.socket() as probe:  # a free port, as the service tests take theirs
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("connect")
+    env = {
+        **os.environ,
+        "SPARK_PID_DIR": str(folder),
+        "SPARK_LOG_DIR": str(folder),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    settings = {
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "2",
+    }
+    command = ["bash", str(script), "--wait", "--master", "local[2]"]
+    for key, value in settings.items():
+        command += ["--conf", f"{key}={value}"]
+    log = (folder / "server.log").open("wb")
+    # --wait: in the foreground, so the server is this process's child, in its own group.
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                tail = (folder / "server.log").read_text(errors="replace")[-2000:]
+                pytest.fail(f"the Spark Connect server stopped ({server.returncode}): {tail}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("the Spark Connect server did not listen within 300 s")
+                time.sleep(1)
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+
+
+def test_spark_connect_values_and_compares_as_local_batch_and_impact(
+    connect_server: str, tmp_path: Path
+) -> None:
+    """`tiv batch` and `tiv impact` with `--spark sc://...`: the client is a separate
+    process (a Connect session switches PySpark's functions to Connect for the whole
+    process), the server values: the bytes and the report of the local verbs."""
+    shipments = list(generate(120, seed=41))
+    shipments[9] = {**shipments[9], "currency": "usd"}  # a bad row: an error row, exit 2
+    parquet = tmp_path / "book.parquet"
+    write_shipments(shipments, parquet, rows_per_group=30)
+    corpus = _jsonl(tmp_path / "book.jsonl", shipments)
+
+    def tiv(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "engine.cli", "--rules", str(ROOT), *args],
+            capture_output=True, text=True, check=False, timeout=600,
+        )  # fmt: skip
+
+    out = tmp_path / "connect.jsonl"
+    done = tiv("batch", str(parquet), "--policy", "standard", "--spark", connect_server,
+               "-o", str(out))  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "120 rows, 119 valued, 1 failed" in done.stderr, done.stderr
+    assert out.read_bytes() == _local_batch(corpus, tmp_path / "local.jsonl")
+
+    refs = ["impact", "forwarder-all-risks@1.0.0", "forwarder-all-risks@2.0.0"]
+    refs += ["--corpus", str(corpus), "--no-progress"]
+    local = tiv(*refs, "--workers", "1")
+    remote = tiv(*refs, "--spark", connect_server)
+    assert local.returncode == remote.returncode == 0, remote.stderr
+    # The same report; only the worker count line may differ.
+    assert [x for x in remote.stdout.splitlines() if "worker" not in x] == [
+        x for x in local.stdout.splitlines() if "worker" not in x
+    ]

@@ -105,6 +105,17 @@ _MONEY_PATHS = (
 
 # --- writing ------------------------------------------------------------------------
 
+_STRING_ID = pa.string().id
+_FIELDS: dict[pa.DataType, tuple[tuple[str, pa.DataType], ...]] = {}
+
+
+def _fields_of(kind: pa.DataType) -> tuple[tuple[str, pa.DataType], ...]:
+    # A struct's fields, read from pyarrow once: each read makes new Python objects.
+    found = _FIELDS.get(kind)
+    if found is None:
+        found = _FIELDS[kind] = tuple((field.name, field.type) for field in kind)
+    return found
+
 
 def to_record(facts: Mapping[str, Any]) -> dict[str, Any]:
     """One shipment's facts as a record of `SHIPMENTS`; FactsError naming the path if
@@ -119,13 +130,15 @@ def to_record(facts: Mapping[str, Any]) -> dict[str, Any]:
 def _fit(value: Any, kind: pa.DataType, path: str, problems: list[Problem]) -> Any:
     if value is None:
         return None
+    if type(value) is str and kind.id == _STRING_ID:  # most values: text into text, as is
+        return value
     where = Location(path=path)
     if pa.types.is_struct(kind):
         if not isinstance(value, Mapping):
             problems.append(Problem("parquet.type", "must be an object", where))
             return None
-        names = {kind.field(i).name for i in range(kind.num_fields)}
-        for extra in sorted(set(value) - names):
+        fields = _fields_of(kind)
+        for extra in sorted(set(value) - {name for name, _ in fields}):
             problems.append(
                 Problem(
                     "parquet.field",
@@ -133,15 +146,9 @@ def _fit(value: Any, kind: pa.DataType, path: str, problems: list[Problem]) -> A
                     Location(path=f"{path}.{extra}" if path else extra),
                 )
             )
-        return {
-            field.name: _fit(
-                value.get(field.name),
-                field.type,
-                f"{path}.{field.name}" if path else field.name,
-                problems,
-            )
-            for field in kind
-        }
+        get = value.get
+        prefix = f"{path}." if path else ""
+        return {name: _fit(get(name), item, prefix + name, problems) for name, item in fields}
     if pa.types.is_map(kind):
         if not isinstance(value, Mapping):
             problems.append(Problem("parquet.type", "must be an object", where))
@@ -266,48 +273,68 @@ def facts_of(record: Mapping[str, Any], minor_units: Mapping[str, int] | None) -
 
 
 def _facts(value: Any) -> Any:
-    if isinstance(value, Mapping):
+    # Exact type checks first: pyarrow gives plain dicts and lists, and this runs for
+    # every value of every row (an isinstance against the Mapping ABC cost a third of a
+    # Spark task's time); other mappings and sequences take the general road.
+    kind = type(value)
+    if kind is dict:
         return {
-            k: dict(v) if k == "fx" and isinstance(v, list) else _facts(v)  # map: pairs
+            k: dict(v) if k == "fx" and type(v) is list else _facts(v)  # map: pairs
             for k, v in value.items()
             if v is not None
         }
-    if isinstance(value, list):
+    if kind is list:
         return [_facts(v) for v in value]
+    if kind in _LEAVES:
+        return value
+    if isinstance(value, Mapping):
+        return _facts(dict(value))
+    if isinstance(value, list):
+        return _facts(list(value))
     return value
+
+
+_LEAVES = frozenset({str, Decimal, int, datetime.date, bool, bytes})
 
 
 def _money_at_minor_units(facts: dict[str, Any], minor_units: Mapping[str, int]) -> None:
     valuation = facts.get("currency")
     invoice = facts.get("invoice")
     invoice_currency = valuation
-    if isinstance(invoice, dict):
+    if type(invoice) is dict:
         invoice_currency = invoice.get("currency", valuation)
         _rescale(invoice, "amount", invoice_currency, minor_units)
-    for name, inherited in (
-        ("goods", invoice_currency),
-        ("charges", valuation),
-        ("duties", valuation),
+    for name, field, inherited in (
+        ("goods", "value", invoice_currency),
+        ("charges", "amount", valuation),
+        ("duties", "amount", valuation),
     ):
         items = facts.get(name)
-        if isinstance(items, list):
-            field = "value" if name == "goods" else "amount"
+        if type(items) is list:
             for item in items:
-                if isinstance(item, dict):
+                if type(item) is dict:
                     _rescale(item, field, item.get("currency", inherited), minor_units)
     _rescale(facts, "sum_insured", valuation, minor_units)
 
 
 def _rescale(holder: dict[str, Any], key: str, currency: Any, minor: Mapping[str, int]) -> None:
     amount = holder.get(key)
-    places = minor.get(currency) if isinstance(currency, str) else None
-    if not isinstance(amount, Decimal) or places is None or not amount.is_finite():
+    if type(amount) is not Decimal or type(currency) is not str:
         return
-    at_places = amount.quantize(Decimal(1).scaleb(-places))
+    places = minor.get(currency)
+    if places is None or not amount.is_finite():
+        return
+    quantum = _QUANTA.get(places)
+    if quantum is None:
+        quantum = _QUANTA.setdefault(places, Decimal(1).scaleb(-places))
+    at_places = amount.quantize(quantum)
     if at_places == amount:
         holder[key] = at_places
     else:  # more digits than the currency has: keep them all, drop only trailing zeros
         holder[key] = amount.normalize()
+
+
+_QUANTA: dict[int, Decimal] = {}  # minor units -> 10 ** -units, made once
 
 
 def _files(path: Path) -> list[Path]:

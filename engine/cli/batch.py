@@ -49,7 +49,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from engine.batch import BatchError, BatchOptions, count_rows, run_batch
 
     root = rules_root(args)
-    if args.spark:  # the Spark side lives in engine/batch/spark.py, imported only when used
+    if args.spark:  # the Spark side lives in engine/batch/spark/, imported only when used
         from engine.batch.spark import batch_command
 
         return batch_command(args, root)

@@ -37,7 +37,7 @@ def cmd_impact(args: argparse.Namespace) -> int:
     from engine.compliance.impact import details_csv, details_json, impact, render_impact
 
     _pinned(args.before, args.after)
-    if args.spark:  # the Spark side lives in engine/batch/spark.py, imported only when used
+    if args.spark:  # the Spark side lives in engine/batch/spark/, imported only when used
         from engine.batch.spark import impact_command
 
         return impact_command(args, rules_root(args))

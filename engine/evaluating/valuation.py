@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -85,8 +86,27 @@ def evaluate(
     as_of: datetime.date,
     matcher: Matcher,
     tracer: Tracer,
+    deadline: int | None = None,
 ) -> Valuation:
-    return _evaluate(rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=tracer)[0]
+    """`deadline` (time.monotonic_ns) is the valuation's time budget, checked between
+    phases: past it, EvaluationError `valuation.time_budget`. None: no budget."""
+    return _evaluate(
+        rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=tracer, deadline=deadline
+    )[0]
+
+
+def _in_time(deadline: int | None, done: str, pack: CompiledPack) -> None:
+    """EvaluationError if the valuation's deadline has passed (`done`: its last phase)."""
+    if deadline is not None and time.monotonic_ns() > deadline:
+        raise EvaluationError(
+            Problem(
+                "valuation.time_budget",
+                f"the valuation ran over its time budget (it had {done}); a valuation "
+                "normally takes milliseconds: check the facts and the pack, or raise the "
+                "budget (--time-budget SECONDS, $TIV_TIME_BUDGET, value(..., budget=...))",
+                pack.where,
+            )
+        )
 
 
 class _Plan:
@@ -136,9 +156,11 @@ def _evaluate(
     as_of: datetime.date,
     matcher: Matcher,
     tracer: Tracer,
+    deadline: int | None = None,
 ) -> tuple[Valuation, dict[str, Any]]:
     """The valuation, and the environment it ended with (claims formulas continue from it)."""
     plan = _plan(pack)
+    _in_time(deadline, "read the facts", pack)
     with exact():
         places = rules.currencies[shipment.currency]
         env = build_environment(shipment, places, plan.charge_groups, tracer, rules.incoterms)
@@ -152,10 +174,13 @@ def _evaluate(
 
         excluded = _charge_rules(pack, env, matcher, plan.by_id)
         _count_charges(pack, plan, env, excluded, tracer)
+        _in_time(deadline, "counted the charges", pack)
         values.update(plan.parameters)
         gaps = _run_formulas(pack.formulas, "formula", values, pack, tracer)
+        _in_time(deadline, "run the formulas and estimated the duties", pack)
 
         reasons, flags = _decide(pack, plan, env, matcher, tracer)
+        _in_time(deadline, "matched the rules", pack)
         if gaps:
             reasons = gaps + reasons
         if duties.flags:
@@ -259,8 +284,10 @@ def settle(
     as_of: datetime.date,
     matcher: Matcher,
     tracer: Tracer,
+    deadline: int | None = None,
 ) -> Claim:
-    """Value the shipment, then run the pack's claims formulas on the loss."""
+    """Value the shipment, then run the pack's claims formulas on the loss (within
+    `deadline`, as `evaluate`)."""
     claims = pack.claims
     if claims is None:
         raise SelectionError(
@@ -271,7 +298,7 @@ def settle(
             )
         )
     valuation, values = _evaluate(
-        rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=NullTracer()
+        rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=NullTracer(), deadline=deadline
     )
     with exact():
         places = values[CURRENCY_PLACES]
@@ -284,6 +311,7 @@ def settle(
             }
         )
         gaps = _run_formulas(claims.formulas, "claim", values, pack, tracer)
+        _in_time(deadline, "run the claims formulas", pack)
         names = [claims.result.indemnity, *claims.result.components]
         if gaps or any(values[name] is GAP for name in names):
             raise EvaluationError(

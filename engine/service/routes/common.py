@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -57,9 +58,15 @@ def pack_summaries(snapshot: Snapshot, key: ApiKey) -> list[PackSummary]:
     ]
 
 
-def respond(data: Any, snapshot: Snapshot | None, status: int = 200) -> JSONResponse:
-    headers = {RULES_HEADER: snapshot.rules_id} if snapshot else None
-    return JSONResponse(data, status_code=status, headers=headers)
+def respond(
+    data: Any,
+    snapshot: Snapshot | None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    sent = {RULES_HEADER: snapshot.rules_id} if snapshot else {}
+    sent.update(headers or {})
+    return JSONResponse(data, status_code=status, headers=sent or None)
 
 
 SHIPMENT_REF = {"$ref": "#/components/schemas/Shipment"}

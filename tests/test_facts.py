@@ -500,6 +500,26 @@ def test_a_facts_file_over_the_size_limit_is_refused_before_it_is_read(
     assert load_facts_document(path)[0]["id"] == as_data()["id"]  # at the limit: read
 
 
+def test_facts_text_over_the_size_limit_is_refused_before_it_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = json.dumps(as_data(), ensure_ascii=False)
+    monkeypatch.setenv("TIV_MAX_INPUT_BYTES", str(len(text) - 1))
+    for source in (text, text.encode()):
+        with pytest.raises(FactsError) as caught:
+            read_facts(source, REFERENCE, name="body.json")
+        (problem,) = caught.value.problems
+        assert problem.code == "input.too_large" and problem.location.file == "body.json"
+    # The limit counts bytes: "é" is one character and two bytes in UTF-8.
+    accented = text.replace('"SHP-1"', '"SHP-\u00e9"')
+    assert len(accented.encode()) == len(accented) + 1
+    monkeypatch.setenv("TIV_MAX_INPUT_BYTES", str(len(accented)))
+    with pytest.raises(FactsError, match="over the limit"):
+        read_facts(accented, REFERENCE)
+    monkeypatch.setenv("TIV_MAX_INPUT_BYTES", str(len(accented) + 1))
+    assert read_facts(accented, REFERENCE).id == "SHP-\u00e9"
+
+
 JSONISH = st.recursive(
     st.none()
     | st.booleans()

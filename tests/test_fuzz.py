@@ -840,9 +840,14 @@ class Tally:
     outcomes: dict[str, int] = field(default_factory=dict)
     failures: dict[str, list[str]] = field(default_factory=dict)
     longest: tuple[float, str] = (0.0, "")
+    # Located errors that are a valuation stopped at its time budget (engine.api, 2 s):
+    # the property holds, but the input took the whole budget.
+    stopped: int = 0
 
     def add(self, outcome: Outcome, what: str) -> None:
         self.outcomes[outcome.kind] = self.outcomes.get(outcome.kind, 0) + 1
+        if outcome.kind == "located" and "over its time budget" in outcome.detail:
+            self.stopped += 1
         if not outcome.holds:
             self.failures.setdefault(outcome.kind, []).append(f"{what}: {outcome.detail}")
         if outcome.seconds > self.longest[0]:

@@ -235,6 +235,7 @@ def test_the_service_answers_503_over_budget_and_serves_the_next_request(budgete
     body = response.json()
     assert body["error"] == "evaluation_failed"
     assert body["problems"][0]["code"] == OVER
+    assert "the service's --valuation-budget" in body["problems"][0]["message"]
     # The one valuation thread is free again: the next request is valued, well within the
     # request's own budget (10 s).
     response = budgeted.value(light(), key=None)

@@ -78,7 +78,14 @@ def error_body(
 
 # The library words its advice for the command line; over HTTP the same choices are
 # query parameters, so a client is told what it can actually send.
-_HTTP_WORDS = (("--as-of", "the as_of parameter"), ("--allow-draft", "allow_draft=true"))
+_HTTP_WORDS = (
+    ("--as-of", "the as_of parameter"),
+    ("--allow-draft", "allow_draft=true"),
+    (
+        "--time-budget SECONDS, $TIV_TIME_BUDGET, value(..., budget=...)",
+        "the service's --valuation-budget",
+    ),
+)
 
 
 def problem_dict(problem: Problem) -> dict[str, Any]:

@@ -92,6 +92,7 @@ def errors_doc(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "the body is over the size limit",
         422: "invalid facts (each problem has its JSON path), too many shipments, "
         "or an evaluation that failed",
-        503: "the request's time budget ran out",
+        503: "the request's time budget ran out, or a valuation's (`valuation.time_budget`); "
+        "Retry-After says when to retry",
     }
     return {s: {"model": ErrorBody, "description": meaning[s]} for s in statuses}

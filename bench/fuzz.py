@@ -7,7 +7,8 @@ The strategies and the property are tests/test_fuzz.py's (`make test` runs them 
 every input gives a result or one of the project's errors with a JSON path or file:line,
 within the time limit and the worker's memory limit. Prints, per family and in total:
 results, located errors, errors without a location, uncaught exceptions (the CLI's exit
-70, the service's 500), cases over the time limit, the share of errors with a location,
+70, the service's 500), cases over the time limit (killed), valuations stopped by their
+own time budget (located errors, counted apart), the share of errors with a location,
 the workers' peak memory and the longest case; then the first failures of each kind.
 Exit 1 when any case broke the property.
 """
@@ -89,7 +90,8 @@ def report(name: str, tally: Tally, peak_kb: int) -> int:
         f"{name:18} {total:7,} cases  results {counts.get('result', 0):6,}  "
         f"located errors {counts.get('located', 0):6,}  unlocated {counts.get('unlocated', 0):4,}  "
         f"uncaught (exit 70) {counts.get('uncaught', 0):4,}  over budget "
-        f"{counts.get('over_budget', 0):3,}  errors located {located:5.1f}%  "
+        f"{counts.get('over_budget', 0):3,}  stopped by the valuation budget {tally.stopped:3,}  "
+        f"errors located {located:5.1f}%  "
         f"peak {peak_kb / 1024:,.0f} MiB  longest {tally.longest[0]:.2f} s"
     )
     return bad

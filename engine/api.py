@@ -6,19 +6,25 @@
         ...
 
 Loading validates and compiles everything; `value` never rereads or recompiles.
+
+Each valuation has a time budget (`budget=` seconds; default $TIV_TIME_BUDGET, else
+2 s): one that runs over it raises EvaluationError `valuation.time_budget` at the next
+phase boundary, so no input holds a caller (a batch worker, a service thread) for long.
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 import os
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from engine.compiling.formulas import Function
 from engine.compiling.pack import CompiledPack
-from engine.errors import FactsError, Location, Problem, TivError
+from engine.errors import EvaluationError, FactsError, Location, Problem, TivError
 from engine.evaluating.valuation import evaluate, settle
 from engine.explaining.trace import NullTracer, RecordingTracer
 from engine.facts import FactsReference, Shipment, read_facts
@@ -31,6 +37,48 @@ from engine.schema.models import Loss
 
 _NO_TRACE = NullTracer()  # stateless: one serves every call
 FactsInput = Shipment | Mapping[str, Any] | str | bytes | os.PathLike[str]
+
+# The time budget of one valuation, facts reading included. Generous: a valuation takes
+# milliseconds; the budget is there so that no input can hold a worker for long.
+TIME_BUDGET_ENV = "TIV_TIME_BUDGET"
+DEFAULT_TIME_BUDGET = 2.0
+
+
+def default_time_budget() -> float:
+    """The budget in force when none is given: $TIV_TIME_BUDGET seconds, else 2 s.
+
+    `inf` (or `none`) means no budget. EvaluationError if the variable is not a number.
+    """
+    given = os.environ.get(TIME_BUDGET_ENV, "").strip()
+    if not given:
+        return DEFAULT_TIME_BUDGET
+    if given.lower() in ("none", "inf", "infinity"):
+        return math.inf
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:
+        raise EvaluationError(
+            Problem(
+                "valuation.time_budget_setting",
+                f"{TIME_BUDGET_ENV}={given[:40]!r} is not a number of seconds above 0 (or none)",
+            )
+        )
+    return seconds
+
+
+def deadline_of(budget: float | None) -> int | None:
+    """The monotonic_ns deadline of a valuation starting now; None for no budget.
+
+    `budget`: seconds; None is the default (`default_time_budget`); math.inf, no budget.
+    """
+    seconds = default_time_budget() if budget is None else budget
+    if math.isinf(seconds):
+        return None
+    if not seconds > 0:
+        raise ValueError(f"a time budget must be more than 0 seconds, not {seconds!r}")
+    return time.monotonic_ns() + int(seconds * 1e9)
 
 
 @runtime_checkable
@@ -84,14 +132,20 @@ def value(
     matcher: Matcher | None = None,
     trace: bool = True,
     audit: AuditSink | None = None,
+    budget: float | None = None,
+    deadline: int | None = None,
 ) -> Valuation:
     """Value one shipment under `policy` (`id` or `id@version`).
 
     The version is the published one in effect on `as_of`, which defaults to the
     shipment's own date. With `audit`, the valuation (always with its trace) is recorded
-    before it is returned, and the result carries the record's id. Raises FactsError,
-    SelectionError or EvaluationError.
+    before it is returned, and the result carries the record's id. `budget`: seconds the
+    valuation may take (None: $TIV_TIME_BUDGET, else 2 s; math.inf: no limit), or
+    `deadline`, a time.monotonic_ns by which it must end (the earlier of the two holds).
+    Raises FactsError, SelectionError or EvaluationError (`valuation.time_budget` when
+    over the budget).
     """
+    deadline = _earlier(deadline_of(budget), deadline)
     shipment, pack, day = _prepare(rules, facts, policy, as_of, allow_draft)
     tracer = RecordingTracer() if trace or audit is not None else _NO_TRACE
     result = evaluate(
@@ -101,6 +155,7 @@ def value(
         as_of=day,
         matcher=matcher or default_matcher(),
         tracer=tracer,
+        deadline=deadline,
     )
     if audit is not None:
         # The record holds the result as evaluated; its id is added to the copy returned.
@@ -120,8 +175,12 @@ def value_many(
     allow_draft: bool = False,
     matcher: Matcher | None = None,
     trace: bool = True,
+    budget: float | None = None,
 ) -> Iterator[Valuation | TivError]:
     """Value a stream of shipments under `policy`, one result per item, in order.
+
+    `budget` is each item's own, as in `value`: an item over it is yielded as its
+    EvaluationError and the stream goes on.
 
     Each item is a mapping, JSON bytes or text, a path or a `Shipment`. What `value`
     raises for one item (FactsError, SelectionError, EvaluationError) is yielded in its
@@ -130,6 +189,7 @@ def value_many(
     condition plans, the matcher, facts references) is shared by all items.
     """
     chosen = matcher or default_matcher()
+    seconds = default_time_budget() if budget is None else budget
     for item in facts:
         try:
             yield value(
@@ -140,6 +200,7 @@ def value_many(
                 allow_draft=allow_draft,
                 matcher=chosen,
                 trace=trace,
+                budget=seconds,
             )
         except TivError as error:
             yield error
@@ -156,19 +217,30 @@ def claim(
     matcher: Matcher | None = None,
     trace: bool = True,
     audit: AuditSink | None = None,
+    budget: float | None = None,
+    deadline: int | None = None,
 ) -> Claim:
     """Settle a loss under `policy`: the valuation, then the pack's claims formulas.
 
     `loss` is a `Loss` or a mapping: {"kind": "total"}, {"kind": "partial",
     "damage_percent": "25"}, or {"kind": "partial", "gross_sound_value": ...,
     "gross_damaged_value": ...}. Raises FactsError for a bad loss, as for bad facts.
+    `budget` and `deadline` bound the time as in `value`.
     """
+    deadline = _earlier(deadline_of(budget), deadline)
     if not isinstance(loss, Loss):
         loss = _read_loss(loss)
     shipment, pack, day = _prepare(rules, facts, policy, as_of, allow_draft)
     tracer = RecordingTracer() if trace or audit is not None else NullTracer()
     result = settle(
-        rules, pack, shipment, loss, as_of=day, matcher=matcher or default_matcher(), tracer=tracer
+        rules,
+        pack,
+        shipment,
+        loss,
+        as_of=day,
+        matcher=matcher or default_matcher(),
+        tracer=tracer,
+        deadline=deadline,
     )
     if audit is not None:
         record_id = audit.record(
@@ -211,6 +283,12 @@ def _prepare(
             ]
         )
     return shipment, pack, day
+
+
+def _earlier(first: int | None, second: int | None) -> int | None:
+    if first is None:
+        return second
+    return first if second is None else min(first, second)
 
 
 def _read_loss(data: Mapping[str, Any]) -> Loss:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -54,8 +54,13 @@ from pydantic_core import PydanticCustomError, SchemaValidator, core_schema
 
 from engine.errors import FactsError, Location, Problem, json_path
 from engine.loading import jsontext
-from engine.loading.yamlfile import LoadedYaml, parse_yaml_data
-from engine.money import parse_decimal, plain
+from engine.loading.yamlfile import (
+    LoadedYaml,
+    check_input_size,
+    max_input_bytes,
+    parse_yaml_data,
+)
+from engine.money import AMOUNT, FX_RATE, Bound, OutOfBounds, parse_decimal, plain
 
 Incoterm = Literal["EXW", "FCA", "FAS", "FOB", "CFR", "CIF", "CPT", "CIP", "DAP", "DPU", "DDP"]
 Mode = Literal["ocean", "air", "rail", "road", "courier", "multimodal"]
@@ -120,22 +125,24 @@ def _reference(info: ValidationInfo) -> FactsReference | None:
     return reference if isinstance(reference, FactsReference) else None
 
 
-def _number(value: Any) -> Decimal:
+def _number(value: Any, bound: Bound) -> Decimal:
     try:
-        return parse_decimal(value)
+        return parse_decimal(value, bound)
+    except OutOfBounds as error:
+        raise _fail("number_bounds", str(error)) from None
     except ValueError as error:
         raise _fail("number", str(error)) from None
 
 
 def _non_negative(value: Any) -> Decimal:
-    number = _number(value)
+    number = _number(value, AMOUNT)
     if number < 0:
         raise _fail("negative", f"must not be negative, got {plain(number)}")
     return number
 
 
 def _positive(value: Any) -> Decimal:
-    number = _number(value)
+    number = _number(value, FX_RATE)
     if number <= 0:
         raise _fail("not_positive", f"must be greater than zero, got {plain(number)}")
     return number
@@ -271,19 +278,34 @@ def _describe(value: Any) -> str:
     return kinds.get(type(value), type(value).__name__)
 
 
+def _bounded_text(bound: Bound) -> str:
+    """Plain decimal text within `bound` (leading zeros aside, which the models allow)."""
+    return rf"^[0-9]{{1,{bound.digits}}}(\.[0-9]{{1,{bound.places}}})?$"
+
+
+def _bounds_text(bound: Bound) -> str:
+    return (
+        f"at most {bound.digits} digits before the decimal point and {bound.places} after it "
+        "(as text: plain decimal notation, no exponent; as a JSON number: an exponent is "
+        "read exactly, and the number must still be within these bounds)"
+    )
+
+
 _AMOUNT_SCHEMA = {
     "anyOf": [
-        {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
-        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": _bounded_text(AMOUNT)},
+        {"type": "number", "minimum": 0, "exclusiveMaximum": 10**AMOUNT.digits},
     ],
-    "description": "a non-negative decimal; a string keeps every digit exactly",
+    "description": "a non-negative decimal; a string keeps every digit exactly; "
+    + _bounds_text(AMOUNT),
 }
 _RATE_SCHEMA = {
     "anyOf": [
-        {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"},
-        {"type": "number", "exclusiveMinimum": 0},
+        {"type": "string", "pattern": _bounded_text(FX_RATE)},
+        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 10**FX_RATE.digits},
     ],
-    "description": "the value of one unit of the currency in the valuation currency",
+    "description": "the value of one unit of the currency in the valuation currency; "
+    + _bounds_text(FX_RATE),
 }
 
 Amount = Annotated[Decimal, PlainValidator(_non_negative), WithJsonSchema(_AMOUNT_SCHEMA)]
@@ -309,7 +331,9 @@ Country = Annotated[
 ChargeType = Annotated[
     str, PlainValidator(_charge_type), WithJsonSchema({"type": "string", "minLength": 1})
 ]
-Days = Annotated[StrictInt, Field(ge=0)]
+# A bound of the facts contract like those of money.AMOUNT: far beyond any transit.
+MAX_DAYS = 99_999
+Days = Annotated[StrictInt, Field(ge=0, le=MAX_DAYS)]
 
 
 # --- models -------------------------------------------------------------------------
@@ -430,9 +454,9 @@ def _canonical(value: Any) -> Any:
 # whatever they refuse goes the models' way, so problems are found and worded exactly
 # as before. tests/test_facts.py checks both halves of that promise on generated input.
 
-# Plain decimal text with no sign or spaces: the models also accept " 12" and "-0",
-# which take the slower road. Rust's `$` matches only at the very end of the text.
-_PLAIN_DECIMAL = r"^[0-9]+(\.[0-9]+)?$"
+# Numbers as text: plain decimal text with no sign or spaces, within its bound
+# (`_bounded_text`); the models also accept " 12", "-0" and leading zeros, which take
+# the slower road. Rust's `$` matches only at the very end of the text.
 # Rust's `\s` is Unicode White_Space; Python's str.strip() also strips U+001C..U+001F,
 # so those count as blank here too (a text field must hold something else).
 _SOMETHING = r"[^\s\x1c-\x1f]"
@@ -442,38 +466,46 @@ _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 def _exact_number(*, python: bool, positive: bool) -> core_schema.CoreSchema:
     """Plain decimal text or an int (not bool), and from Python a Decimal; never a
     float. Text becomes Decimal(text), an int Decimal(int); a Decimal is kept.
-    At least zero, or with `positive` greater than zero.
+    At least zero, or with `positive` greater than zero (an fx rate); within the
+    bound of an amount, or with `positive` of an fx rate (money.AMOUNT, FX_RATE).
 
     From JSON, numbers with a fraction or exponent are refused here (pydantic-core
     would read them through a binary float) and take the slow road, whose parser
     gives Decimal(text). Text is tried first: JSON and YAML give most amounts as text.
     """
     zero = Decimal(0)
+    bound = FX_RATE if positive else AMOUNT
     # Decimal itself (a C type, no Python code) turns checked text or an int into the
     # number: a little faster than pydantic-core's decimal validator calling it for us.
     exact = core_schema.no_info_plain_validator_function(Decimal)
     branches: list[core_schema.CoreSchema] = [
         core_schema.chain_schema(
             [
-                core_schema.str_schema(strict=True, pattern=_PLAIN_DECIMAL),
+                core_schema.str_schema(strict=True, pattern=_bounded_text(bound)),
                 # The pattern has no sign, so only "greater than zero" is left to check.
                 core_schema.decimal_schema(gt=zero) if positive else exact,
             ]
         ),
         core_schema.chain_schema(
             [
-                core_schema.int_schema(strict=True, gt=0)
+                core_schema.int_schema(strict=True, gt=0, lt=10**bound.digits)
                 if positive
-                else core_schema.int_schema(strict=True, ge=0),
+                else core_schema.int_schema(strict=True, ge=0, lt=10**bound.digits),
                 exact,
             ]
         ),
     ]
     if python:
         branches.append(
-            core_schema.decimal_schema(strict=True, allow_inf_nan=False, gt=zero)
-            if positive
-            else core_schema.decimal_schema(strict=True, allow_inf_nan=False, ge=zero)
+            core_schema.chain_schema(
+                [
+                    core_schema.decimal_schema(strict=True, allow_inf_nan=False, gt=zero)
+                    if positive
+                    else core_schema.decimal_schema(strict=True, allow_inf_nan=False, ge=zero),
+                    # The bound as the models check it (a ValueError here: the slow road).
+                    core_schema.no_info_plain_validator_function(bound.check),
+                ]
+            )
         )
     return core_schema.union_schema(list(branches), mode="left_to_right")
 
@@ -527,7 +559,7 @@ def _type_schema(hint: Any, plan: _Plan) -> core_schema.CoreSchema:
             if isinstance(extra, PlainValidator) and extra.func in plan.fields:
                 return plan.fields[extra.func]
         if hint == Days:
-            return core_schema.int_schema(strict=True, ge=0)
+            return core_schema.int_schema(strict=True, ge=0, le=MAX_DAYS)
     elif origin is Literal:
         return core_schema.literal_schema(list(args))
     elif origin in (Union, UnionType) and len(args) == 2 and type(None) in args:
@@ -898,6 +930,7 @@ def read_facts(
             return fast if fast is not None else _validate_by_models(source, reference, None, "")
         if isinstance(source, str | bytes):
             file = name
+            _within_the_limit(source, name)
             fast = _fast_json_text(source, reference, name)
             if fast is not None:
                 return fast
@@ -917,15 +950,36 @@ def read_facts(
         ) from None
 
 
+def _within_the_limit(source: str | bytes, name: str) -> None:
+    """FactsError for text over the input limit, before it is parsed (as a file's size is
+    checked before it is read): a 140 MB text took the library a second and 300 MB."""
+    limit = max_input_bytes(FactsError)
+    if len(source) > (limit if isinstance(source, bytes) else limit // 4):
+        # A character is 1 to 4 bytes in UTF-8: encode only when it can matter.
+        size = (
+            len(source)
+            if isinstance(source, bytes)
+            else len(source.encode("utf-8", "surrogatepass"))
+        )
+        check_input_size(size, name, FactsError)
+
+
 def load_facts_document(path: os.PathLike[str] | str) -> tuple[Any, LoadedYaml | None]:
     """Read a facts file into raw data, plus its marks when it is YAML.
 
-    Here a `str` is a file name. Raises FactsError if the file cannot be read, is not
-    UTF-8, or is not well-formed YAML or JSON (duplicate keys and NaN included).
+    Here a `str` is a file name. Raises FactsError if the file cannot be read, is over
+    the input size limit (refused before it is read: --max-input, $TIV_MAX_INPUT_BYTES),
+    is not UTF-8, or is not well-formed YAML or JSON (duplicate keys and NaN included).
     """
     file = os.fsdecode(path)
     try:
-        raw = Path(file).read_bytes()
+        with open(file, "rb") as handle:
+            limit = max_input_bytes(FactsError)
+            check_input_size(os.fstat(handle.fileno()).st_size, file, FactsError)
+            # Read no more than the limit allows, whatever the size said (a pipe, a file
+            # still growing): one byte over is enough to refuse it.
+            raw = handle.read(limit + 1)
+            check_input_size(len(raw), file, FactsError)
     except OSError as error:
         reason = error.strerror or str(error)
         raise FactsError(

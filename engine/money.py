@@ -14,6 +14,7 @@ from __future__ import annotations
 import decimal
 import re
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from decimal import Decimal
 
 PRECISION = 34
@@ -65,31 +66,87 @@ def percent(text: str) -> Decimal | None:
         return Decimal(text[:-1]).scaleb(-2)
 
 
-def parse_decimal(value: object) -> Decimal:
+@dataclass(frozen=True)
+class Bound:
+    """How large and how fine a number of one kind may be, as written: at most `digits`
+    digits before the decimal point and `places` after it.
+
+    Mechanism, not a figure: every bound is far beyond any real shipment, and together
+    they keep a number within the context's 34 significant digits (so reading it never
+    rounds) and a valuation's arithmetic far from the context's exponent limits (so no
+    accepted input can overflow it, or make it slow: `1e-999999999` is 12 bytes).
+    """
+
+    what: str  # "an amount": how a message names the kind
+    digits: int
+    places: int
+
+    def check(self, value: Decimal) -> Decimal:
+        """`value` if it is within the bound, else OutOfBounds saying which side is not."""
+        _, numerals, exponent = value.as_tuple()
+        if not isinstance(exponent, int):  # NaN or Infinity: parse_decimal refused them
+            raise OutOfBounds(f"expected a finite number, got {value}")
+        places = -exponent if exponent < 0 else 0
+        # Digits before the point, leading zeros not counted (0.5 has none, 1E+3 has 4).
+        whole = len(numerals) + exponent if value else 0
+        if whole > self.digits or places > self.places:
+            shown = plain(value) if len(numerals) <= 40 else f"a {len(numerals)}-digit number"
+            if len(shown) > 48:
+                shown = shown[:44] + "..."
+            raise OutOfBounds(
+                f"{shown} is beyond what {self.what} may be: at most {self.digits} digits "
+                f"before the decimal point and {self.places} after it"
+            )
+        return value
+
+
+class OutOfBounds(ValueError):
+    """A number outside its kind's `Bound` (a ValueError, as every parse_decimal refusal)."""
+
+
+# The bounds of the facts contract (README "Bounds of the facts"; the JSON Schema of
+# `tiv schema shipment` says the same). Amounts, quantities, weights and dimensions:
+# below 10^20 with at most 10 places. fx rates: below 10^12 with at most 20 places.
+AMOUNT = Bound("an amount, quantity or measure", 20, 10)
+FX_RATE = Bound("an fx rate", 12, 20)
+
+
+def parse_decimal(value: object, bound: Bound | None = None) -> Decimal:
     """Read a number exactly, or raise ValueError with a message fit for a person.
 
-    Accepts Decimal (finite), int (not bool) and strings in plain decimal notation.
-    Rejects floats: by the time a float exists, its exact value is already lost.
+    Accepts Decimal (finite), int (not bool) and strings in plain decimal notation (no
+    exponent: text with one is refused whatever its size). Rejects floats: by the time a
+    float exists, its exact value is already lost. With `bound`, a number beyond it is
+    refused too (OutOfBounds), however it was given.
     """
     if isinstance(value, bool):
         raise ValueError(f"expected a number, got {str(value).lower()}")
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"expected a finite number, got {value}")
-        return value
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):
+        number = value
+    elif isinstance(value, int):
+        if bound is not None and value.bit_length() > 4 * (bound.digits + 1):
+            # Converting a huge int costs time of its own (and repr has a digit limit).
+            raise OutOfBounds(
+                f"a number of some {value.bit_length() * 3 // 10} digits is beyond what "
+                f"{bound.what} may be: at most {bound.digits} digits before the decimal point"
+            )
+        number = Decimal(value)
+    elif isinstance(value, float):
         raise ValueError(
             f"got the binary float {value!r}; pass amounts as strings, ints or Decimal "
             "so no precision is lost"
         )
-    if isinstance(value, str):
+    elif isinstance(value, str):
         text = value.strip()
         if not _DECIMAL_TEXT.fullmatch(text):
-            raise ValueError(f'{value!r} is not a decimal number (write e.g. "1234.50")')
-        return Decimal(text)
-    raise ValueError(f"expected a number, got {type(value).__name__}")
+            shown = repr(value) if len(value) <= 40 else repr(value[:36]) + "..."
+            raise ValueError(f'{shown} is not a decimal number (write e.g. "1234.50")')
+        number = Decimal(text)
+    else:
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    return number if bound is None else bound.check(number)
 
 
 def round_to(value: Decimal, places: int, mode: str) -> Decimal:

@@ -19,7 +19,7 @@ from pydantic_core import SchemaValidator, core_schema
 from engine import facts
 from engine.errors import FactsError, Problem
 from engine.facts import Charge, FactsReference, Shipment, load_facts_document, read_facts
-from engine.money import plain
+from engine.money import AMOUNT, FX_RATE, Bound, plain
 
 # A small hand-made reference: the real lists live in rules/reference/, these are fixtures.
 REFERENCE = FactsReference(
@@ -417,13 +417,107 @@ def test_json_schema() -> None:
     assert "goods" not in schema["required"] and "duties" not in schema["required"]
 
 
-@given(st.decimals(min_value=0, allow_nan=False, allow_infinity=False))
+# Any decimal a person could write: up to 30 digits, up to 14 of them after the point.
+WRITTEN = st.builds(
+    lambda digits, places: Decimal(digits).scaleb(-places),
+    st.integers(min_value=0, max_value=10**30 - 1),
+    st.integers(min_value=0, max_value=14),
+)
+
+
+def _within(number: Decimal, bound: Bound) -> bool:
+    # As the bound says: digits before the point (0.5 has none), places as written.
+    exponent = int(number.as_tuple().exponent)
+    whole = len(number.as_tuple().digits) + exponent if number else 0
+    return whole <= bound.digits and max(-exponent, 0) <= bound.places
+
+
+@given(WRITTEN.filter(lambda number: _within(number, AMOUNT)))
 def test_any_decimal_amount_written_as_a_json_string_comes_back_exactly(number: Decimal) -> None:
     data = as_data()
     data["charges"][2]["amount"] = plain(number)
     amount = read_facts(json.dumps(data), REFERENCE).charges[2].amount
     assert amount == number
     assert plain(amount) == plain(number)  # the same digits, not just the same value
+
+
+@given(WRITTEN, st.sampled_from(["text", "json number", "mapping"]))
+def test_an_amount_or_rate_beyond_its_bound_is_refused_at_its_path(
+    number: Decimal, form: str
+) -> None:
+    """Amounts: below 10^20, at most 10 places; fx rates: below 10^12, at most 20 places
+    (README, Bounds of the facts). Within: read exactly; beyond: facts.number_bounds at
+    the number's own JSON path, whether text, a JSON number or a Decimal in a mapping."""
+    for where, bound in ((("charges", 2, "amount"), AMOUNT), (("fx", "EUR"), FX_RATE)):
+        if bound is FX_RATE and number == 0:
+            continue  # a rate of zero is refused for being zero
+        data = as_data()
+        data["fx"] = {"EUR": "1.08"}
+        node: Any = data
+        for part in where[:-1]:
+            node = node[part]
+        node[where[-1]] = plain(number) if form != "mapping" else number
+        source: Any = data
+        if form == "text":
+            source = json.dumps(data)
+        elif form == "json number":
+            source = json.dumps(data).replace(f'"{plain(number)}"', plain(number))
+        path = f"{where[0]}[{where[1]}].{where[2]}" if len(where) == 3 else "fx.EUR"
+        if _within(number, bound):
+            shipment = read_facts(source, REFERENCE)
+            read = shipment.charges[2].amount if bound is AMOUNT else shipment.fx["EUR"]
+            assert read == number
+        else:
+            with pytest.raises(FactsError) as caught:
+                read_facts(source, REFERENCE)
+            codes = {(p.code, p.location.path) for p in caught.value.problems}
+            assert ("facts.number_bounds", path) in codes, codes
+
+
+def test_the_bounds_are_in_the_schema() -> None:
+    whole = Shipment.model_json_schema()
+    schema = whole["$defs"]
+    amount = schema["Charge"]["properties"]["amount"]
+    assert amount["anyOf"][0]["pattern"] == r"^[0-9]{1,20}(\.[0-9]{1,10})?$"
+    assert amount["anyOf"][1]["exclusiveMaximum"] == 10**20
+    assert "at most 20 digits before the decimal point and 10 after" in amount["description"]
+    rate = whole["properties"]["fx"]["patternProperties"]["^[A-Z]{3}$"]
+    assert rate["anyOf"][0]["pattern"] == r"^[0-9]{1,12}(\.[0-9]{1,20})?$"
+
+
+def test_a_facts_file_over_the_size_limit_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(as_data()) + " " * 2000)
+    monkeypatch.setenv("TIV_MAX_INPUT_BYTES", "1000")
+    with pytest.raises(FactsError) as caught:
+        load_facts_document(path)
+    (problem,) = caught.value.problems
+    assert problem.code == "input.too_large" and problem.location.file == str(path)
+    assert "over the limit of 1,000 bytes" in problem.message
+    monkeypatch.setenv("TIV_MAX_INPUT_BYTES", str(path.stat().st_size))
+    assert load_facts_document(path)[0]["id"] == as_data()["id"]  # at the limit: read
+
+
+def test_facts_text_over_the_size_limit_is_refused_before_it_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = json.dumps(as_data(), ensure_ascii=False)
+    monkeypatch.setenv("TIV_MAX_INPUT_BYTES", str(len(text) - 1))
+    for source in (text, text.encode()):
+        with pytest.raises(FactsError) as caught:
+            read_facts(source, REFERENCE, name="body.json")
+        (problem,) = caught.value.problems
+        assert problem.code == "input.too_large" and problem.location.file == "body.json"
+    # The limit counts bytes: "é" is one character and two bytes in UTF-8.
+    accented = text.replace('"SHP-1"', '"SHP-\u00e9"')
+    assert len(accented.encode()) == len(accented) + 1
+    monkeypatch.setenv("TIV_MAX_INPUT_BYTES", str(len(accented)))
+    with pytest.raises(FactsError, match="over the limit"):
+        read_facts(accented, REFERENCE)
+    monkeypatch.setenv("TIV_MAX_INPUT_BYTES", str(len(accented) + 1))
+    assert read_facts(accented, REFERENCE).id == "SHP-\u00e9"
 
 
 JSONISH = st.recursive(
@@ -622,10 +716,11 @@ def test_json_numbers_never_pass_through_a_float(number: str) -> None:
 def test_big_json_integers_are_exact() -> None:
     data = as_data()
     data["charges"][1]["amount"] = "__x__"
-    text = as_json(data, x="123456789012345678901234567890")
+    # The largest an amount may be (money.AMOUNT: 20 digits before the point).
+    text = as_json(data, x="99999999999999999999")
     assert facts._fast_from_json(text, REFERENCE) is not None  # an int is exact in JSON too
     amount = read_facts(text.encode(), REFERENCE).charges[1].amount
-    assert amount == Decimal("123456789012345678901234567890")
+    assert amount == Decimal("99999999999999999999")
 
 
 @pytest.mark.parametrize(

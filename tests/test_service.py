@@ -562,12 +562,13 @@ def test_unbounded_numbers_are_422_at_their_path(keyed: Server) -> None:
 
 
 def test_1e40_on_an_excluded_charge_is_not_a_500(keyed: Server) -> None:
-    # Until the core names the formula and the fact (issue 12 item 3) the decimal signal
-    # is a 422 without a path; never a 500.
+    # 1e40 is beyond the bounds of an amount (below 10^20): a 422 at its path, before any
+    # arithmetic; never a 500.
     facts = shipment(charges=[{"type": "demurrage", "amount": "1"}])
     text = json.dumps(facts).replace('"amount": "1"', '"amount": 1e40').encode()
-    body = assert_error(keyed.value(text), 422, "evaluation_error")
-    assert body["problems"][0]["code"] == "evaluation.arithmetic"
+    body = assert_error(keyed.value(text), 422, "invalid_facts")
+    assert body["problems"][0]["code"] == "facts.number_bounds"
+    assert body["problems"][0]["path"] == "charges[0].amount"
 
 
 @pytest.mark.parametrize(

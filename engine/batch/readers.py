@@ -18,6 +18,10 @@ A blank cell is an absent field; a list element whose cells are all blank is abs
 A column naming a whole list (`duties`) takes `[]` or `none` for "given as none".
 Numbers are read exactly from the cell text. `columns` maps a bordereau's own headers
 to field paths (a header mapped to None is ignored).
+
+A row longer than the input limit (the limit of one facts document: --max-input,
+$TIV_MAX_INPUT_BYTES, 2 MiB by default) is an error row, `input.too_large`: it is
+skipped unread (never held in memory whole) and the batch goes on.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import IO, Any, get_args, get_origin
 
 from pydantic import BaseModel
 
 from engine.batch.options import BatchOptions, format_of
 from engine.errors import FactsError, Location, Problem
 from engine.facts import Shipment
+from engine.loading.yamlfile import max_input_bytes
 
 __all__ = [
     "Chunk",
@@ -67,6 +72,8 @@ class JsonlChunk:
     line: int  # the physical line `text` starts at
     text: bytes
     rows: int  # non-blank lines in `text`
+    # (physical line, bytes) of each line over the row limit, in `text` as a placeholder
+    oversized: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,13 +137,16 @@ def chunk_rows(chunk: Chunk) -> Iterator[Row]:
             yield _csv_row(chunk.number + offset, line, cells, chunk.columns)
         return
     number = chunk.number
+    oversized = dict(chunk.oversized)
     for line_no, raw in enumerate(chunk.text.split(b"\n"), chunk.line):
         text = raw.strip()
         if not text:
             continue
         if line_no == 1:
             text = text.removeprefix(b"\xef\xbb\xbf")
-        if text[:1] != b"{":
+        if oversized and line_no in oversized:
+            yield Row(number, line_no, None, (_too_large(oversized[line_no]),))
+        elif text[:1] != b"{":
             problem = Problem("facts.type", "each line must be one JSON object of shipment facts")
             yield Row(number, line_no, None, (problem,))
         else:
@@ -165,8 +175,10 @@ def _jsonl_chunks(path: Path, size: int, skip: int) -> Iterator[JsonlChunk]:
     # Per line, only the test for a blank line: the rows travel as the bytes read.
     number = count = first_line = first_number = 0
     lines: list[bytes] = []
+    oversized: list[tuple[int, int]] = []
+    limit = max_input_bytes(FactsError)
     with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, 1):
+        for line_no, (raw, length) in enumerate(_bounded_lines(handle, limit), 1):
             if not raw.strip():
                 if lines:  # a blank line inside a chunk keeps the line numbers right
                     lines.append(raw)
@@ -177,12 +189,69 @@ def _jsonl_chunks(path: Path, size: int, skip: int) -> Iterator[JsonlChunk]:
             if not lines:
                 first_line, first_number = line_no, number
             lines.append(raw)
+            if length:
+                oversized.append((line_no, length))
             count += 1
             if count == size:
-                yield JsonlChunk(first_number, first_line, b"".join(lines), count)
-                lines, count = [], 0
+                yield JsonlChunk(first_number, first_line, b"".join(lines), count, tuple(oversized))
+                lines, count, oversized = [], 0, []
     if count:
-        yield JsonlChunk(first_number, first_line, b"".join(lines), count)
+        yield JsonlChunk(first_number, first_line, b"".join(lines), count, tuple(oversized))
+
+
+# What stands in a chunk for a line over the limit: not blank, so it is a row.
+_PLACEHOLDER = b"-\n"
+
+
+def _bounded_lines(handle: IO[bytes], limit: int) -> Iterator[tuple[bytes, int]]:
+    """Each physical line, and 0; a line over `limit` bytes (its newline aside) is read
+    in pieces and dropped: (a placeholder, its length) instead."""
+    while True:
+        raw = handle.readline(limit + 1)
+        if not raw:
+            return
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw, 0
+            continue
+        length = len(raw)
+        while not raw.endswith(b"\n"):
+            raw = handle.readline(1 << 20)
+            if not raw:
+                break
+            length += len(raw)
+        yield _PLACEHOLDER, length - raw.endswith(b"\n")
+
+
+# The one cell of a CSV record that stands for a line over the limit (a NUL is no text).
+_OVERSIZED = "\x00tiv:oversized:"
+
+
+def _bounded_text(handle: IO[str], limit: int) -> Iterator[str]:
+    """`_bounded_lines` for text: a line over `limit` characters is read in pieces and
+    dropped; a record of one `_OVERSIZED` cell, with its length, stands in its place."""
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith("\n"):
+            yield line
+            continue
+        length = len(line)
+        while not line.endswith("\n"):
+            line = handle.readline(1 << 20)
+            if not line:
+                break
+            length += len(line)
+        yield f"{_OVERSIZED}{length - line.endswith(chr(10))}\n"
+
+
+def _too_large(length: int, unit: str = "bytes") -> Problem:
+    limit = max_input_bytes(FactsError)
+    return Problem(
+        "input.too_large",
+        f"the row is {length:,} {unit}, over the limit of {limit:,} for one shipment; "
+        "split it, or raise the limit with --max-input BYTES or $TIV_MAX_INPUT_BYTES",
+    )
 
 
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\])*(\.[A-Za-z0-9_]+(\[[0-9]+\])*)*")
@@ -304,8 +373,11 @@ def csv_columns(
 
 def _csv_chunks(options: BatchOptions, size: int, skip: int) -> Iterator[CsvChunk]:
     file = str(options.input)
+    limit = max_input_bytes(FactsError)
+    # A cell may be as long as a row may (csv's own default, 128 KiB, would fail the job).
+    csv.field_size_limit(max(csv.field_size_limit(), limit))
     with options.input.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.reader(handle, delimiter=options.delimiter)
+        reader = csv.reader(_bounded_text(handle, limit), delimiter=options.delimiter)
         try:
             header = next(reader)
         except StopIteration:
@@ -332,6 +404,8 @@ def _csv_chunks(options: BatchOptions, size: int, skip: int) -> Iterator[CsvChun
             start, last_line = last_line + 1, reader.line_num
             if not any(cell.strip() for cell in cells):
                 continue
+            if sum(map(len, cells)) > limit and not cells[0].startswith(_OVERSIZED):
+                cells = [f"{_OVERSIZED}{sum(map(len, cells))}"]  # a record of many lines
             number += 1
             if number <= skip:
                 continue
@@ -354,6 +428,9 @@ def _not_utf8(file: str, line: int, error: UnicodeDecodeError) -> FactsError:
 
 
 def _csv_row(number: int, line: int, cells: Sequence[str], columns: list[_Column]) -> Row:
+    if cells and cells[0].startswith(_OVERSIZED):
+        length = int(cells[0][len(_OVERSIZED) :])
+        return Row(number, line, None, (_too_large(length, "characters"),))
     if len(cells) != len(columns):
         problem = Problem("csv.cells", f"{len(cells)} cells where the header has {len(columns)}")
         return Row(number, line, None, (problem,))
@@ -414,9 +491,12 @@ def count_rows(options: BatchOptions) -> int:
 
         return count_records(options.input)
     if format_of(options.input, options.input_format) == "csv":
+        limit = max_input_bytes(FactsError)
+        csv.field_size_limit(max(csv.field_size_limit(), limit))
         with options.input.open(encoding="utf-8-sig", newline="", errors="replace") as handle:
-            reader = csv.reader(handle, delimiter=options.delimiter)
+            reader = csv.reader(_bounded_text(handle, limit), delimiter=options.delimiter)
             next(reader, None)
             return sum(1 for cells in reader if any(c.strip() for c in cells))
     with options.input.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
+        limit = max_input_bytes(FactsError)
+        return sum(1 for line, _ in _bounded_lines(handle, limit) if line.strip())

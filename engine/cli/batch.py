@@ -12,6 +12,7 @@ from engine.batch.progress import ProgressBar
 from engine.cli.common import (
     UsageError,
     add_audit_key_option,
+    add_time_budget_option,
     parse_date,
     positive_int,
     rules_root,
@@ -165,6 +166,7 @@ def register(verbs: Any) -> None:
     )
     p.add_argument("--audit", metavar="PATH", help="record every valuation in this audit log")
     add_audit_key_option(p)
+    add_time_budget_option(p)
     p.add_argument(
         "--resume", action="store_true", help="continue an interrupted run of the same command"
     )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from engine.cli.common import (
     UsageError,
     add_audit_option,
+    add_time_budget_option,
     audit_log,
     emit_result,
     load,
@@ -92,4 +93,5 @@ def register(verbs: Any) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically), not stdout")
     add_audit_option(p, "claim")
+    add_time_budget_option(p)
     p.set_defaults(func=cmd_claim)

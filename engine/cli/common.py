@@ -111,6 +111,33 @@ def add_max_input_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _TimeBudget(argparse.Action):
+    """`--time-budget SECONDS` is $TIV_TIME_BUDGET for this process and the batch workers
+    it starts: each valuation's budget (engine.api.default_time_budget)."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        os.environ["TIV_TIME_BUDGET"] = repr(values)
+        setattr(namespace, self.dest, values)
+
+
+def add_time_budget_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--time-budget",
+        type=_budget_seconds,
+        action=_TimeBudget,
+        metavar="SECONDS",
+        help="longest one valuation may take, else an error naming the budget (a batch: an "
+        "error row, and the batch goes on) (default 2; also $TIV_TIME_BUDGET)",
+    )
+
+
+def _budget_seconds(text: str) -> float:
+    number = seconds(text)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0 seconds")
+    return number
+
+
 def positive_int(text: str) -> int:
     try:
         number = int(text)

@@ -19,7 +19,7 @@ from engine.cli.common import (
     rules_root,
     seconds,
 )
-from engine.errors import RulesError
+from engine.errors import RulesError, TivError
 
 # prometheus_client reads it at import (in each worker): see engine.service.metrics.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -77,6 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(
             "the HTTP service needs the server extra: pip install 'tiv-engine[server]'"
         ) from None
+    from engine.api import default_time_budget
     from engine.loading.snapshot import load_snapshot
     from engine.service.settings import Settings, SettingsError, check, is_loopback, load_keys
     from engine.service.state import RulesState
@@ -93,6 +94,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 max_body_bytes=args.max_body,
                 max_batch=args.max_batch,
                 time_budget_s=args.time_budget,
+                valuation_budget_s=(
+                    args.valuation_budget
+                    if args.valuation_budget is not None
+                    else default_time_budget()
+                ),
                 threads=args.threads,
                 watch_s=watch,
                 body_timeout_s=args.body_timeout,
@@ -100,6 +106,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
         )
     except SettingsError as error:
+        raise UsageError(str(error)) from None
+    except TivError as error:  # $TIV_TIME_BUDGET is not a number of seconds
         raise UsageError(str(error)) from None
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
@@ -258,6 +266,13 @@ def register(verbs: Any) -> None:
         default=10.0,
         metavar="SECONDS",
         help="longest a request may take, queueing included, else 503 (default 10)",
+    )
+    p.add_argument(
+        "--valuation-budget",
+        type=seconds,
+        metavar="SECONDS",
+        help="longest one valuation may take, else 503 (in a batch request, that item's "
+        "error) (default: $TIV_TIME_BUDGET, else 2)",
     )
     p.add_argument(
         "--body-timeout",

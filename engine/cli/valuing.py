@@ -13,6 +13,7 @@ from engine.cli.common import (
     EXIT_EXAMPLES_FAILED,
     UsageError,
     add_audit_option,
+    add_time_budget_option,
     audit_log,
     emit,
     emit_result,
@@ -210,6 +211,7 @@ def register(verbs: Any) -> None:
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically), not stdout")
     add_audit_option(p, "valuation")
+    add_time_budget_option(p)
     p.set_defaults(func=cmd_value)
 
     p = verbs.add_parser(

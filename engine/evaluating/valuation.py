@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from functools import partial
@@ -51,7 +52,7 @@ from engine.facts import Shipment
 from engine.matching.compiled import CompiledMatcher
 from engine.matching.plan import ConditionLimit, Subject
 from engine.matching.registry import Matcher
-from engine.money import exact
+from engine.money import PRECISION, exact
 from engine.result import (
     Claim,
     ExcludedCharge,
@@ -97,7 +98,10 @@ def evaluate(
     as_of: datetime.date,
     matcher: Matcher,
     tracer: Tracer,
+    deadline: int | None = None,
 ) -> Valuation:
+    """`deadline` (time.monotonic_ns) is the valuation's time budget, checked between
+    phases: past it, EvaluationError `valuation.time_budget`. None: no budget."""
     # The compiled matcher's common case runs the pack's generated function; anything it
     # does not handle, and every error, is valued again on the interpreted path below,
     # which alone decides results of unusual cases and every error's message.
@@ -105,10 +109,30 @@ def evaluate(
         line = straight_line(pack)
         if line is not None:
             try:
-                return _evaluate_straight(line, rules, pack, shipment, as_of, matcher, tracer)
+                valued = _evaluate_straight(line, rules, pack, shipment, as_of, matcher, tracer)
             except Exception:  # the interpreted path decides
                 pass
-    return _evaluate(rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=tracer)[0]
+            else:
+                # One call with no phase boundary inside: the budget is checked after it.
+                _in_time(deadline, "valued the shipment", pack)
+                return valued
+    return _evaluate(
+        rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=tracer, deadline=deadline
+    )[0]
+
+
+def _in_time(deadline: int | None, done: str, pack: CompiledPack) -> None:
+    """EvaluationError if the valuation's deadline has passed (`done`: its last phase)."""
+    if deadline is not None and time.monotonic_ns() > deadline:
+        raise EvaluationError(
+            Problem(
+                "valuation.time_budget",
+                f"the valuation ran over its time budget (it had {done}); a valuation "
+                "normally takes milliseconds: check the facts and the pack, or raise the "
+                "budget (--time-budget SECONDS, $TIV_TIME_BUDGET, value(..., budget=...))",
+                pack.where,
+            )
+        )
 
 
 _FAST_TRACERS = (NullTracer, RecordingTracer)
@@ -475,9 +499,11 @@ def _evaluate(
     as_of: datetime.date,
     matcher: Matcher,
     tracer: Tracer,
+    deadline: int | None = None,
 ) -> tuple[Valuation, dict[str, Any]]:
     """The valuation, and the environment it ended with (claims formulas continue from it)."""
     plan = _plan(pack)
+    _in_time(deadline, "read the facts", pack)
     with exact():
         places = rules.currencies[shipment.currency]
         env = build_environment(shipment, places, plan.charge_groups, tracer, rules.incoterms)
@@ -491,10 +517,13 @@ def _evaluate(
 
         excluded = _charge_rules(pack, env, matcher, plan.by_id)
         _count_charges(pack, plan, env, excluded, tracer)
+        _in_time(deadline, "counted the charges", pack)
         values.update(plan.parameters)
         gaps = _run_formulas(pack.formulas, "formula", values, pack, tracer)
+        _in_time(deadline, "run the formulas and estimated the duties", pack)
 
         reasons, flags = _decide(pack, plan, env, matcher, tracer)
+        _in_time(deadline, "matched the rules", pack)
         if gaps:
             reasons = gaps + reasons
         if duties.flags:
@@ -526,6 +555,7 @@ def _evaluate(
                         pack.where,
                     )
                 )
+        _written_in_full((*plan.needed, *plan.figure_names), values, places, pack)
         total = money_text(values[spec.total_insured_value], places)
         # What the deferred fields are made of, taken now: `settle` goes on writing names
         # into `values`, and a figure must be the one this valuation computed.
@@ -598,8 +628,10 @@ def settle(
     as_of: datetime.date,
     matcher: Matcher,
     tracer: Tracer,
+    deadline: int | None = None,
 ) -> Claim:
-    """Value the shipment, then run the pack's claims formulas on the loss."""
+    """Value the shipment, then run the pack's claims formulas on the loss (within
+    `deadline`, as `evaluate`)."""
     claims = pack.claims
     if claims is None:
         raise SelectionError(
@@ -610,7 +642,7 @@ def settle(
             )
         )
     valuation, values = _evaluate(
-        rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=NullTracer()
+        rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=NullTracer(), deadline=deadline
     )
     with exact():
         places = values[CURRENCY_PLACES]
@@ -623,7 +655,9 @@ def settle(
             }
         )
         gaps = _run_formulas(claims.formulas, "claim", values, pack, tracer)
+        _in_time(deadline, "run the claims formulas", pack)
         names = [claims.result.indemnity, *claims.result.components]
+        _written_in_full(names, values, places, pack)
         if gaps or any(values[name] is GAP for name in names):
             raise EvaluationError(
                 Problem(
@@ -670,7 +704,7 @@ def _fire(
     try:
         return matcher.fire(plan, shipment, subjects)
     except (OverflowError, ConditionLimit) as exc:
-        raise EvaluationError(Problem("condition.overflow", str(exc))) from None
+        raise EvaluationError(Problem("condition.overflow", str(exc), pack.where)) from None
 
 
 def _charge_rules(
@@ -821,35 +855,139 @@ def _run_formula(
             )
         ) from None
     except ZeroDivisionError:  # decimal's DivisionByZero and DivisionUndefined (0/0)
-        raise EvaluationError(
-            Problem(
-                "formula.division_by_zero",
-                f"formula `{name}` divided by zero: {formula.text}",
-                formula.where,
-            )
+        raise _signal(
+            "formula.division_by_zero",
+            f"divided by zero: {formula.text}",
+            name,
+            formula,
+            values,
+            pack,
         ) from None
     except decimal.InvalidOperation as exc:
         # The C decimal module raises 0/0 as InvalidOperation naming DivisionUndefined.
         signals = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
         if decimal.DivisionUndefined in signals:
-            raise EvaluationError(
-                Problem(
-                    "formula.division_by_zero",
-                    f"formula `{name}` divided zero by zero: {formula.text}",
-                    formula.where,
-                )
+            raise _signal(
+                "formula.division_by_zero",
+                f"divided zero by zero: {formula.text}",
+                name,
+                formula,
+                values,
+                pack,
             ) from None
-        raise EvaluationError(
-            Problem(
-                "formula.invalid",
-                f"formula `{name}` made an invalid operation: {formula.text}",
-                formula.where,
-            )
+        raise _signal(
+            "formula.invalid",
+            f"made an invalid operation (a result beyond 34 significant digits, or an "
+            f"operation with no defined result): {formula.text}",
+            name,
+            formula,
+            values,
+            pack,
         ) from None
-    except decimal.Overflow:
-        raise EvaluationError(
-            Problem("formula.overflow", f"formula `{name}` overflowed", formula.where)
+    except (decimal.Overflow, OverflowError):
+        raise _signal(
+            "formula.overflow", f"overflowed: {formula.text}", name, formula, values, pack
         ) from None
+    except (ArithmeticError, ValueError) as exc:  # any other signal of a figure out of range
+        raise _signal(
+            "formula.invalid",
+            f"could not compute ({type(exc).__name__}): {formula.text}",
+            name,
+            formula,
+            values,
+            pack,
+        ) from None
+
+
+def _signal(
+    code: str, what: str, name: str, formula: Any, values: dict[str, Any], pack: CompiledPack
+) -> EvaluationError:
+    """A decimal signal in formula `name` as an EvaluationError at the formula's file:line
+    and the JSON path of the first fact it reads (all of them in the message)."""
+    paths = fact_paths(name, formula, values, pack)
+    shown = ", ".join(paths[:6]) + (f" and {len(paths) - 6} more" if len(paths) > 6 else "")
+    reads = f"; it reads the facts {shown}" if paths else ""
+    text = formula.text if len(formula.text) <= 200 else formula.text[:196] + "..."
+    message = f"formula `{name}` {what.replace(formula.text, text)}{reads}"
+    return EvaluationError(Problem(code, message, formula.where.at(paths[0] if paths else "")))
+
+
+def _written_in_full(
+    names: Sequence[str | None], values: dict[str, Any], places: int, pack: CompiledPack
+) -> None:
+    """EvaluationError for a result figure too long to write with the currency's places
+    within the context's 34 significant digits (quantizing it would raise InvalidOperation
+    far from its formula): at its formula's file:line, with the facts it reads."""
+    for name in names:
+        figure = values.get(name) if name is not None else None
+        if type(figure) is not Decimal or not figure or figure.adjusted() + 1 + places <= PRECISION:
+            continue
+        formulas = dict(pack.formulas)
+        if pack.claims is not None:
+            formulas.update(pack.claims.formulas)
+        formula = formulas.get(name)  # type: ignore[arg-type]
+        what = (
+            f"gives a figure of {figure.adjusted() + 1} digits before the decimal point: "
+            f"more than a result may have ({PRECISION} significant digits, {places} of them "
+            "after the point)"
+        )
+        if formula is None:
+            raise EvaluationError(Problem("formula.too_large", f"`{name}` {what}", pack.where))
+        raise _signal("formula.too_large", what, str(name), formula, values, pack)
+
+
+# Names of the environment that stand for a fact somewhere else than `shipment.<path>`.
+_SHIPMENT_NAMES = {
+    "invoice_includes": "incoterm",
+    "goods.count": "goods",
+    "goods.main_category": "goods",
+    "charges.count": "charges",
+}
+
+
+def fact_paths(name: str, formula: Any, values: dict[str, Any], pack: CompiledPack) -> list[str]:
+    """The JSON paths of the facts formula `name` reads: directly (`shipment.invoice.amount`
+    is `invoice.amount`, `charges.freight` each freight charge's amount, `loss.*` the
+    loss, estimate_duties the goods' values), and through the pack's formulas it names.
+
+    For messages, on the error path only: it walks the pack's formulas each time.
+    """
+    shipment: Shipment | None = getattr(values.get(DUTIES), "shipment", None)
+    formulas: dict[str, Any] = dict(pack.formulas)
+    if pack.claims is not None:
+        formulas.update(pack.claims.formulas)
+    formulas[name] = formula
+    groups = pack.charge_types
+    paths: dict[str, None] = {}
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        name = todo.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        head, _, rest = name.partition(".")
+        if name in formulas:
+            todo.extend(formulas[name].names)
+            if "estimate_duties" in formulas[name].text and shipment is not None:
+                paths.update(dict.fromkeys(f"goods[{i}].value" for i in range(len(shipment.goods))))
+        elif head == "shipment":
+            paths[_SHIPMENT_NAMES.get(rest, rest)] = None
+            if rest == "invoice.amount" and shipment is not None:
+                currency = shipment.invoice.currency
+                if currency and currency != shipment.currency:
+                    paths[f"fx.{currency}"] = None
+        elif head == "charges" and shipment is not None:
+            for index, charge in enumerate(shipment.charges):
+                if rest in ("total", charge.type) or groups.get(charge.type) == rest:
+                    paths[f"charges[{index}].amount"] = None
+        elif head == "declared_duties" and shipment is not None:
+            for index, duty in enumerate(shipment.duties or ()):
+                if rest in ("total", duty.type):
+                    paths[f"duties[{index}].amount"] = None
+        elif head == "loss":
+            paths[name] = None
+    return list(paths)
 
 
 def _decide(

@@ -78,7 +78,14 @@ def error_body(
 
 # The library words its advice for the command line; over HTTP the same choices are
 # query parameters, so a client is told what it can actually send.
-_HTTP_WORDS = (("--as-of", "the as_of parameter"), ("--allow-draft", "allow_draft=true"))
+_HTTP_WORDS = (
+    ("--as-of", "the as_of parameter"),
+    ("--allow-draft", "allow_draft=true"),
+    (
+        "--time-budget SECONDS, $TIV_TIME_BUDGET, value(..., budget=...)",
+        "the service's --valuation-budget",
+    ),
+)
 
 
 def problem_dict(problem: Problem) -> dict[str, Any]:
@@ -96,7 +103,14 @@ def problem_dict(problem: Problem) -> dict[str, Any]:
 _NOT_FOUND_CODES = {"policy.unknown", "policy.unknown_version"}
 
 
+# A valuation over its time budget: the input is not known to be wrong, the service was
+# not fast enough for it now (503 with Retry-After, as a request over its budget).
+OVER_BUDGET = "valuation.time_budget"
+
+
 def _status_of(error: TivError) -> int:
+    if isinstance(error, EvaluationError) and any(p.code == OVER_BUDGET for p in error.problems):
+        return 503
     if isinstance(error, SelectionError):
         if any(p.code in _NOT_FOUND_CODES for p in error.problems):
             return 404
@@ -120,6 +134,11 @@ def _versions(snapshot: Snapshot, policy: str) -> list[VersionWindow] | None:
         )
         for p in versions
     ]
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    """The Retry-After header of a 503 over a time budget of `seconds`."""
+    return {"Retry-After": str(max(1, round(seconds)))}
 
 
 def tiv_error(error: TivError, snapshot: Snapshot, policy: str) -> tuple[int, dict[str, Any]]:

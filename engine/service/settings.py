@@ -69,6 +69,9 @@ class Settings:
     max_body_bytes: int = 1_048_576
     max_batch: int = 1_000
     time_budget_s: float = 10.0
+    # Each valuation's own budget (engine.api): one over it is a 503 (in a batch request,
+    # that item's error) at its next phase, and the thread is free for the next request.
+    valuation_budget_s: float = 2.0
     threads: int = 4  # valuations run at once per process (see the README on scaling)
     watch_s: float = 0.0  # poll the rule folder every N s and reload on change; 0: off
     # A request body must keep up with `body_min_rate` bytes/s after a grace of
@@ -204,6 +207,8 @@ def check(settings: Settings) -> Settings:
         problems.append("--max-batch must be at least 1")
     if not settings.time_budget_s > 0:
         problems.append("--time-budget must be more than 0 seconds")
+    if not settings.valuation_budget_s > 0:
+        problems.append("--valuation-budget must be more than 0 seconds")
     if settings.threads < 1:
         problems.append("--threads must be at least 1")
     if not settings.body_timeout_s > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -57,9 +58,15 @@ def pack_summaries(snapshot: Snapshot, key: ApiKey) -> list[PackSummary]:
     ]
 
 
-def respond(data: Any, snapshot: Snapshot | None, status: int = 200) -> JSONResponse:
-    headers = {RULES_HEADER: snapshot.rules_id} if snapshot else None
-    return JSONResponse(data, status_code=status, headers=headers)
+def respond(
+    data: Any,
+    snapshot: Snapshot | None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    sent = {RULES_HEADER: snapshot.rules_id} if snapshot else {}
+    sent.update(headers or {})
+    return JSONResponse(data, status_code=status, headers=sent or None)
 
 
 SHIPMENT_REF = {"$ref": "#/components/schemas/Shipment"}
@@ -85,6 +92,7 @@ def errors_doc(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "the body is over the size limit",
         422: "invalid facts (each problem has its JSON path), too many shipments, "
         "or an evaluation that failed",
-        503: "the request's time budget ran out",
+        503: "the request's time budget ran out, or a valuation's (`valuation.time_budget`); "
+        "Retry-After says when to retry",
     }
     return {s: {"model": ErrorBody, "description": meaning[s]} for s in statuses}

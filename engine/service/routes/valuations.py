@@ -21,7 +21,7 @@ from engine.result import Claim, Valuation
 from engine.service.auth import Key
 from engine.service.bodies import claim_body, read_body, require_object, shipments
 from engine.service.context import Service
-from engine.service.errors import tiv_error
+from engine.service.errors import retry_after, tiv_error
 from engine.service.models import (
     BatchResult,
 )
@@ -73,8 +73,21 @@ def _json_text(text: str, snapshot: Snapshot) -> Response:
     )
 
 
+def _ns(deadline: float) -> int:
+    """A time.monotonic() deadline as the library's time.monotonic_ns (the same clock)."""
+    return int(deadline * 1e9)
+
+
 def install(app: FastAPI, service: Service) -> None:
     settings = service.settings
+    budget = settings.valuation_budget_s
+
+    def failed(error: TivError, snapshot: Snapshot, policy: str) -> tuple[int, Any, Any]:
+        """Status, body and headers of a request that failed with `error` (a valuation
+        over its budget is a 503 with Retry-After, like a request over its own)."""
+        service.metrics.error(error.kind)
+        status, payload = tiv_error(error, snapshot, policy)
+        return status, payload, retry_after(budget) if status == 503 else None
 
     async def start(request: Request, key: ApiKey, policy: str) -> tuple[float, Snapshot, bytes]:
         """The request's deadline, the rules it keeps to its end, and its body; the pack is
@@ -91,6 +104,7 @@ def install(app: FastAPI, service: Service) -> None:
         as_of: Any,
         allow_draft: bool,
         trace: bool,
+        deadline: float,
     ) -> Valuation:
         result = value(
             snapshot.rules,
@@ -100,6 +114,8 @@ def install(app: FastAPI, service: Service) -> None:
             allow_draft=allow_draft,
             trace=trace,
             audit=service.audit,
+            budget=budget,
+            deadline=_ns(deadline),
         )
         service.metrics.valuation(result.policy.id, result.policy.version, result.decision)
         return result
@@ -126,12 +142,12 @@ def install(app: FastAPI, service: Service) -> None:
         require_object(body)
         try:
             result = await service.in_thread(
-                lambda: value_one(snapshot, body, policy, as_of, allow_draft, trace), deadline
+                lambda: value_one(snapshot, body, policy, as_of, allow_draft, trace, deadline),
+                deadline,
             )
         except TivError as error:
-            service.metrics.error(error.kind)
-            status, payload = tiv_error(error, snapshot, policy)
-            return respond(payload, snapshot, status)
+            status, payload, headers = failed(error, snapshot, policy)
+            return respond(payload, snapshot, status, headers)
         return _json_text(result.model_dump_json(), snapshot)
 
     @app.post(
@@ -175,6 +191,7 @@ def install(app: FastAPI, service: Service) -> None:
                             allow_draft=allow_draft,
                             trace=trace,
                             audit=service.audit,
+                            budget=budget,
                         )
                     except TivError as error:
                         yield error
@@ -186,6 +203,7 @@ def install(app: FastAPI, service: Service) -> None:
                 as_of=as_of,
                 allow_draft=allow_draft,
                 trace=trace,
+                budget=budget,
             )
             for item in items:
                 yield item if isinstance(item, FactsError) else next(valued)
@@ -261,6 +279,8 @@ def install(app: FastAPI, service: Service) -> None:
                 allow_draft=allow_draft,
                 trace=trace,
                 audit=service.audit,
+                budget=budget,
+                deadline=_ns(deadline),
             )
             service.metrics.claim(result.valuation.policy.id, result.valuation.policy.version)
             return result
@@ -268,11 +288,10 @@ def install(app: FastAPI, service: Service) -> None:
         try:
             result = await service.in_thread(settle, deadline)
         except TivError as error:
-            service.metrics.error(error.kind)
-            status, payload = tiv_error(error, snapshot, policy)
+            status, payload, headers = failed(error, snapshot, policy)
             for problem in payload["problems"]:  # facts paths are inside `shipment`
                 path = problem.get("path")
                 if path and not path.startswith("loss") and error.kind == "invalid_facts":
                     problem["path"] = f"shipment.{path}"
-            return respond(payload, snapshot, status)
+            return respond(payload, snapshot, status, headers)
         return respond(result.model_dump(mode="json"), snapshot)

@@ -18,7 +18,7 @@ import datetime
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -257,16 +257,29 @@ def _prepare(
     rules: RuleSet, facts: FactsInput, policy: str, as_of: datetime.date | None, allow_draft: bool
 ) -> tuple[Shipment, CompiledPack, datetime.date]:
     """Read the facts and select the pack version for their date (or `as_of`)."""
-    pack_id = policy.partition("@")[0]
     # The date picks the version, so facts are read before it is known: against every
     # charge type of the pack, then checked against the selected version's own.
-    reference = rules.pack_facts_reference(pack_id)
+    reference = rules.pack_facts_reference(policy.partition("@")[0])
     shipment = _read(facts, reference)
+    pack, day = _select(rules, shipment, reference, policy, as_of, allow_draft)
+    return shipment, pack, day
+
+
+def _select(
+    rules: RuleSet,
+    shipment: Shipment,
+    reference: FactsReference,
+    policy: str,
+    as_of: datetime.date | None,
+    allow_draft: bool,
+) -> tuple[CompiledPack, datetime.date]:
+    """The version of `policy` for the shipment (read against `reference`, the pack's) and
+    the day that chose it; FactsError for a charge type that version does not know."""
     day = as_of or shipment.date
     pack = rules.select(policy, day, allow_draft=allow_draft)
     read_against = reference.charge_types
     if read_against is not None and pack.charge_types.keys() >= read_against:
-        return shipment, pack, day  # read against types this version all has: none unknown
+        return pack, day  # read against types this version all has: none unknown
     unknown = [
         (i, c.type) for i, c in enumerate(shipment.charges) if c.type not in pack.charge_types
     ]
@@ -282,7 +295,72 @@ def _prepare(
                 for i, kind in unknown
             ]
         )
-    return shipment, pack, day
+    return pack, day
+
+
+def value_versions(
+    rules: RuleSet,
+    facts: FactsInput,
+    policies: Sequence[str],
+    *,
+    allow_draft: bool = False,
+    matcher: Matcher | None = None,
+    trace: bool = True,
+    budget: float | None = None,
+) -> list[Valuation | TivError]:
+    """One shipment under several policies (the two sides of an impact), each result or
+    error in the order given, as `value` would give them one by one.
+
+    When every policy is a version of one pack, the facts are read once (the pack's facts
+    reference is the same for all its versions) and each version selected and valued from
+    them; each valuation has its own `budget`.
+    """
+    chosen = matcher or default_matcher()
+    pack_ids = {policy.partition("@")[0] for policy in policies}
+    if len(pack_ids) != 1:
+        found: list[Valuation | TivError] = []
+        for policy in policies:
+            try:
+                found.append(
+                    value(
+                        rules,
+                        facts,
+                        policy=policy,
+                        allow_draft=allow_draft,
+                        matcher=chosen,
+                        trace=trace,
+                        budget=budget,
+                    )
+                )
+            except TivError as error:
+                found.append(error)
+        return found
+    seconds = default_time_budget() if budget is None else budget
+    started = deadline_of(seconds)
+    reference = rules.pack_facts_reference(pack_ids.pop())
+    try:
+        shipment = _read(facts, reference)
+    except TivError as error:
+        return [error] * len(policies)
+    results: list[Valuation | TivError] = []
+    for index, policy in enumerate(policies):
+        try:
+            pack, day = _select(rules, shipment, reference, policy, None, allow_draft)
+            results.append(
+                evaluate(
+                    rules,
+                    pack,
+                    shipment,
+                    as_of=day,
+                    matcher=chosen,
+                    tracer=RecordingTracer() if trace else _NO_TRACE,
+                    # The first valuation's budget counts the reading of the facts too.
+                    deadline=started if index == 0 else deadline_of(seconds),
+                )
+            )
+        except TivError as error:
+            results.append(error)
+    return results
 
 
 def _earlier(first: int | None, second: int | None) -> int | None:

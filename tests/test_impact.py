@@ -13,8 +13,11 @@ from types import SimpleNamespace
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine import Valuation, load_rules, value
+from engine.api import value_versions
 from engine.compliance.corpus import generate
 from engine.compliance.impact import details_csv, impact, premium_of, render_impact, statistics
+from engine.errors import TivError
 from tests.conftest import ROOT, mini, repo, run_cli, shipment
 
 BEFORE = mini()
@@ -180,3 +183,22 @@ def test_statistics_are_exact_and_ordered(values: list[Decimal]) -> None:
     rank = sum(1 for v in ordered if v <= Decimal(stats.p95))
     assert rank * 100 >= 95 * len(values)
     assert sum(1 for v in ordered if v < Decimal(stats.p95)) * 100 < 95 * len(values)
+
+
+def test_value_versions_reads_once_and_gives_what_value_gives_one_by_one() -> None:
+    rules = load_rules(ROOT)
+    policies = ["standard@1.0.0", "standard@1.1.0"]
+    mixed = ["standard@1.1.0", "blue-harbour"]
+    corpus = list(generate(60, 3))
+    corpus.append({**corpus[0], "charges": [{"type": "unknown_fee", "amount": "1.00"}]})
+    for facts in corpus:
+        for refs in (policies, mixed):
+            together = value_versions(rules, facts, refs, allow_draft=True, trace=True)
+            for ref, got in zip(refs, together, strict=True):
+                try:
+                    alone = value(rules, facts, policy=ref, allow_draft=True)
+                except TivError as error:
+                    assert isinstance(got, TivError) and str(got) == str(error)
+                    continue
+                assert isinstance(got, Valuation), (ref, got)
+                assert got.model_dump_json() == alone.model_dump_json()

@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.api import value, value_many
+from engine.api import value, value_versions
 from engine.batch.pool import ordered_map
 from engine.errors import FactsError, TivError
 from engine.loading import jsontext
@@ -262,22 +262,15 @@ def _value_chunk(chunk: tuple[int, str]) -> list[_Row]:
         raise _STATE["error"]
     first, text = chunk
     lines = [(n, line) for n, line in enumerate(text.split("\n"), first) if line.strip()]
-    # Each version values the lines' text in one stream (sharing what is compiled, facts
-    # read by the compiled validator); a line either fails is redone the careful way.
-    texts = [line for _, line in lines]
-    streams = [
-        value_many(
-            _STATE["rules"],
-            texts,
-            policy=ref,
-            allow_draft=True,
-            matcher=_STATE["matcher"],
-            trace=False,
-        )
-        for ref in _STATE["refs"]
-    ]
+    # A line either version fails is redone the careful way (`_value_line`).
     rows = []
-    for (number, line), a, b in zip(lines, *streams, strict=True):
+    refs = _STATE["refs"]
+    for number, line in lines:
+        # Both versions from one reading of the line's facts (when they are versions of
+        # one pack), everything compiled shared.
+        a, b = value_versions(
+            _STATE["rules"], line, refs, allow_draft=True, matcher=_STATE["matcher"], trace=False
+        )
         if isinstance(a, Valuation) and isinstance(b, Valuation) and line.lstrip()[:1] == "{":
             rows.append(_valued_row(number, a, b))
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from engine.matching.compiled import CompiledMatcher
 from engine.matching.plan import Env, PhasePlan, Subject
 
 
@@ -40,10 +41,9 @@ def available_matchers() -> list[Matcher]:
 
 
 def default_matcher() -> Matcher:
-    """The compiled matcher: closures over the typed environment, no encoding."""
-    from engine.matching.compiled import CompiledMatcher
-
-    return CompiledMatcher()
+    """The compiled matcher: closures over the typed environment, no encoding. One
+    instance serves every call (it holds no state); it is asked for on every valuation."""
+    return _DEFAULT
 
 
 def matcher_named(name: str) -> Matcher:
@@ -54,3 +54,6 @@ def matcher_named(name: str) -> Matcher:
             return matcher
     names = ", ".join(m.name for m in found)
     raise ValueError(f"no matcher {name!r} here (available: {names})")
+
+
+_DEFAULT: Matcher = CompiledMatcher()

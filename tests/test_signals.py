@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import EvaluationError, value
+from engine import EvaluationError, FactsError, value
 from engine.api import claim, load_rules
-from tests.conftest import line_of, load_mini, mini, repo, run_cli, shipment
+from tests.conftest import ROOT, line_of, load_mini, mini, repo, run_cli, shipment
 
 MARGIN = "  margin: (invoice + freight) * margin_rate\n"
 TIV = "  tiv: round(invoice + freight + margin + duties)\n"
@@ -133,3 +133,29 @@ def test_the_cli_exits_4_not_70(tmp_path: Path) -> None:
     assert ran.returncode == 4, ran.stderr
     assert "policies/mini/1.0.0.yaml:" in ran.stderr and "invoice.amount" in ran.stderr
     assert "Traceback" not in ran.stderr
+
+
+@pytest.mark.parametrize(
+    ("loss", "path", "says"),
+    [
+        ({"kind": "partial", "damage_percent": 25.0}, "loss.damage_percent", "binary float"),
+        (
+            {"kind": "partial", "gross_sound_value": "1e5", "gross_damaged_value": "1"},
+            "loss.gross_sound_value",
+            "not a decimal number",
+        ),
+        (
+            {"kind": "partial", "gross_sound_value": "1" + "0" * 25, "gross_damaged_value": "1"},
+            "loss.gross_sound_value",
+            "at most 20 digits",
+        ),
+    ],
+)
+def test_a_loss_is_bounded_and_exact_like_the_facts(
+    loss: dict[str, object], path: str, says: str
+) -> None:
+    rules = load_rules(ROOT)
+    with pytest.raises(FactsError) as caught:
+        claim(rules, shipment(), loss, policy="blue-harbour")
+    (problem,) = caught.value.problems
+    assert problem.location.path == path and says in problem.message

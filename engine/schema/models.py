@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from engine.money import percent
+from engine.money import AMOUNT, parse_decimal, percent
 
 Identifier = Annotated[
     str, Field(pattern=r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$", description="lower_snake_case name")
@@ -216,6 +216,13 @@ class Loss(_Model):
     gross_sound_value: Decimal | None = Field(None, gt=0)
     gross_damaged_value: Decimal | None = Field(None, ge=0)
     description: str | None = None
+
+    @field_validator("damage_percent", "gross_sound_value", "gross_damaged_value", mode="before")
+    @classmethod
+    def _exact(cls, value: Any) -> Decimal | None:
+        # As every amount of the facts: exact (no float, no exponent in text) and within
+        # the facts' bounds, so no loss can overflow or slow the claims formulas.
+        return None if value is None else parse_decimal(value, AMOUNT)
 
     @model_validator(mode="after")
     def _enough(self) -> Loss:

@@ -16,7 +16,7 @@ from decimal import Decimal
 
 from engine.compiling.country import CompiledCountry, CountryExampleCase
 from engine.compiling.pack import CompiledClaimExample, CompiledExample, CompiledPack
-from engine.errors import Location, TivError
+from engine.errors import EvaluationError, Location, Problem, TivError
 from engine.evaluating.duties import DutyEstimator
 from engine.evaluating.valuation import evaluate, settle
 from engine.explaining.trace import NullTracer, RecordingTracer
@@ -119,6 +119,15 @@ def run_country_example(
         union = None
         if country.customs_union is not None:
             union = rules.duty_rules_for(country.customs_union, shipment.date)[0]
+            if union is None:  # as `RuleSet.duty_rules_for` says it for a valuation
+                raise EvaluationError(
+                    Problem(
+                        "duties.no_union_rules",
+                        f"{country.ref} takes customs rules from {country.customs_union}, "
+                        f"which has no published version in effect on {shipment.date}",
+                        country.where.at("customs_union"),
+                    )
+                )
         estimator = DutyEstimator(shipment, country, union, NullTracer())
         with exact():
             estimator.estimate(example.fob, example.freight)

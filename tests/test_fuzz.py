@@ -852,3 +852,23 @@ class Tally:
             self.failures.setdefault(outcome.kind, []).append(f"{what}: {outcome.detail}")
         if outcome.seconds > self.longest[0]:
             self.longest = (outcome.seconds, what)
+
+
+def test_a_country_example_dated_before_its_union_s_rules_fails_as_an_example() -> None:
+    # bench/fuzz.py's rule-file mutant #3319 (seed 0): FR's third example moved to
+    # 1900-01-01, when no EU rules are in effect; FR takes its valuation basis and default
+    # rate from the EU, so the estimate reached an `assert` (exit 70 in `tiv test`). Now
+    # the example fails naming the union's rules, and nothing is raised.
+    path = "rules/countries/FR/1.0.0.yaml"
+    text = TEXTS[path].replace("{id: FR-EX-3, date: 2026-07-01,", "{id: FR-EX-3, date: 1900-01-01,")
+    assert text != TEXTS[path]
+    files = {
+        **rule_files(path, text),
+        path: text,
+        "rules/countries/EU/1.0.0.yaml": TEXTS["rules/countries/EU/1.0.0.yaml"],
+    }
+    outcomes = run_examples(load_rules(files=files, entry_points=False), matcher=default_matcher())
+    (failed,) = [outcome for outcome in outcomes if not outcome.passed]
+    assert failed.pack == "FR@1.0.0"
+    (mismatch,) = failed.mismatches
+    assert "takes customs rules from EU" in mismatch and "1900-01-01" in mismatch

@@ -182,7 +182,18 @@ class _Estimate:
     # --- the estimate ----------------------------------------------------------------
     def run(self) -> DutyEstimate:
         basis_entry = self.customs.basis
-        assert basis_entry is not None and self.customs.default_rate is not None
+        if basis_entry is None or self.customs.default_rate is None:
+            # Validation requires both of a country without a customs union, and of every
+            # union; a member valued without its union's rules would come here.
+            raise EvaluationError(
+                Problem(
+                    "duties.no_basis",
+                    f"{self.customs.ref} gives no valuation basis or default duty rate: "
+                    "it takes them from its customs union, whose rules are not in effect "
+                    f"on {self.day}",
+                    self.customs.where,
+                )
+            )
         basis = basis_entry.item
         insurance = Decimal(0)
         if basis.insurance_rate is not None:

@@ -317,24 +317,21 @@ def value_versions(
     """
     chosen = matcher or default_matcher()
     pack_ids = {policy.partition("@")[0] for policy in policies}
-    if len(pack_ids) != 1:
-        found: list[Valuation | TivError] = []
-        for policy in policies:
-            try:
-                found.append(
-                    value(
-                        rules,
-                        facts,
-                        policy=policy,
-                        allow_draft=allow_draft,
-                        matcher=chosen,
-                        trace=trace,
-                        budget=budget,
-                    )
+    if len(pack_ids) != 1:  # different packs read facts against different charge types
+        return [
+            next(
+                value_many(
+                    rules,
+                    [facts],
+                    policy=policy,
+                    allow_draft=allow_draft,
+                    matcher=chosen,
+                    trace=trace,
+                    budget=budget,
                 )
-            except TivError as error:
-                found.append(error)
-        return found
+            )
+            for policy in policies
+        ]
     seconds = default_time_budget() if budget is None else budget
     started = deadline_of(seconds)
     reference = rules.pack_facts_reference(pack_ids.pop())

@@ -64,7 +64,7 @@ from engine.result import (
     deferred_valuation,
 )
 from engine.ruleset import RuleSet
-from engine.schema.models import Loss
+from engine.schema.models import Loss, ResultSpec
 
 _STRENGTH = {"accept": 0, "refer": 1, "decline": 2}
 
@@ -163,7 +163,6 @@ def _evaluate_straight(
         )
         reasons: list[Reason] = []
         flags: list[Flag] = []
-        decision = "accept"
         fired: list[tuple[CompiledRule, list[str]]] = []
         for rule, paths in zip(line.decision_rules, matched, strict=True):
             if paths is not None:
@@ -173,9 +172,6 @@ def _evaluate_straight(
                     named = {name: values[slot] for name, slot in line.slots.items()}
                     text = rule.template.render(named)
                 _fired(rule, paths, text, reasons, flags)
-        for reason in reasons:
-            if _STRENGTH[reason.decision] > _STRENGTH[decision]:
-                decision = reason.decision
         if duties is not None and duties.flags:
             flags = flags + duties.flags
         total = money_text(values[line.total], places)
@@ -210,20 +206,14 @@ def _evaluate_straight(
                 "currency_minor_units": places,
                 "total_insured_value": total,
                 "premium": premium,
-                "decision": decision,
+                "decision": _strongest(reasons),
                 "reasons": reasons,
                 "flags": flags,
                 "policy": pack.policy,
                 "as_of": as_of,
                 "engine_version": __version__,
                 "matcher": matcher.name,
-                "duties_basis": (
-                    "estimated"
-                    if duties is not None and duties.result is not None
-                    else "declared"
-                    if shipment.duties is not None
-                    else "none"
-                ),
+                "duties_basis": _duties_basis(shipment, duties),
                 "duty_estimate": None if duties is None else duties.result,
                 "audit_id": None,
             },
@@ -268,12 +258,34 @@ def _straight_rest(
         if tracing
         else None
     )
+    components = [(name, values[slots[name]]) for name in spec.components]
+    excluded_lines = [
+        (
+            index,
+            charges[index].type,
+            _charge_amount(charges[index], shipment.currency, shipment.fx),
+            rule,
+        )
+        for index, rule in lines
+    ]
+    return _rest_fields(spec, places, components, figures, excluded_lines, recorded)
+
+
+def _rest_fields(
+    spec: ResultSpec,
+    places: int,
+    components: list[tuple[str, Any]],
+    figures: list[Any],
+    excluded: list[tuple[int, str, Decimal, CompiledRule]],
+    recorded: list[Recorded] | None,
+) -> dict[str, Any]:
+    """A valuation's deferred fields (either path's) from what it computed: the figures'
+    texts, the excluded charges (index, type, amount in the valuation currency, rule) and
+    the trace, rendered only now that someone reads them."""
     with exact():
-        texts = [None if v is None else money_text(v, places) for v in figures]
+        texts = [None if v is None or v is GAP else money_text(v, places) for v in figures]
         return {
-            "components": {
-                name: money_text(values[slots[name]], places) for name in spec.components
-            },
+            "components": {name: money_text(v, places) for name, v in components},
             "premium": texts[0],
             "deductible": texts[1],
             "figures": dict(zip(spec.figures, texts[2:], strict=True)),
@@ -281,18 +293,37 @@ def _straight_rest(
                 built(
                     ExcludedCharge,
                     index=index,
-                    type=charges[index].type,
-                    amount=money_text(
-                        _charge_amount(charges[index], shipment.currency, shipment.fx), places
-                    ),
+                    type=kind,
+                    amount=money_text(amount, places),
                     reason=rule.reason,
                     rule=rule.id,
                     source=rule.source,
                 )
-                for index, rule in lines
+                for index, kind, amount, rule in excluded
             ],
             "trace": [] if recorded is None else render_steps(recorded),
         }
+
+
+def _strongest(reasons: Sequence[Reason]) -> str:
+    """The decision: the strongest of the reasons' (decline over refer), else accept."""
+    decision = "accept"
+    for reason in reasons:
+        if _STRENGTH[reason.decision] > _STRENGTH[decision]:
+            decision = reason.decision
+    return decision
+
+
+def _decision_step(reasons: Sequence[Reason], decision: str, pack: CompiledPack) -> Recorded:
+    """The trace step saying how the decision was reached."""
+    how = ", ".join(f"{r.rule} → {r.decision}" for r in reasons) if reasons else "no rule fired"
+    return ("decision", "decision", f"strongest of: {how}", {}, decision, pack.where.source)
+
+
+def _duties_basis(shipment: Shipment, duties: DutyEstimator | None) -> str:
+    if duties is not None and duties.result is not None:
+        return "estimated"
+    return "declared" if shipment.duties is not None else "none"
 
 
 Recorded = tuple[str, str, str, Mapping[str, Any], Any, str]
@@ -433,22 +464,7 @@ def _straight_steps(
                 rule.source,
             )
         )
-    decision = "accept"
-    for reason in reasons:
-        if _STRENGTH[reason.decision] > _STRENGTH[decision]:
-            decision = reason.decision
-    append(
-        (
-            "decision",
-            "decision",
-            "strongest of: " + ", ".join(f"{r.rule} → {r.decision}" for r in reasons)
-            if reasons
-            else "strongest of: no rule fired",
-            {},
-            decision,
-            pack.where.source,
-        )
-    )
+    append(_decision_step(reasons, _strongest(reasons), pack))
     return steps
 
 
@@ -528,21 +544,9 @@ def _evaluate(
             reasons = gaps + reasons
         if duties.flags:
             flags = flags + duties.flags
-        decision = "accept"
-        for reason in reasons:
-            if _STRENGTH[reason.decision] > _STRENGTH[decision]:
-                decision = reason.decision
+        decision = _strongest(reasons)
         if tracer.enabled:
-            tracer.step(
-                "decision",
-                "decision",
-                "strongest of: " + ", ".join(f"{r.rule} → {r.decision}" for r in reasons)
-                if reasons
-                else "strongest of: no rule fired",
-                {},
-                decision,
-                pack.where.source,
-            )
+            tracer.step(*_decision_step(reasons, decision, pack))
 
         spec = pack.result
         for name in plan.needed:
@@ -567,28 +571,7 @@ def _evaluate(
         ]
         recorded = tracer.recorded if isinstance(tracer, RecordingTracer) else None
 
-        def deferred() -> dict[str, Any]:
-            with exact():
-                texts = [None if v is None or v is GAP else money_text(v, places) for v in figures]
-                return {
-                    "components": {name: money_text(v, places) for name, v in components},
-                    "premium": texts[0],
-                    "deductible": texts[1],
-                    "figures": dict(zip(spec.figures, texts[2:], strict=True)),
-                    "excluded_charges": [
-                        built(
-                            ExcludedCharge,
-                            index=index,
-                            type=kind,
-                            amount=money_text(amount, places),
-                            reason=rule.reason,
-                            rule=rule.id,
-                            source=rule.source,
-                        )
-                        for index, kind, amount, rule in lines
-                    ],
-                    "trace": [] if recorded is None else render_steps(recorded),
-                }
+        deferred = partial(_rest_fields, spec, places, components, figures, lines, recorded)
 
         # Every value here was computed from compiled, typed data: the model is not
         # re-validated, and what costs most to write out (the trace, the figures' texts)
@@ -606,13 +589,7 @@ def _evaluate(
             as_of=as_of,
             engine_version=__version__,
             matcher=matcher.name,
-            duties_basis=(
-                "estimated"
-                if duties.result is not None
-                else "declared"
-                if shipment.duties is not None
-                else "none"
-            ),
+            duties_basis=_duties_basis(shipment, duties),
             duty_estimate=duties.result,
             audit_id=None,
         )

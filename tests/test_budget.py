@@ -149,28 +149,23 @@ def test_batch_row_over_the_budget_is_an_error_row_and_the_batch_goes_on(tmp_pat
     assert written[2]["valuation"]["shipment_id"] == "L-2"
 
 
+def batch_with_a_100000_byte_limit(source: Path, out: Path) -> list[dict[str, Any]]:
+    """`tiv batch` of three rows, the second over a 100,000-byte input limit: the rows
+    written, after checking the summary counts it as the one failure."""
+    ran = run_cli(
+        "--rules", ROOT, "--max-input", "100000", "batch", source, "--policy", "standard",
+        "-o", out, "--workers", "1",
+    )  # fmt: skip
+    assert "3 rows, 2 valued, 1 failed" in ran.stderr, ran.stderr
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
 def test_a_jsonl_row_over_the_size_limit_is_an_error_row(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     big = json.dumps(light(2) | {"goods": [{"description": "x" * 150_000}]})
     lines = [json.dumps(light(1)), big, "", json.dumps(light(3))]
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    out = tmp_path / "out.jsonl"
-    ran = run_cli(
-        "--rules",
-        ROOT,
-        "--max-input",
-        "100000",
-        "batch",
-        source,
-        "--policy",
-        "standard",
-        "-o",
-        out,
-        "--workers",
-        "1",
-    )
-    assert "3 rows, 2 valued, 1 failed" in ran.stderr, ran.stderr
-    written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    written = batch_with_a_100000_byte_limit(source, tmp_path / "out.jsonl")
     assert [(row["row"], row["line"]) for row in written] == [(1, 1), (2, 2), (3, 4)]
     (problem,) = written[1]["error"]["problems"]
     assert problem["code"] == "input.too_large"
@@ -191,23 +186,7 @@ def test_a_csv_row_over_the_size_limit_is_an_error_row(tmp_path: Path) -> None:
             writer.writerow(
                 [*shipment_cells, "1000.10", "ocean_freight", "100.05", "[]", description]
             )
-    out = tmp_path / "out.jsonl"
-    ran = run_cli(
-        "--rules",
-        ROOT,
-        "--max-input",
-        "100000",
-        "batch",
-        source,
-        "--policy",
-        "standard",
-        "-o",
-        out,
-        "--workers",
-        "1",
-    )
-    assert "3 rows, 2 valued, 1 failed" in ran.stderr, ran.stderr
-    written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    written = batch_with_a_100000_byte_limit(source, tmp_path / "out.jsonl")
     assert written[1]["error"]["problems"][0]["code"] == "input.too_large"
     # As `light`: (1000.10 + 100.05) x 1.10 = 1210.165 -> 1210.17
     assert written[2]["valuation"]["total_insured_value"] == "1210.17"

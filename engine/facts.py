@@ -94,11 +94,12 @@ class _Compiled:
     mapping, the one tried first for JSON text (whose currency is not known before it
     is parsed)."""
 
-    __slots__ = ("hint", "json", "python", "uses")
+    __slots__ = ("hint", "json", "plain", "python", "uses")
 
     def __init__(self) -> None:
         self.python: dict[str, SchemaValidator | None] = {}
         self.json: dict[str, SchemaValidator | None] = {}
+        self.plain: dict[str, SchemaValidator | None] = {}  # see `read_plain`
         self.uses = 0
         self.hint: str | None = None
 
@@ -548,6 +549,8 @@ class _Plan:
     # `_fast_from_json` finds them (each is one more ':' than the keys read), and
     # ignoring is cheaper than forbidding. A mapping must forbid them.
     extra: Literal["forbid", "ignore"] = "forbid"
+    # Plain dicts instead of models (see `read_plain`): the same checks, no instances.
+    plain: bool = False
 
 
 def _type_schema(hint: Any, plan: _Plan) -> core_schema.CoreSchema:
@@ -570,23 +573,41 @@ def _type_schema(hint: Any, plan: _Plan) -> core_schema.CoreSchema:
     elif origin is dict:
         return core_schema.dict_schema(_type_schema(args[0], plan), _type_schema(args[1], plan))
     elif isinstance(hint, type) and issubclass(hint, _Facts):
-        return _model_schema(hint, plan)
+        return _dict_schema(hint, plan) if plan.plain else _model_schema(hint, plan)
     raise TypeError(f"no compiled validator for the facts type {hint!r}")
 
 
-def _model_schema(model: type[_Facts], plan: _Plan) -> core_schema.CoreSchema:
-    hints = get_type_hints(model, include_extras=True)
-    compiled: dict[str, core_schema.ModelField] = {}
+def _field_schema(model: type[_Facts], name: str, plan: _Plan) -> core_schema.CoreSchema:
+    """One field's schema, its default included."""
+    if (model, name) in plan.overrides:
+        return plan.overrides[model, name]
+    info = model.model_fields[name]
+    schema = _type_schema(get_type_hints(model, include_extras=True)[name], plan)
+    if info.default_factory is not None:
+        return core_schema.with_default_schema(schema, default_factory=info.default_factory)
+    if not info.is_required():
+        return core_schema.with_default_schema(schema, default=info.default)
+    return schema
+
+
+def _dict_schema(model: type[_Facts], plan: _Plan) -> core_schema.CoreSchema:
+    """`model`'s fields as a dict's keys, as given: an absent optional field stays absent
+    (its default is the model's), so the dict is the input with its values checked and
+    converted, and reads as the same `Shipment`."""
+    fields = {}
     for name, info in model.model_fields.items():
-        if (model, name) in plan.overrides:
-            compiled[name] = core_schema.model_field(plan.overrides[model, name])
-            continue
-        schema = _type_schema(hints[name], plan)
-        if info.default_factory is not None:
-            schema = core_schema.with_default_schema(schema, default_factory=info.default_factory)
-        elif not info.is_required():
-            schema = core_schema.with_default_schema(schema, default=info.default)
-        compiled[name] = core_schema.model_field(schema)
+        schema = _field_schema(model, name, plan)
+        if schema["type"] == "default":
+            schema = schema["schema"]
+        fields[name] = core_schema.typed_dict_field(schema, required=info.is_required())
+    return core_schema.typed_dict_schema(fields, extra_behavior=plan.extra)
+
+
+def _model_schema(model: type[_Facts], plan: _Plan) -> core_schema.CoreSchema:
+    compiled = {
+        name: core_schema.model_field(_field_schema(model, name, plan))
+        for name in model.model_fields
+    }
     return core_schema.model_schema(
         model,
         core_schema.model_fields_schema(
@@ -669,7 +690,9 @@ def _compiled_for(
     return made
 
 
-def _compile(reference: FactsReference, valuation: str, *, python: bool) -> SchemaValidator | None:
+def _compile(
+    reference: FactsReference, valuation: str, *, python: bool, plain: bool = False
+) -> SchemaValidator | None:
     fields = dict(_field_schemas(python=python))
     for check, codes_of, form in _CODE_KINDS:
         codes = codes_of(reference)
@@ -690,8 +713,8 @@ def _compile(reference: FactsReference, valuation: str, *, python: bool) -> Sche
     }
     for model in (Invoice, GoodsItem, Charge, Duty):
         overrides[model, "currency"] = core_schema.with_default_schema(own, default=valuation)
-    plan = _Plan(fields, overrides, "forbid" if python else "ignore")
-    return _build(_model_schema(Shipment, plan))
+    plan = _Plan(fields, overrides, "forbid" if python else "ignore", plain)
+    return _build(_dict_schema(Shipment, plan) if plain else _model_schema(Shipment, plan))
 
 
 # pydantic's own lock for (re)building models, so no model is rebuilt meanwhile.
@@ -738,6 +761,36 @@ def _fast_from_mapping(data: Any, reference: FactsReference) -> Shipment | None:
     except ValidationError:
         return None
     return _finish(shipment, data, reference)
+
+
+def read_plain(data: Any, reference: FactsReference) -> dict[str, Any] | None:
+    """The facts of `data` as plain dicts and tuples, or None to read them as a `Shipment`.
+
+    For the straight line's fastest road: the checks of the reference's own validator
+    (see `_compiled_for`), and no model built. An absent optional field stays absent:
+    its value is the model field's default. Only for a dict whose amounts are all in its
+    valuation currency (no fx) and whose reference already has its own validator;
+    anything the validator refuses is None, not an error: `read_facts` then reads it and
+    words any problem.
+    `read_facts(result, reference)` gives the `Shipment` `read_facts(data, ...)` gives.
+    """
+    if type(data) is not dict or data.get("fx"):
+        return None
+    valuation = data.get("currency")
+    if type(valuation) is not str:
+        return None
+    table = reference.compiled.plain
+    validator = table.get(valuation)
+    if validator is None:
+        if valuation in table or _compiled_for(reference, valuation, python=True) is None:
+            return None  # the reference is new, or the currency has no validator of its own
+        validator = table[valuation] = _compile(reference, valuation, python=True, plain=True)
+        if validator is None:
+            return None
+    try:
+        return validator.validate_python(data)  # type: ignore[no-any-return]
+    except ValidationError:
+        return None
 
 
 def _fast_from_json(text: str | bytes, reference: FactsReference) -> Shipment | None:

@@ -28,6 +28,13 @@ CONTEXT = decimal.Context(
     flags=[],
 )
 
+# The context the hottest road (evaluating.valuation.evaluate_plain) sets itself, then
+# sets the caller's back: `with exact()` copies CONTEXT on every entry, which costs a
+# twentieth of that road's valuation. Shared, so its flags collect every signal raised
+# under it: tiv reads no flags (every signal that matters is a trap), and nothing may
+# change its traps or settings.
+RUNNING = CONTEXT.copy()
+
 ROUNDING_MODES: dict[str, str] = {
     "half_up": decimal.ROUND_HALF_UP,
     "half_even": decimal.ROUND_HALF_EVEN,

@@ -73,7 +73,7 @@ from engine.facts import Shipment
 from engine.money import ROUNDING_MODES, exact
 from engine.names import CHARGE, DECLARED_DUTIES, DUTY_RULES, GOODS, SHIPMENT, charge_symbols
 
-__all__ = ["Bail", "StraightLine", "straight_line"]
+__all__ = ["Bail", "StraightLine", "plain_line", "straight_line"]
 
 
 class Bail(Exception):
@@ -144,6 +144,94 @@ _GOODS_READS: dict[str, tuple[str, bool]] = {
 }
 
 
+@dataclass(frozen=True)
+class _Access:
+    """How the generated function reads the facts: from a `Shipment`'s attributes, or
+    from the plain dicts `facts.read_plain` validates (`PLAIN`), where every field is
+    present (defaults filled in) and every amount is in the valuation currency."""
+
+    shipment: Mapping[str, tuple[str, bool]]
+    charge: Mapping[str, tuple[str, bool]]
+    goods: Mapping[str, tuple[str, bool]]
+    head: tuple[str, ...]  # `cur` and `inva`, the invoice amount in the valuation currency
+    charges: str
+    goods_lines: str
+    charge_type: str
+    charge_amount: tuple[str, ...]  # lines setting `ca`, the charge's amount in `cur`
+    declared: str
+
+
+MODELS = _Access(
+    _SHIPMENT_READS,
+    _CHARGE_READS,
+    _GOODS_READS,
+    (
+        "cur = s.currency",
+        "inv = s.invoice",
+        # An invoice or goods lines in another currency are converted as the
+        # environment converts them (amount × fx, unrounded); the trace's convert
+        # steps are made from the facts when it is rendered.
+        "ic = inv.currency",
+        "inva = inv.amount if ic is None or ic == cur else inv.amount * s.fx[ic]",
+    ),
+    "s.charges",
+    "s.goods",
+    "c.type",
+    ("cc = c.currency", "ca = c.amount if cc is None or cc == cur else c.amount * s.fx[cc]"),
+    "dd = _declared(s, cur)",
+)
+# Plain facts hold no other currency (see `facts.read_plain`): nothing is converted. An
+# optional field may be absent: its default is the model's.
+PLAIN = _Access(
+    {
+        "shipment.id": ('s["id"]', False),
+        "shipment.date": ('s["date"]', False),
+        "shipment.currency": ("cur", False),
+        "shipment.incoterm": ('s.get("incoterm") or MISSING', True),
+        "shipment.mode": ('s["mode"]', False),
+        "shipment.origin.country": ('s["origin"]["country"]', False),
+        "shipment.origin.port": ('s["origin"].get("port") or MISSING', True),
+        "shipment.destination.country": ('s["destination"]["country"]', False),
+        "shipment.destination.port": ('s["destination"].get("port") or MISSING', True),
+        "shipment.payment_method": ('s.get("payment_method", _default_payment)', False),
+        "shipment.expected_transit_days": ('_opt_count(s.get("expected_transit_days"))', True),
+        "shipment.invoice.amount": ("inva", False),
+        "shipment.invoice.currency": ("cur", False),
+        "shipment.sum_insured": ('_opt(s.get("sum_insured"))', True),
+        "shipment.transit_countries": ('_opt_tuple(s.get("transit_countries"))', True),
+        "shipment.goods.count": ('_count(len(s.get("goods", ())))', False),
+        "shipment.invoice_includes": ('_includes(s.get("incoterm"), incoterms)', True),
+        "shipment.charges.count": ('_count(len(s.get("charges", ())))', False),
+        "shipment.goods.main_category": ('_plain_main_category(s.get("goods", ()))', True),
+        "duty_rules.available": ("available", False),
+        "declared_duties.total": ("dd[0]", True),
+        "declared_duties.import_duty": ("dd[1]", True),
+        "declared_duties.tax": ("dd[2]", True),
+        "declared_duties.customs_fee": ("dd[3]", True),
+    },
+    {
+        "charge.type": ('c["type"]', False),
+        "charge.group": ('_groups_get(c["type"]) or MISSING', True),
+        "charge.amount": ('c["amount"]', False),
+        "charge.currency": ("cur", False),
+    },
+    {
+        "goods.description": ('g["description"]', False),
+        "goods.hs_code": ('g.get("hs_code") or MISSING', True),
+        "goods.category": ('g.get("category") or MISSING', True),
+        "goods.value": ('_opt(g.get("value"))', True),
+        "goods.quantity": ('_opt(g.get("quantity"))', True),
+        "goods.weight_kg": ('_opt(g.get("weight_kg"))', True),
+    },
+    ('cur = s["currency"]', 'inva = s["invoice"]["amount"]'),
+    's.get("charges", ())',
+    's.get("goods", ())',
+    'c["type"]',
+    ('ca = c["amount"]',),
+    'dd = _declared_plain(s.get("duties"))',
+)
+
+
 def _opt(value: Any) -> Any:
     return MISSING if value is None else value
 
@@ -196,6 +284,34 @@ def _declared(shipment: Shipment, currency: str) -> tuple[Any, Any, Any, Any]:
     )
 
 
+def _declared_plain(duties: Any) -> tuple[Any, Any, Any, Any]:
+    """`_declared` of plain facts' duties (all in the valuation currency)."""
+    if duties is None:
+        return _NO_DUTIES
+    if not duties:
+        return _ZEROS
+    totals = {"import_duty": Decimal(0), "tax": Decimal(0), "customs_fee": Decimal(0)}
+    for duty in duties:
+        totals[duty["type"]] += duty["amount"]
+    return (
+        sum(totals.values(), Decimal(0)),
+        totals["import_duty"],
+        totals["tax"],
+        totals["customs_fee"],
+    )
+
+
+def _plain_main_category(goods: Any) -> Any:
+    """`environment._main_category` of plain facts' goods lines, whose values (when
+    given) are all in the valuation currency: the most valuable categorised line's."""
+    lines = [line for line in goods if line.get("category")]
+    if not lines:
+        return MISSING
+    if len(lines) == 1 or not all(line.get("value") is not None for line in lines):
+        return lines[0]["category"]
+    return max(lines, key=lambda line: line["value"])["category"]
+
+
 def _overlaps(found: Any, values: tuple[Any, ...]) -> bool:
     if found is MISSING:
         return False
@@ -230,6 +346,7 @@ class StraightLine:
         slots: Mapping[str, int],
         decision_rules: tuple[CompiledRule, ...],
         total: str,
+        premium: str | None,
         uses_duties: bool,
         needs_ctx: bool,
     ) -> None:
@@ -238,17 +355,19 @@ class StraightLine:
         self.slots = slots
         self.decision_rules = decision_rules
         self.total = slots[total]  # the slot of the total insured value
+        self.premium = None if premium is None else slots[premium]  # and of the premium
         self.uses_duties = uses_duties  # a formula estimates duties: make an estimator
         self.needs_ctx = needs_ctx  # a function reads the valuation's context
 
 
 class _Holder:
-    """Where a pack keeps its straight line. Not pickled: a copy rebuilds it on first use."""
+    """Where a pack keeps its straight lines. Not pickled: a copy rebuilds them on first use."""
 
-    __slots__ = ("line",)
+    __slots__ = ("line", "plain")
 
     def __init__(self) -> None:
         self.line: StraightLine | None = None
+        self.plain: StraightLine | bool | None = False  # False: not generated yet
 
     def __reduce__(self) -> tuple[type[_Holder], tuple[()]]:
         return (_Holder, ())
@@ -257,8 +376,7 @@ class _Holder:
 _KEY = "_straight_line"
 
 
-def straight_line(pack: CompiledPack) -> StraightLine | None:
-    """The pack's straight line, generated on first use and kept on the pack."""
+def _holder(pack: CompiledPack) -> _Holder:
     holder: _Holder | None = pack.__dict__.get(_KEY)
     if holder is None:
         holder = _Holder()
@@ -267,12 +385,37 @@ def straight_line(pack: CompiledPack) -> StraightLine | None:
         except _Unsupported:
             holder.line = None
         object.__setattr__(pack, _KEY, holder)
-    return holder.line
+    return holder
+
+
+def straight_line(pack: CompiledPack) -> StraightLine | None:
+    """The pack's straight line, generated on first use and kept on the pack."""
+    return _holder(pack).line
+
+
+def plain_line(pack: CompiledPack) -> StraightLine | None:
+    """The pack's straight line reading plain facts (`facts.read_plain`), or None when
+    the pack reads something only a `Shipment` gives (duty estimates, fx, the main goods
+    category). Its values come in the same slots as `straight_line`'s, so one renderer
+    serves both."""
+    holder = _holder(pack)
+    if holder.plain is False:
+        line = None
+        if holder.line is not None:
+            try:
+                line = _Generator(pack, PLAIN).build()
+            except _Unsupported:
+                line = None
+            if line is not None and line.slots != holder.line.slots:
+                line = None
+        holder.plain = line
+    return holder.plain  # type: ignore[return-value]
 
 
 class _Generator:
-    def __init__(self, pack: CompiledPack) -> None:
+    def __init__(self, pack: CompiledPack, access: _Access = MODELS) -> None:
         self.pack = pack
+        self.access = access
         self.functions: Mapping[str, Function] = pack.functions
         if not self.functions:
             raise _Unsupported("the pack does not carry its function table")
@@ -291,6 +434,9 @@ class _Generator:
             "_count": _count,
             "_main_category": _main_category,
             "_declared": _declared,
+            "_declared_plain": _declared_plain,
+            "_plain_main_category": _plain_main_category,
+            "_default_payment": Shipment.model_fields["payment_method"].default,
             "_overlaps": _overlaps,
             "_quantum": _quantum,
             "_groups_get": dict(pack.charge_types).get,
@@ -377,8 +523,8 @@ class _Generator:
             return self.locals[dotted]
         if dotted in self.pack.parameters:
             return self.const(self.pack.parameters[dotted]), False
-        if dotted in _SHIPMENT_READS:
-            code, missing = _SHIPMENT_READS[dotted]
+        if dotted in self.access.shipment:
+            code, missing = self.access.shipment[dotted]
             if code.startswith("dd["):
                 self.needs_dd = True
             ident = self.mint("n")
@@ -643,13 +789,14 @@ class _Generator:
                 slot[name] for name in ("total", group, kind) if name is not None and name in slot
             )
         single = all(len(add) <= 1 for add in adds.values())
+        typed = self.access.charge_type
         # An unknown charge type fails the lookup, as counting it fails on the other path.
         if single:
             self.globals["_slots"] = {kind: add[0] if add else None for kind, add in adds.items()}
-            counting = ["j = _slots[c.type]", "if j is not None: sums[j] += ca"]
+            counting = [f"j = _slots[{typed}]", "if j is not None: sums[j] += ca"]
         else:
             self.globals["_slots"] = adds
-            counting = ["for j in _slots[c.type]: sums[j] += ca"]
+            counting = [f"for j in _slots[{typed}]: sums[j] += ca"]
         self.globals["_sums0"] = [Decimal(0)] * len(kept)
         idents = [self.locals[f"charges.{name}"][0] for name in kept]
         out: list[str] = []
@@ -697,13 +844,11 @@ class _Generator:
         # Charges: the charge rules on each line, then the sums of the counted ones.
         emit(_START)
         emit("excluded = None")
-        emit("for i, c in enumerate(s.charges):")
-        self.line_reads, self.line_locals, self.line_prologue = _CHARGE_READS, {}, []
+        access = self.access
+        emit(f"for i, c in enumerate({access.charges}):")
+        self.line_reads, self.line_locals, self.line_prologue = access.charge, {}, []
         # A charge in another currency counts converted, as the environment has it.
-        loop: list[str] = [
-            "cc = c.currency",
-            "ca = c.amount if cc is None or cc == cur else c.amount * s.fx[cc]",
-        ]
+        loop: list[str] = list(access.charge_amount)
         # The leading `charge.type == "..."` exclusions (charge_types' own) are one dict get.
         static: dict[str, CompiledRule] = {}
         rest = list(charge_rules)
@@ -725,7 +870,9 @@ class _Generator:
             else:
                 tests.append(f"if ex is None and {test}: ex = {self.bind(rule, 'r')}")
         loop.extend(self.line_prologue)
-        loop.append(f"ex = {self.bind(static.get, 'r')}(c.type)" if static else "ex = None")
+        loop.append(
+            f"ex = {self.bind(static.get, 'r')}({access.charge_type})" if static else "ex = None"
+        )
         loop.extend(tests)
         loop.append("if ex is not None:")
         loop.append("    if excluded is None: excluded = {}")
@@ -762,8 +909,8 @@ class _Generator:
                 test = self.condition(rule_exprs[rule.id], False, no_scope)
                 emit(f"if {test}: m{index} = ['shipment']")
         for scope, reads, symbols, variable, paths in (
-            ("charge", _CHARGE_READS, CHARGE, "c", "_charge_paths"),
-            ("goods", _GOODS_READS, GOODS, "g", "_goods_paths"),
+            ("charge", access.charge, CHARGE, "c", "_charge_paths"),
+            ("goods", access.goods, GOODS, "g", "_goods_paths"),
         ):
             scoped = [(i, r) for i, r in enumerate(decision_rules) if r.scope == scope]
             if not scoped:
@@ -780,7 +927,7 @@ class _Generator:
                     f"    m{index}.append({paths}[i] if i < {len(_CHARGE_PATHS)} "
                     f"else {self.const(prefix + '[')} + str(i) + ']')"
                 )
-            collection = "s.charges" if scope == "charge" else "s.goods"
+            collection = access.charges if scope == "charge" else access.goods_lines
             emit(f"for i, {variable} in enumerate({collection}):")
             body.extend("    " + line for line in [*self.line_prologue, *tests])
         self.line_reads, self.line_locals = {}, {}
@@ -813,22 +960,21 @@ class _Generator:
         )
 
         body = self.sums(body)
+        if access is PLAIN and duty_formulas:  # the duty estimator reads a `Shipment`
+            raise _Unsupported("plain facts for a pack that estimates duties")
         head = [
             "def valuate(s, places, available, incoterms, duties, ctx):",
-            "    cur = s.currency",
-            "    inv = s.invoice",
-            # An invoice or goods lines in another currency are converted as the
-            # environment converts them (amount × fx, unrounded); the trace's convert
-            # steps are made from the facts when it is rendered.
-            "    ic = inv.currency",
-            "    inva = inv.amount if ic is None or ic == cur else inv.amount * s.fx[ic]",
+            *("    " + line for line in access.head),
         ]
         if self.needs_dd:
-            head.append("    dd = _declared(s, cur)")
+            head.append("    " + access.declared)
         head.extend("    " + line for line in self.prologue)
         source = "\n".join([*head, *("    " + line for line in body)]) + "\n"
         namespace: dict[str, Any] = dict(self.globals)
-        compiled = compile(source, f"<straight line of {pack.policy.id}@{pack.version}>", "exec")
+        kind = " (plain facts)" if access is PLAIN else ""
+        compiled = compile(
+            source, f"<straight line of {pack.policy.id}@{pack.version}{kind}>", "exec"
+        )
         exec(compiled, namespace)
         return StraightLine(
             namespace["valuate"],
@@ -836,6 +982,7 @@ class _Generator:
             {name: i for i, name in enumerate(slot_names)},
             decision_rules,
             pack.result.total_insured_value,
+            pack.result.premium,
             uses_duties=bool(duty_formulas),
             needs_ctx=self.needs_ctx,
         )
@@ -923,3 +1070,8 @@ def _table_lookup(table: CompiledTable) -> Callable[..., Decimal | str]:
 # The context `from_currency` and `estimate_duties` read, built only when a pack calls them.
 def context(shipment: Shipment, duties: Any) -> dict[str, Any]:
     return {SHIPMENT_FX: (shipment.fx, shipment.currency), DUTIES: duties}
+
+
+def plain_context(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """`context` of plain facts (no duties estimated on their road)."""
+    return {SHIPMENT_FX: (facts.get("fx") or {}, facts["currency"]), DUTIES: None}

@@ -37,6 +37,7 @@ from engine.ruleset import RuleSet, load_ruleset
 from engine.schema.models import Loss
 
 _NO_TRACE = NullTracer()  # stateless: one serves every call
+_COMPILED = default_matcher()  # stateless too
 FactsInput = Shipment | Mapping[str, Any] | str | bytes | os.PathLike[str]
 
 # The time budget of one valuation, facts reading included. Generous: a valuation takes
@@ -96,9 +97,9 @@ def deadline_of(budget: float | None) -> int | None:
     `budget`: seconds; None is the default (`default_time_budget`); math.inf, no budget.
     """
     seconds = default_time_budget() if budget is None else budget
-    if math.isinf(seconds):
+    if seconds == math.inf:
         return None
-    if not seconds > 0:
+    if not seconds > 0:  # NaN and -inf too
         raise ValueError(f"a time budget must be more than 0 seconds, not {seconds!r}")
     return time.monotonic_ns() + int(seconds * 1e9)
 
@@ -167,15 +168,17 @@ def value(
     Raises FactsError, SelectionError or EvaluationError (`valuation.time_budget` when
     over the budget).
     """
-    deadline = _earlier(deadline_of(budget), deadline)
-    compiled = matcher is None or type(matcher) is CompiledMatcher
-    if audit is None and type(facts) is dict and compiled:
+    deadline = deadline_of(budget) if deadline is None else _earlier(deadline_of(budget), deadline)
+    if (
+        audit is None
+        and type(facts) is dict
+        and (matcher is None or type(matcher) is CompiledMatcher)
+    ):
         # The common case's road: facts read into plain dicts and valued by the pack's
         # plain straight line, no model built (see `_value_plain`).
-        valued = _value_plain(rules, facts, policy, as_of, allow_draft, matcher, trace)
+        valued = _value_plain(rules, facts, policy, as_of, allow_draft, matcher, trace, deadline)
         if valued is not None:
-            in_time(deadline, "valued the shipment", valued[1])
-            return valued[0]
+            return valued
     shipment, pack, day = _prepare(rules, facts, policy, as_of, allow_draft)
     tracer = RecordingTracer() if trace or audit is not None else _NO_TRACE
     result = evaluate(
@@ -303,10 +306,11 @@ def _value_plain(
     allow_draft: bool,
     matcher: Matcher | None,
     trace: bool,
-) -> tuple[Valuation, CompiledPack] | None:
+    deadline: int | None,
+) -> Valuation | None:
     """`value`'s result by the plain road (facts.read_plain, evaluating.evaluate_plain),
     or None for anything that is not its common case: `value` then reads a `Shipment`
-    and values it, deciding every error. The pack valued comes with the result."""
+    and values it, deciding every error."""
     reference = rules.pack_facts_reference(policy.partition("@")[0])
     plain = read_plain(facts, reference)
     if plain is None:
@@ -319,16 +323,10 @@ def _value_plain(
     read_against = reference.charge_types
     if read_against is None or not pack.charge_types.keys() >= read_against:
         return None  # a charge type this version lacks is an error: `_select` words it
-    valued = evaluate_plain(
-        rules,
-        pack,
-        plain,
-        reference,
-        as_of=day,
-        matcher=matcher or default_matcher(),
-        trace=trace,
-    )
-    return None if valued is None else (valued, pack)
+    valued = evaluate_plain(rules, pack, plain, reference, day, matcher or _COMPILED, trace)
+    if valued is not None and deadline is not None and time.monotonic_ns() > deadline:
+        in_time(deadline, "valued the shipment", pack)  # one call: checked after it
+    return valued
 
 
 def _select(

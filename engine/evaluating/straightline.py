@@ -398,6 +398,9 @@ def plain_line(pack: CompiledPack) -> StraightLine | None:
     the pack reads something only a `Shipment` gives (duty estimates, fx, the main goods
     category). Its values come in the same slots as `straight_line`'s, so one renderer
     serves both."""
+    holder: _Holder | None = pack.__dict__.get(_KEY)
+    if holder is not None and holder.plain is not False:
+        return holder.plain  # type: ignore[return-value]
     holder = _holder(pack)
     if holder.plain is False:
         line = None
@@ -461,6 +464,10 @@ class _Generator:
         self.computed = False  # whether the condition being generated computes a value
         self.values: dict[str, Any] = {}  # constant identifier -> its value
         self.needs_dd = False
+        # The charge types' own exclusions (see `build`) and how they are looked up.
+        self.static: dict[str, CompiledRule] = {}
+        self.static_get = ""
+        self.static_only = False
 
     # --- identifiers and constants ---
 
@@ -791,7 +798,15 @@ class _Generator:
         single = all(len(add) <= 1 for add in adds.values())
         typed = self.access.charge_type
         # An unknown charge type fails the lookup, as counting it fails on the other path.
-        if single:
+        kinds = f"ex = {self.static_get}({typed})" if self.static_get else "ex = None"
+        if single and self.static_only:
+            # Excluded by its type or counted in one sum: both from one lookup of the type.
+            self.globals["_kinds"] = {
+                kind: (self.static.get(kind), add[0] if add else None) for kind, add in adds.items()
+            }
+            kinds = f"ex, j = _kinds[{typed}]"
+            counting = ["if j is not None: sums[j] += ca"]
+        elif single:
             self.globals["_slots"] = {kind: add[0] if add else None for kind, add in adds.items()}
             counting = [f"j = _slots[{typed}]", "if j is not None: sums[j] += ca"]
         else:
@@ -807,6 +822,8 @@ class _Generator:
                 out.append(indent + "sums = _sums0.copy()")
             elif stripped == _SUMS:
                 out.extend(indent + counted for counted in counting)
+            elif stripped == _KINDS:
+                out.append(indent + kinds)
             elif stripped == _UNPACK:
                 if idents:
                     out.append(indent + "".join(f"{ident}, " for ident in idents) + "= sums")
@@ -870,9 +887,10 @@ class _Generator:
             else:
                 tests.append(f"if ex is None and {test}: ex = {self.bind(rule, 'r')}")
         loop.extend(self.line_prologue)
-        loop.append(
-            f"ex = {self.bind(static.get, 'r')}({access.charge_type})" if static else "ex = None"
-        )
+        self.static = static
+        self.static_get = self.bind(static.get, "r") if static else ""
+        self.static_only = not tests  # no rule but the type's own excludes a charge
+        loop.append(_KINDS)  # the type's exclusion, made with the sums (see `sums`)
         loop.extend(tests)
         loop.append("if ex is not None:")
         loop.append("    if excluded is None: excluded = {}")
@@ -997,7 +1015,7 @@ class _Operand:
 
 
 # Placeholders in the body for the charge sums (see `_Generator.sums`); not Python.
-_START, _SUMS, _UNPACK = "\x00start", "\x00sums", "\x00unpack"
+_START, _SUMS, _UNPACK, _KINDS = "\x00start", "\x00sums", "\x00unpack", "\x00kinds"
 
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 _NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}

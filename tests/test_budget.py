@@ -103,11 +103,23 @@ def test_the_default_budget_comes_from_the_environment(monkeypatch: pytest.Monke
     assert default_time_budget() == 0.5
     monkeypatch.setenv("TIV_TIME_BUDGET", "none")
     assert deadline_of(None) is None
-    for wrong in ("soon", "0", "-1", "nan"):
+    for wrong in ("soon", "0", "-1", "nan", "-inf"):
         monkeypatch.setenv("TIV_TIME_BUDGET", wrong)
-        with pytest.raises(EvaluationError) as caught:
-            default_time_budget()
-        assert "TIV_TIME_BUDGET" in str(caught.value)
+        for _ in range(2):  # a wrong value is refused every time, not once
+            with pytest.raises(EvaluationError) as caught:
+                default_time_budget()
+            assert "TIV_TIME_BUDGET" in str(caught.value)
+    monkeypatch.setenv("TIV_TIME_BUDGET", "3")  # read afresh after every change
+    assert default_time_budget() == 3.0
+    monkeypatch.delenv("TIV_TIME_BUDGET")
+    assert default_time_budget() == 2.0
+
+
+def test_a_budget_given_in_the_library_must_be_above_zero() -> None:
+    assert deadline_of(math.inf) is None
+    for wrong in (0.0, -1.0, -math.inf, math.nan):
+        with pytest.raises(ValueError, match="more than 0 seconds"):
+            deadline_of(wrong)
 
 
 def test_tiv_value_with_a_tiny_budget_exits_4_naming_the_budget(tmp_path: Path) -> None:

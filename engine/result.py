@@ -87,6 +87,9 @@ _set_extra: Callable[[Any, Any], None] = BaseModel.__dict__["__pydantic_extra__"
 _set_private: Callable[[Any, Any], None] = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
+_EVERY_FIELD: dict[type[BaseModel], set[str]] = {}
+
+
 def built(cls: type[Model], **values: Any) -> Model:
     """A result model from values the engine itself computed, typed and complete.
 
@@ -96,7 +99,12 @@ def built(cls: type[Model], **values: Any) -> Model:
     """
     model: Model = _new_object(cls)
     _set_dict(model, values)
-    _set_fields_set(model, set(values))
+    # Every field is set: one set per class serves all its instances, as for Valuation's
+    # (pydantic copies a model's fields set before changing it).
+    every = _EVERY_FIELD.get(cls)
+    if every is None:
+        every = _EVERY_FIELD[cls] = set(cls.model_fields)
+    _set_fields_set(model, every if len(values) == len(every) else set(values))
     _set_extra(model, None)
     _set_private(model, None)
     return model

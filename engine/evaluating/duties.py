@@ -31,7 +31,7 @@ from engine.errors import EvaluationError, Location, Problem
 from engine.explaining.trace import Tracer
 from engine.facts import Shipment
 from engine.money import exact, plain, round_to
-from engine.result import DutyEstimate, DutyLine, Flag, RuleRef
+from engine.result import DutyEstimate, DutyLine, Flag, RuleRef, built
 from engine.schema.models import AmountRounding
 
 
@@ -137,7 +137,8 @@ class _Estimate:
         note: str = "",
     ) -> Decimal:
         self.lines.append(
-            DutyLine(
+            built(
+                DutyLine,
                 id=item_id,
                 kind=kind,
                 name=name,
@@ -168,9 +169,12 @@ class _Estimate:
             self.tracer.step("duty", name, expression, inputs, value, where.source)
 
     def matches(self, item: Any) -> bool:
-        origins = getattr(item, "origins", None)
-        excluded = getattr(item, "exclude_origins", None) or ()
-        modes = getattr(item, "modes", None)
+        # The fields of the item's model, where it has them: a model without one would
+        # raise (and catch) AttributeError in getattr, a microsecond each time.
+        fields = item.__dict__
+        origins = fields.get("origins")
+        excluded = fields.get("exclude_origins") or ()
+        modes = fields.get("modes")
         origin = self.shipment.origin.country
         return (
             item.in_effect(self.day)
@@ -245,10 +249,13 @@ class _Estimate:
             self.member.where,
         )
         rules = [self.member] + ([self.customs] if self.customs is not self.member else [])
-        return DutyEstimate(
+        # `built`: every figure here is the engine's own Decimal, nothing to validate.
+        return built(
+            DutyEstimate,
             country=self.member.id,
             rules=[
-                RuleRef(id=r.id, version=r.version, sha256=r.sha256, source=r.source) for r in rules
+                built(RuleRef, id=r.id, version=r.version, sha256=r.sha256, source=r.source)
+                for r in rules
             ],
             basis=basis.basis,
             country_currency=self.member.currency,
@@ -257,7 +264,7 @@ class _Estimate:
             insurance=insurance,
             customs_value=customs_value,
             de_minimis_applied=list(dict.fromkeys(e.item.id for e in relief.values())),
-            lines=self.lines,
+            lines=list(self.lines),
             total=total,
         )
 
@@ -325,15 +332,18 @@ class _Estimate:
                     default.item.default_source,
                 )
                 note = "default rate" + ("" if hs_code else ": no hs_code")
-                missing = Flag(
-                    name="hs_code_missing",
-                    rule=f"{self.customs.id}.duty.default_rate",
-                    reason="a goods line has no hs_code, so the default duty rate was used",
-                    source=where.source,
-                    subjects=[subject],
-                )
-                if not hs_code and missing not in self.owner.flags:
-                    self.owner.flags.append(missing)
+                if not hs_code:
+                    missing = built(
+                        Flag,
+                        name="hs_code_missing",
+                        rule=f"{self.customs.id}.duty.default_rate",
+                        reason="a goods line has no hs_code, so the default duty rate was used",
+                        source=where.source,
+                        citation=None,
+                        subjects=[subject],
+                    )
+                    if missing not in self.owner.flags:
+                        self.owner.flags.append(missing)
             replaced = relief is not None and (
                 relief.item.duty_rate is not None or relief.item.flat_duty_per_line is not None
             )

@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 from engine.compiling.formulas import Function
 from engine.compiling.pack import CompiledPack
 from engine.errors import EvaluationError, FactsError, Location, Problem, TivError
+from engine.evaluating.straightline import plain_line
 from engine.evaluating.valuation import evaluate, evaluate_plain, in_time, settle
 from engine.explaining.trace import NullTracer, RecordingTracer
 from engine.facts import FactsReference, Shipment, read_facts, read_plain
@@ -311,7 +312,14 @@ def _value_plain(
     """`value`'s result by the plain road (facts.read_plain, evaluating.evaluate_plain),
     or None for anything that is not its common case: `value` then reads a `Shipment`
     and values it, deciding every error."""
-    reference = rules.pack_facts_reference(policy.partition("@")[0])
+    pack_id = policy.partition("@")[0]
+    road = rules.plain_packs.get(pack_id)
+    if road is None:  # first use: reading facts plain only helps a pack that values them
+        versions = rules.packs.get(pack_id, ())
+        road = rules.plain_packs[pack_id] = any(plain_line(p) is not None for p in versions)
+    if not road:
+        return None
+    reference = rules.pack_facts_reference(pack_id)
     plain = read_plain(facts, reference)
     if plain is None:
         return None

@@ -78,6 +78,11 @@ def test_packs_with_a_plain_line() -> None:
         assert plain.slots == line.slots  # one renderer serves both
     standard = SHIPPED.packs["standard"][-1]
     assert straight_line(standard) is not None and plain_line(standard) is None
+    # value() reads plain facts only for a pack some version of which values them.
+    value(SHIPPED, shipment(), policy="standard")
+    value(SHIPPED, shipment(date="2025-03-01"), policy="cif-premium-inclusive")
+    assert SHIPPED.plain_packs["standard"] is False
+    assert SHIPPED.plain_packs["cif-premium-inclusive"] is True
 
 
 def test_a_seeded_corpus_agrees_on_every_plain_pack_version() -> None:

@@ -54,7 +54,12 @@ DEFAULT_TIME_BUDGET = 2.0
 # missing (another Python), os.environ.get.
 _ENVIRON: Mapping[Any, Any] | None = getattr(os.environ, "_data", None)
 _ENCODED_NAME: Any = getattr(os.environ, "encodekey", str)(TIME_BUDGET_ENV)
-_last_budget: tuple[Any, float] = (None, DEFAULT_TIME_BUDGET)  # (raw value, its seconds)
+# (raw value, its seconds, the same in nanoseconds or None for no budget)
+_last_budget: tuple[Any, float, int | None] = (
+    None,
+    DEFAULT_TIME_BUDGET,
+    int(DEFAULT_TIME_BUDGET * 1e9),
+)
 
 
 def default_time_budget() -> float:
@@ -62,14 +67,17 @@ def default_time_budget() -> float:
 
     `inf` (or `none`) means no budget. EvaluationError if the variable is not a number.
     """
+    return _default_budget()[1]
+
+
+def _default_budget() -> tuple[Any, float, int | None]:
     global _last_budget
     raw = _ENVIRON.get(_ENCODED_NAME) if _ENVIRON is not None else os.environ.get(TIME_BUDGET_ENV)
-    last_raw, last_seconds = _last_budget
-    if raw == last_raw:
-        return last_seconds
+    if raw == _last_budget[0]:
+        return _last_budget
     seconds = _budget_of(os.environ.get(TIME_BUDGET_ENV, ""))
-    _last_budget = (raw, seconds)
-    return seconds
+    _last_budget = (raw, seconds, None if seconds == math.inf else int(seconds * 1e9))
+    return _last_budget
 
 
 def _budget_of(given: str) -> float:
@@ -97,7 +105,10 @@ def deadline_of(budget: float | None) -> int | None:
 
     `budget`: seconds; None is the default (`default_time_budget`); math.inf, no budget.
     """
-    seconds = default_time_budget() if budget is None else budget
+    if budget is None:
+        nanos = _default_budget()[2]
+        return None if nanos is None else time.monotonic_ns() + nanos
+    seconds = budget
     if seconds == math.inf:
         return None
     if not seconds > 0:  # NaN and -inf too

@@ -163,7 +163,7 @@ def _evaluate_straight(
             line,
             rules,
             pack,
-            (shipment, None),
+            shipment,
             output,
             places,
             as_of,
@@ -179,7 +179,6 @@ def evaluate_plain(
     pack: CompiledPack,
     facts: dict[str, Any],
     reference: FactsReference,
-    *,
     as_of: datetime.date,
     matcher: Matcher,
     trace: bool,
@@ -197,9 +196,47 @@ def evaluate_plain(
         places = rules.currencies[facts["currency"]]
         country, _ = rules.duty_rules_for(facts["destination"]["country"], facts["date"])
         ctx = plain_context(facts) if line.needs_ctx else None
-        output = line.function(facts, places, country is not None, rules.incoterms, None, ctx)
-        return _straight_valuation(
-            line, rules, pack, (facts, reference), output, places, as_of, matcher, trace, None, None
+        excluded, values, matched, mark = line.function(
+            facts, places, country is not None, rules.incoterms, None, ctx
+        )
+        # `_straight_valuation`'s valuation, written out for this road's facts: the
+        # hottest path of all, where a call and a few tests are a twentieth of the time.
+        # tests/test_plain.py compares every field with the Shipment road's.
+        fired, reasons, flags = _rules_fired(line, values, matched)
+        premium = None if line.premium is None else values[line.premium]
+        deferred = partial(
+            _straight_rest,
+            pack,
+            (facts, reference),
+            places,
+            rules.incoterms,
+            excluded,
+            values,
+            mark,
+            None,
+            fired,
+            reasons,
+            trace,
+        )
+        return deferred_valuation(
+            deferred,
+            {
+                "shipment_id": facts["id"],
+                "currency": facts["currency"],
+                "currency_minor_units": places,
+                "total_insured_value": money_text(values[line.total], places),
+                "premium": None if premium is None else money_text(premium, places),
+                "decision": _strongest(reasons) if reasons else "accept",
+                "reasons": reasons,
+                "flags": flags,
+                "policy": pack.policy,
+                "as_of": as_of,
+                "engine_version": __version__,
+                "matcher": matcher.name,
+                "duties_basis": "none" if facts.get("duties") is None else "declared",
+                "duty_estimate": None,
+                "audit_id": None,
+            },
         )
     except Exception:  # the interpreted path decides
         return None
@@ -207,24 +244,11 @@ def evaluate_plain(
         setcontext(saved)
 
 
-def _straight_valuation(
-    line: StraightLine,
-    rules: RuleSet,
-    pack: CompiledPack,
-    facts: tuple[Shipment | dict[str, Any], FactsReference | None],
-    output: tuple[Any, ...],
-    places: int,
-    as_of: datetime.date,
-    matcher: Matcher,
-    tracing: bool,
-    duties: DutyEstimator | None,
-    duty_trace: Tracer | None,
-) -> Valuation:
-    """The valuation a straight line's `output` makes, its other fields deferred.
-
-    `facts`: the `Shipment` valued, or the plain facts and the reference they were read
-    against (a `Shipment` is made of them only if a deferred field is read)."""
-    excluded, values, matched, mark = output
+def _rules_fired(
+    line: StraightLine, values: tuple[Any, ...], matched: tuple[list[str] | None, ...]
+) -> tuple[list[tuple[CompiledRule, list[str]]], list[Reason], list[Flag]]:
+    """The decision rules that held (with the paths they matched), their reasons and
+    their flags, from a straight line's output."""
     reasons: list[Reason] = []
     flags: list[Flag] = []
     fired: list[tuple[CompiledRule, list[str]]] = []
@@ -237,25 +261,37 @@ def _straight_valuation(
                     named = {name: values[slot] for name, slot in line.slots.items()}
                     text = rule.template.render(named)
                 _fired(rule, paths, text, reasons, flags)
+    return fired, reasons, flags
+
+
+def _straight_valuation(
+    line: StraightLine,
+    rules: RuleSet,
+    pack: CompiledPack,
+    shipment: Shipment,
+    output: tuple[Any, ...],
+    places: int,
+    as_of: datetime.date,
+    matcher: Matcher,
+    tracing: bool,
+    duties: DutyEstimator | None,
+    duty_trace: Tracer | None,
+) -> Valuation:
+    """The valuation a straight line's `output` for `shipment` makes, its other fields
+    deferred (`evaluate_plain` writes the same out for plain facts)."""
+    excluded, values, matched, mark = output
+    fired, reasons, flags = _rules_fired(line, values, matched)
     if duties is not None and duties.flags:
         flags = flags + duties.flags
     # The premium is made now too: impact and bordereaux read it from every result, and
     # reading a deferred field would render all the others (the trace included).
     premium = None if line.premium is None else values[line.premium]
-    shipment = facts[0]
-    if type(shipment) is dict:
-        shipment_id, currency = shipment["id"], shipment["currency"]
-        declared = shipment.get("duties") is not None
-    else:
-        assert isinstance(shipment, Shipment)
-        shipment_id, currency = shipment.id, shipment.currency
-        declared = shipment.duties is not None
     # The rest is made when first read, from values that no longer change: `values`
     # is a tuple, `excluded` is this valuation's own.
     deferred = partial(
         _straight_rest,
         pack,
-        facts,
+        (shipment, None),
         places,
         rules.incoterms,
         excluded,
@@ -269,8 +305,8 @@ def _straight_valuation(
     return deferred_valuation(
         deferred,
         {
-            "shipment_id": shipment_id,
-            "currency": currency,
+            "shipment_id": shipment.id,
+            "currency": shipment.currency,
             "currency_minor_units": places,
             "total_insured_value": money_text(values[line.total], places),
             "premium": None if premium is None else money_text(premium, places),
@@ -281,7 +317,7 @@ def _straight_valuation(
             "as_of": as_of,
             "engine_version": __version__,
             "matcher": matcher.name,
-            "duties_basis": _duties_basis(declared, duties),
+            "duties_basis": _duties_basis(shipment.duties is not None, duties),
             "duty_estimate": None if duties is None else duties.result,
             "audit_id": None,
         },

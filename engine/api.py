@@ -20,12 +20,12 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from engine.compiling.formulas import Function
 from engine.compiling.pack import CompiledPack
 from engine.errors import EvaluationError, FactsError, Location, Problem, TivError
-from engine.evaluating.straightline import plain_line
+from engine.evaluating.straightline import StraightLine, plain_line
 from engine.evaluating.valuation import evaluate, evaluate_plain, in_time, settle
 from engine.explaining.trace import NullTracer, RecordingTracer
 from engine.facts import FactsReference, Shipment, read_facts, read_plain
@@ -310,6 +310,49 @@ def _prepare(
     return shipment, pack, day
 
 
+class _PlainRoad:
+    """What the plain road needs for one policy of a rule set, found once: the facts
+    reference, and per (day, allow_draft) the version it selects with its plain line, or
+    False when that version takes the Shipment road (no plain line, or it lacks one of
+    the pack's charge types, an error `_select` words)."""
+
+    __slots__ = ("policy", "reference", "versions")
+
+    def __init__(self, policy: str, reference: FactsReference) -> None:
+        self.policy = policy
+        self.reference = reference
+        self.versions: dict[tuple[datetime.date, bool], Any] = {}
+
+    @staticmethod
+    def of(rules: RuleSet, policy: str) -> _PlainRoad | Literal[False]:
+        pack_id = policy.partition("@")[0]
+        versions = rules.packs.get(pack_id, ())
+        if not any(plain_line(pack) is not None for pack in versions):
+            return False  # reading facts plain only helps a pack that values them
+        return _PlainRoad(policy, rules.pack_facts_reference(pack_id))
+
+    def version(
+        self, rules: RuleSet, day: datetime.date, allow_draft: bool
+    ) -> tuple[CompiledPack, StraightLine] | Literal[False]:
+        try:
+            pack = rules.select(self.policy, day, allow_draft=allow_draft)
+        except TivError:
+            return False  # no version: the Shipment road words the error
+        line = plain_line(pack)
+        read_against = self.reference.charge_types
+        found: tuple[CompiledPack, StraightLine] | Literal[False] = False
+        reads_all = read_against is not None and pack.charge_types.keys() >= read_against
+        if line is not None and reads_all:
+            found = (pack, line)
+        if len(self.versions) >= _VERSIONS_MAX:  # a stream repeats few dates: bounded
+            self.versions.clear()
+        self.versions[day, allow_draft] = found
+        return found
+
+
+_VERSIONS_MAX = 4096
+
+
 def _value_plain(
     rules: RuleSet,
     facts: dict[str, Any],
@@ -323,26 +366,22 @@ def _value_plain(
     """`value`'s result by the plain road (facts.read_plain, evaluating.evaluate_plain),
     or None for anything that is not its common case: `value` then reads a `Shipment`
     and values it, deciding every error."""
-    pack_id = policy.partition("@")[0]
-    road = rules.plain_packs.get(pack_id)
-    if road is None:  # first use: reading facts plain only helps a pack that values them
-        versions = rules.packs.get(pack_id, ())
-        road = rules.plain_packs[pack_id] = any(plain_line(p) is not None for p in versions)
-    if not road:
+    road = rules.plain_roads.get(policy)
+    if road is None:
+        road = rules.plain_roads[policy] = _PlainRoad.of(rules, policy)
+    if road is False:
         return None
-    reference = rules.pack_facts_reference(pack_id)
-    plain = read_plain(facts, reference)
+    plain = read_plain(facts, road.reference)
     if plain is None:
         return None
     day = as_of or plain["date"]
-    try:
-        pack = rules.select(policy, day, allow_draft=allow_draft)
-    except TivError:
+    found = road.versions.get((day, allow_draft)) or road.version(rules, day, allow_draft)
+    if found is False:
         return None
-    read_against = reference.charge_types
-    if read_against is None or not pack.charge_types.keys() >= read_against:
-        return None  # a charge type this version lacks is an error: `_select` words it
-    valued = evaluate_plain(rules, pack, plain, reference, day, matcher or _COMPILED, trace)
+    pack, line = found
+    valued = evaluate_plain(
+        rules, pack, line, plain, road.reference, day, matcher or _COMPILED, trace
+    )
     if valued is not None and deadline is not None and time.monotonic_ns() > deadline:
         in_time(deadline, "valued the shipment", pack)  # one call: checked after it
     return valued

@@ -82,11 +82,9 @@ class RuleSet:
     _selected: dict[tuple[str, datetime.date, bool], CompiledPack] = field(
         default_factory=dict, compare=False, repr=False, init=False
     )
-    # Pack id -> whether any of its versions values plain facts (engine.api's plain road;
-    # see evaluating.straightline.plain_line), filled on first use.
-    plain_packs: dict[str, bool] = field(
-        default_factory=dict, compare=False, repr=False, init=False
-    )
+    # Policy -> engine.api's plain road for it (or False: no version values plain facts;
+    # see evaluating.straightline.plain_line), made on first use.
+    plain_roads: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, init=False)
 
     def duty_rules_for(
         self, country: str, day: datetime.date

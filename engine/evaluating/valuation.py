@@ -45,7 +45,7 @@ from engine.evaluating.environment import (
     Environment,
     build_environment,
 )
-from engine.evaluating.straightline import StraightLine, plain_context, plain_line, straight_line
+from engine.evaluating.straightline import StraightLine, plain_context, straight_line
 from engine.evaluating.straightline import context as straight_context
 from engine.explaining.trace import NullTracer, RecordingTracer, Tracer, render_steps, show
 from engine.facts import FactsReference, Shipment, read_facts
@@ -177,6 +177,7 @@ def _evaluate_straight(
 def evaluate_plain(
     rules: RuleSet,
     pack: CompiledPack,
+    line: StraightLine,
     facts: dict[str, Any],
     reference: FactsReference,
     as_of: datetime.date,
@@ -184,12 +185,9 @@ def evaluate_plain(
     trace: bool,
 ) -> Valuation | None:
     """The valuation of plain facts (`facts.read_plain`, read against `reference`) by
-    the pack's plain straight line, with the compiled matcher's result; None when the
-    pack has no such line or the shipment is not its common case: `evaluate` then
+    the pack's plain straight line (`straightline.plain_line`), with the compiled
+    matcher's result; None when the shipment is not its common case: `evaluate` then
     values the `Shipment`, and decides every error."""
-    line = plain_line(pack)
-    if line is None:
-        return None
     saved = getcontext()
     setcontext(RUNNING)  # `with exact()` at a fifth of the cost (see money.RUNNING)
     try:

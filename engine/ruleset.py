@@ -82,6 +82,10 @@ class RuleSet:
     _selected: dict[tuple[str, datetime.date, bool], CompiledPack] = field(
         default_factory=dict, compare=False, repr=False, init=False
     )
+    # (country, day) -> what `duty_rules_for` found, as `_selected` for packs.
+    _duty_selected: dict[
+        tuple[str, datetime.date], tuple[CompiledCountry | None, CompiledCountry | None]
+    ] = field(default_factory=dict, compare=False, repr=False, init=False)
     # Policy -> engine.api's plain road for it (or False: no version values plain facts;
     # see evaluating.straightline.plain_line), made on first use.
     plain_roads: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, init=False)
@@ -90,6 +94,18 @@ class RuleSet:
         self, country: str, day: datetime.date
     ) -> tuple[CompiledCountry | None, CompiledCountry | None]:
         """(country rules, its customs union's rules) published and in effect on `day`."""
+        key = (country, day)
+        found = self._duty_selected.get(key)
+        if found is None:
+            found = self._duty_rules_for(country, day)  # an error is raised every time
+            if len(self._duty_selected) >= _SELECTED_MAX:
+                self._duty_selected.clear()
+            self._duty_selected[key] = found
+        return found
+
+    def _duty_rules_for(
+        self, country: str, day: datetime.date
+    ) -> tuple[CompiledCountry | None, CompiledCountry | None]:
         own = _in_effect(self.duty_rules.get(country, ()), day)
         if own is None or own.customs_union is None:
             return own, None

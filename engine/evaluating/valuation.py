@@ -200,7 +200,13 @@ def evaluate_plain(
         # `_straight_valuation`'s valuation, written out for this road's facts: the
         # hottest path of all, where a call and a few tests are a twentieth of the time.
         # tests/test_plain.py compares every field with the Shipment road's.
-        fired, reasons, flags = _rules_fired(line, values, matched)
+        fired: list[tuple[CompiledRule, list[str]]]
+        reasons: list[Reason]
+        flags: list[Flag]
+        if matched.count(None) == len(matched):  # most valuations: no rule fired
+            fired, reasons, flags = [], [], []
+        else:
+            fired, reasons, flags = _rules_fired(line, values, matched)
         premium = None if line.premium is None else values[line.premium]
         deferred = partial(
             _straight_rest,

@@ -87,7 +87,8 @@ def main() -> None:
         return line.function(item, places, True, rules.incoterms, None, None)
 
     def selected(item: Any) -> Any:
-        return road.versions.get((item["date"], False)) or road.version(rules, item["date"], False)
+        found = road.versions.get((item["date"], False))
+        return found if found is not None else road.version(rules, item["date"], False)
 
     whole_off = best_of(lambda item: value(rules, item, policy="anchor", trace=False), facts)
     whole_on = best_of(lambda item: value(rules, item, policy="anchor", trace=True), facts)

@@ -366,22 +366,23 @@ def _value_plain(
     """`value`'s result by the plain road (facts.read_plain, evaluating.evaluate_plain),
     or None for anything that is not its common case: `value` then reads a `Shipment`
     and values it, deciding every error."""
-    road = rules.plain_roads.get(policy)
+    road: _PlainRoad | Literal[False] | None = rules.plain_roads.get(policy)
     if road is None:
         road = rules.plain_roads[policy] = _PlainRoad.of(rules, policy)
     if road is False:
         return None
-    plain = read_plain(facts, road.reference)
+    reference = road.reference
+    plain = read_plain(facts, reference)
     if plain is None:
         return None
     day = as_of or plain["date"]
-    found = road.versions.get((day, allow_draft)) or road.version(rules, day, allow_draft)
+    found = road.versions.get((day, allow_draft))
+    if found is None:
+        found = road.version(rules, day, allow_draft)
     if found is False:
         return None
     pack, line = found
-    valued = evaluate_plain(
-        rules, pack, line, plain, road.reference, day, matcher or _COMPILED, trace
-    )
+    valued = evaluate_plain(rules, pack, line, plain, reference, day, matcher or _COMPILED, trace)
     if valued is not None and deadline is not None and time.monotonic_ns() > deadline:
         in_time(deadline, "valued the shipment", pack)  # one call: checked after it
     return valued

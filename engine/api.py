@@ -312,9 +312,10 @@ def _prepare(
 
 class _PlainRoad:
     """What the plain road needs for one policy of a rule set, found once: the facts
-    reference, and per (day, allow_draft) the version it selects with its plain line, or
-    False when that version takes the Shipment road (no plain line, or it lacks one of
-    the pack's charge types, an error `_select` words)."""
+    reference, and per (day, allow_draft) the version it selects, its plain line and
+    whether it has every charge type of the pack (if not, each shipment's are checked:
+    one it lacks is an error `_select` words), or False when that version takes the
+    Shipment road."""
 
     __slots__ = ("policy", "reference", "versions")
 
@@ -333,17 +334,16 @@ class _PlainRoad:
 
     def version(
         self, rules: RuleSet, day: datetime.date, allow_draft: bool
-    ) -> tuple[CompiledPack, StraightLine] | Literal[False]:
+    ) -> tuple[CompiledPack, StraightLine, bool] | Literal[False]:
         try:
             pack = rules.select(self.policy, day, allow_draft=allow_draft)
         except TivError:
             return False  # no version: the Shipment road words the error
         line = plain_line(pack)
         read_against = self.reference.charge_types
-        found: tuple[CompiledPack, StraightLine] | Literal[False] = False
-        reads_all = read_against is not None and pack.charge_types.keys() >= read_against
-        if line is not None and reads_all:
-            found = (pack, line)
+        found: tuple[CompiledPack, StraightLine, bool] | Literal[False] = False
+        if line is not None and read_against is not None:
+            found = (pack, line, pack.charge_types.keys() >= read_against)
         if len(self.versions) >= _VERSIONS_MAX:  # a stream repeats few dates: bounded
             self.versions.clear()
         self.versions[day, allow_draft] = found
@@ -381,7 +381,9 @@ def _value_plain(
         found = road.version(rules, day, allow_draft)
     if found is False:
         return None
-    pack, line = found
+    pack, line, reads_all = found
+    if not reads_all and not all(c["type"] in pack.charge_types for c in plain.get("charges", ())):
+        return None
     valued = evaluate_plain(rules, pack, line, plain, reference, day, matcher or _COMPILED, trace)
     if valued is not None and deadline is not None and time.monotonic_ns() > deadline:
         in_time(deadline, "valued the shipment", pack)  # one call: checked after it

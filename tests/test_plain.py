@@ -21,11 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import FactsError, RuleSet, TivError, value
-from engine.api import _value_plain
+from engine.api import _PlainRoad, _value_plain
 from engine.compiling.pack import CompiledPack
 from engine.evaluating.straightline import plain_line, straight_line
 from engine.facts import FactsReference, read_facts, read_plain
-from tests.conftest import shipment
+from tests.conftest import load_mini, shipment
 from tests.test_differential import RULES as DIFFERENTIAL_RULES
 from tests.test_differential import corpus as differential_corpus
 from tests.test_straightline import CORNERS, PACKS, SHIPPED, both, facts_for
@@ -64,30 +64,31 @@ def roads(rules: RuleSet, facts: dict[str, Any], policy: str, trace: bool) -> tu
     return plain, other
 
 
-def test_packs_with_a_plain_line() -> None:
-    # blue-harbour (both versions) and cif-premium-inclusive read nothing but the facts;
-    # the others estimate duties, whose estimator reads a `Shipment`.
-    assert sorted(pack.ref for pack in PLAIN_PACKS) == [
-        "blue-harbour@1.0.0",
-        "blue-harbour@1.1.0",
-        "cif-premium-inclusive@1.0.0",
-    ]
+def test_every_shipped_version_has_a_plain_line_in_the_straight_lines_slots() -> None:
+    assert PLAIN_PACKS == PACKS
     for pack in PLAIN_PACKS:
         line, plain = straight_line(pack), plain_line(pack)
         assert line is not None and plain is not None
         assert plain.slots == line.slots  # one renderer serves both
-    standard = SHIPPED.packs["standard"][-1]
-    assert straight_line(standard) is not None and plain_line(standard) is None
-    # value() reads plain facts only for a pack some version of which values them.
-    value(SHIPPED, shipment(), policy="standard")
-    value(SHIPPED, shipment(date="2025-03-01"), policy="cif-premium-inclusive")
-    assert SHIPPED.plain_roads["standard"] is False
-    assert SHIPPED.plain_roads["cif-premium-inclusive"] is not False
+    # A pack with no straight line (duties estimated in a condition) has no plain road:
+    # value() does not read its facts plain first.
+    dutiable = load_mini(
+        """\
+        - id: dutiable
+          when: estimate_duties(invoice, 0) > 0
+          decide: refer
+          reason: Duties due
+        """
+    )
+    assert plain_line(dutiable.packs["mini"][-1]) is None
+    assert _PlainRoad.of(dutiable, "mini") is False
+    assert _PlainRoad.of(SHIPPED, "standard") is not False
 
 
 def test_a_seeded_corpus_agrees_on_every_plain_pack_version() -> None:
     # The plain road declines exactly the shipments the Shipment road's straight line
-    # leaves to the interpreted path (blue-harbour's table gaps, mostly).
+    # leaves to the interpreted path (blue-harbour's table gaps, mostly); the packs that
+    # estimate duties do so on it, and make a Shipment only then.
     for pack in PLAIN_PACKS:
         policy = f"{pack.id}@{pack.version}"
         _warm(SHIPPED.pack_facts_reference(pack.id))
@@ -107,7 +108,7 @@ def test_a_seeded_corpus_agrees_on_every_plain_pack_version() -> None:
             if plain is not None:
                 taken += 1
                 assert plain == other, (policy, facts)
-        assert valued >= 120, (policy, valued)
+        assert valued >= 80, (policy, valued)
         assert taken >= valued // 3, (policy, taken, valued)
 
 

@@ -22,7 +22,7 @@ This estimates duties for insurance valuation; it is not a customs declaration.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -36,21 +36,31 @@ from engine.schema.models import AmountRounding
 
 
 class DutyEstimator:
-    """One per valuation: formulas call `estimate` through `estimate_duties(fob, freight)`."""
+    """One per valuation: formulas call `estimate` through `estimate_duties(fob, freight)`.
+
+    `shipment` may be a function making it: the plain road (valuation.evaluate_plain)
+    builds a `Shipment` only for a valuation whose duties are estimated."""
 
     def __init__(
         self,
-        shipment: Shipment,
+        shipment: Shipment | Callable[[], Shipment],
         country: CompiledCountry | None,
         union: CompiledCountry | None,
         tracer: Tracer,
     ) -> None:
-        self.shipment = shipment
+        self._shipment = shipment
         self.country = country
         self.union = union
         self.tracer = tracer
         self.result: DutyEstimate | None = None
         self.flags: list[Flag] = []
+
+    @property
+    def shipment(self) -> Shipment:
+        given = self._shipment
+        if not isinstance(given, Shipment):
+            given = self._shipment = given()
+        return given
 
     @property
     def available(self) -> bool:

@@ -395,9 +395,8 @@ def straight_line(pack: CompiledPack) -> StraightLine | None:
 
 def plain_line(pack: CompiledPack) -> StraightLine | None:
     """The pack's straight line reading plain facts (`facts.read_plain`), or None when
-    the pack reads something only a `Shipment` gives (duty estimates, fx, the main goods
-    category). Its values come in the same slots as `straight_line`'s, so one renderer
-    serves both."""
+    the pack has no straight line. Its values come in the same slots as
+    `straight_line`'s, so one renderer serves both."""
     holder: _Holder | None = pack.__dict__.get(_KEY)
     if holder is not None and holder.plain is not False:
         return holder.plain  # type: ignore[return-value]
@@ -978,8 +977,6 @@ class _Generator:
         )
 
         body = self.sums(body)
-        if access is PLAIN and duty_formulas:  # the duty estimator reads a `Shipment`
-            raise _Unsupported("plain facts for a pack that estimates duties")
         head = [
             "def valuate(s, places, available, incoterms, duties, ctx):",
             *("    " + line for line in access.head),
@@ -1090,6 +1087,6 @@ def context(shipment: Shipment, duties: Any) -> dict[str, Any]:
     return {SHIPMENT_FX: (shipment.fx, shipment.currency), DUTIES: duties}
 
 
-def plain_context(facts: Mapping[str, Any]) -> dict[str, Any]:
-    """`context` of plain facts (no duties estimated on their road)."""
-    return {SHIPMENT_FX: (facts.get("fx") or {}, facts["currency"]), DUTIES: None}
+def plain_context(facts: Mapping[str, Any], duties: Any) -> dict[str, Any]:
+    """`context` of plain facts."""
+    return {SHIPMENT_FX: (facts.get("fx") or {}, facts["currency"]), DUTIES: duties}

@@ -192,10 +192,15 @@ def evaluate_plain(
     setcontext(RUNNING)  # `with exact()` at a fifth of the cost (see money.RUNNING)
     try:
         places = rules.currencies[facts["currency"]]
-        country, _ = rules.duty_rules_for(facts["destination"]["country"], facts["date"])
-        ctx = plain_context(facts) if line.needs_ctx else None
+        country, union = rules.duty_rules_for(facts["destination"]["country"], facts["date"])
+        duties = duty_trace = None
+        if line.uses_duties:  # a Shipment is made only if the duties are estimated
+            duty_trace = RecordingTracer() if trace else _NO_TRACE
+            made = partial(read_facts, facts, reference)
+            duties = DutyEstimator(made, country, union, duty_trace)
+        ctx = plain_context(facts, duties) if line.needs_ctx else None
         excluded, values, matched, mark = line.function(
-            facts, places, country is not None, rules.incoterms, None, ctx
+            facts, places, country is not None, rules.incoterms, duties, ctx
         )
         # `_straight_valuation`'s valuation, written out for this road's facts: the
         # hottest path of all, where a call and a few tests are a twentieth of the time.
@@ -207,6 +212,8 @@ def evaluate_plain(
             fired, reasons, flags = [], [], []
         else:
             fired, reasons, flags = _rules_fired(line, values, matched)
+        if duties is not None and duties.flags:
+            flags = flags + duties.flags
         premium = None if line.premium is None else values[line.premium]
         deferred = partial(
             _straight_rest,
@@ -217,7 +224,7 @@ def evaluate_plain(
             excluded,
             values,
             mark,
-            None,
+            duty_trace if trace else None,
             fired,
             reasons,
             trace,
@@ -237,8 +244,8 @@ def evaluate_plain(
                 "as_of": as_of,
                 "engine_version": __version__,
                 "matcher": matcher.name,
-                "duties_basis": "none" if facts.get("duties") is None else "declared",
-                "duty_estimate": None,
+                "duties_basis": _duties_basis(facts.get("duties") is not None, duties),
+                "duty_estimate": None if duties is None else duties.result,
                 "audit_id": None,
             },
         )

@@ -284,6 +284,53 @@ def test_batch_each_shipment_its_own_result_or_error(keyed: Server) -> None:
     assert first["valuation"]["trace"] == []  # batches leave traces out unless asked
 
 
+@pytest.mark.parametrize("trace", ["false", "true"])
+def test_a_batch_answers_each_shipment_as_the_single_endpoint_does(
+    open_server: Client, trace: str
+) -> None:
+    # The batch endpoint reads the whole body at once and values through `value_many`; the
+    # single one reads each body itself. Byte for byte, a batch's body must be the single
+    # answers wrapped in {"index", "valuation"} (errors: their own error body).
+    from engine.compliance.corpus import generate
+
+    facts: list[Any] = list(generate(12, 3))
+    facts[0]["id"] = "café: ünï 中文"  # a ':' in a string: the reader counts ':' for keys
+    facts[1]["goods"][0]["description"] = 'quote " back \\ slash\ttab'
+    facts[2]["invoice"] = {"amount": "-1"}  # an error among valuations
+    body = json.dumps(facts).encode()
+    params = {"policy": "standard", "trace": trace}
+    before = scrape(open_server, key=None)
+    batch = open_server.request("POST", "/v1/valuations/batch", params=params, content=body)
+    assert batch.status_code == 200, batch.text
+    singles = [
+        open_server.request("POST", "/v1/valuations", params=params, content=json.dumps(f).encode())
+        for f in facts
+    ]
+    assert [r.status_code for r in singles] == [200, 200, 422] + [200] * 9
+    errors = json.loads(batch.content)["results"][2]["error"]
+    assert errors["problems"][0]["path"] == "invoice.amount"
+    results = [
+        b'{"index":%d,"valuation":%s}' % (i, r.content)
+        if r.status_code == 200
+        else b'{"index":2,"error":%s}' % json.dumps(errors, separators=(",", ":")).encode()
+        for i, r in enumerate(singles)
+    ]
+    rules_id = batch.headers["Tiv-Rules-Id"].encode()
+    expected = b'{"rules_id":"%s","count":12,"failed":1,"results":[%s]}' % (
+        rules_id,
+        b",".join(results),
+    )
+    assert batch.content == expected
+    # Counted per shipment, as the single answers were (each of those once more).
+    after = scrape(open_server, key=None)
+
+    def total(samples: list[tuple[str, dict[str, str], float]], name: str) -> float:
+        return sum(v for n, _, v in samples if n == name)
+
+    assert total(after, "tiv_valuations_total") - total(before, "tiv_valuations_total") == 22
+    assert total(after, "tiv_errors_total") - total(before, "tiv_errors_total") == 2
+
+
 def test_settle_a_claim(keyed: Server) -> None:
     body = json.dumps({"shipment": shipment(), "loss": {"kind": "partial", "damage_percent": 25}})
     response = keyed.request(

@@ -17,7 +17,9 @@ only) and stops it at the end; nothing leaves the machine.
    --p99-goal (10 ms). One generated shipment is the body (trace off unless --trace).
 2. The batch endpoint with `--batch-workers` server processes: closed loop, each of
    `--batch-clients` connections sends the next batch of `--batch-size` shipments as
-   soon as its answer arrives; prints shipments valued per second.
+   soon as its answer arrives; prints shipments valued per second, and the CPU seconds
+   each server process spent meanwhile (Linux), which shows how the connections were
+   shared: a worker that got none spent none.
 
 The load average of the machine (1 minute) is printed before and after each phase:
 these figures are only comparable on a machine that was otherwise idle.
@@ -153,6 +155,31 @@ def single_phase(args: argparse.Namespace, folder: Path) -> None:
         stop(server)
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process (Linux /proc; empty elsewhere)."""
+    seconds = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return seconds
+
+
+def server_processes(server: subprocess.Popen[bytes]) -> list[int]:
+    """The server's process and its workers (its children), from /proc."""
+    pids = [server.pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == server.pid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
 def batch_phase(args: argparse.Namespace, folder: Path) -> None:
     body = folder / "batch.json"
     body.write_text(json.dumps(list(shipments(args.batch_size, seed=11))))
@@ -162,7 +189,11 @@ def batch_phase(args: argparse.Namespace, folder: Path) -> None:
     try:
         run_hey(url, body, duration=3, connections=args.batch_workers, rate=0)  # warm up
         before = load()
+        processes = server_processes(server)
+        cpu_before = cpu_seconds(processes)
         run = run_hey(url, body, duration=args.duration, connections=args.batch_clients, rate=0)
+        cpu_after = cpu_seconds(processes)
+        spent = [cpu_after[pid] - cpu_before[pid] for pid in cpu_after if pid in cpu_before]
         ok = run.statuses.get(200, 0)
         bad = sum(run.statuses.values()) - ok + run.errors
         print(
@@ -173,6 +204,7 @@ def batch_phase(args: argparse.Namespace, folder: Path) -> None:
             f"p50 {run.percentiles.get(50, 0) * 1000:.0f} ms, "
             f"p95 {run.percentiles.get(95, 0) * 1000:.0f} ms, slowest {run.slowest * 1000:.0f} "
             f"ms; {ok:,} ok, {bad} not; "
+            f"CPU s per server process: {', '.join(f'{cpu:.1f}' for cpu in spent) or '?'}; "
             f"before: {before}; after: {load()}"
         )
     finally:

@@ -22,7 +22,10 @@ only) and stops it at the end; nothing leaves the machine.
    shared: a worker that got none spent none.
 
 The load average of the machine (1 minute) is printed before and after each phase:
-these figures are only comparable on a machine that was otherwise idle.
+these figures are only comparable on a machine that was otherwise idle. Before the batch
+phase, as many busy processes as server workers spin for a second and the CPU they got is
+printed ("cores free"): on a shared machine (or a virtual one whose neighbours are busy)
+the load average can look idle while 2 workers get one core between them.
 """
 
 from __future__ import annotations
@@ -155,6 +158,21 @@ def single_phase(args: argparse.Namespace, folder: Path) -> None:
         stop(server)
 
 
+_SPIN = "import time\nend = time.monotonic() + 1\nwhile time.monotonic() < end: pass\n"
+
+
+def cores_free(processes: int) -> float:
+    """The cores `processes` busy processes got over a second (at most `processes`)."""
+    before = os.times()
+    spinners = [subprocess.Popen([sys.executable, "-c", _SPIN]) for _ in range(processes)]
+    for spinner in spinners:
+        spinner.wait()
+    after = os.times()
+    return (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+
+
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
     """User + system CPU seconds of each process (Linux /proc; empty elsewhere)."""
     seconds = {}
@@ -188,6 +206,7 @@ def batch_phase(args: argparse.Namespace, folder: Path) -> None:
     url = f"http://{HOST}:{port}/v1/valuations/batch?policy=standard"
     try:
         run_hey(url, body, duration=3, connections=args.batch_workers, rate=0)  # warm up
+        free = cores_free(args.batch_workers)
         before = load()
         processes = server_processes(server)
         cpu_before = cpu_seconds(processes)
@@ -205,7 +224,7 @@ def batch_phase(args: argparse.Namespace, folder: Path) -> None:
             f"p95 {run.percentiles.get(95, 0) * 1000:.0f} ms, slowest {run.slowest * 1000:.0f} "
             f"ms; {ok:,} ok, {bad} not; "
             f"CPU s per server process: {', '.join(f'{cpu:.1f}' for cpu in spent) or '?'}; "
-            f"before: {before}; after: {load()}"
+            f"before: {free:.2f} cores free, {before}; after: {load()}"
         )
     finally:
         stop(server)

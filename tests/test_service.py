@@ -974,3 +974,36 @@ def test_results_written_by_pydantic_core_are_the_bytes_jsonresponse_wrote() -> 
             assert isinstance(result, Valuation)
             wrote = JSONResponse(result.model_dump(mode="json")).body
             assert result.model_dump_json().encode("utf-8") == wrote
+
+
+def test_a_reload_lets_the_replaced_rules_be_collected_then_freezes_again() -> None:
+    # `tiv serve` freezes what is loaded (engine.service.heap): frozen objects are never
+    # collected, so a reload must unfreeze for the old rules to go, and freeze again later.
+    import gc
+    import weakref
+
+    from engine.service.heap import FrozenHeap
+
+    class Rules:
+        pass
+
+    old = Rules()
+    old.cycle = old  # type: ignore[attr-defined]  # only the cycle collector frees it
+    gone = weakref.ref(old)
+    heap = FrozenHeap(grace_s=0.05)
+    try:
+        heap.freeze()
+        assert gc.get_freeze_count() > 0
+        del old
+        gc.collect()
+        assert gone() is not None  # frozen: kept
+        heap.replaced()
+        assert gc.get_freeze_count() == 0
+        deadline = time.monotonic() + 5
+        while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gone() is None  # collected by the refreeze's collection
+        assert gc.get_freeze_count() > 0  # and the rest frozen again
+    finally:
+        heap.stop()
+        gc.unfreeze()

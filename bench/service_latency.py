@@ -17,10 +17,15 @@ only) and stops it at the end; nothing leaves the machine.
    --p99-goal (10 ms). One generated shipment is the body (trace off unless --trace).
 2. The batch endpoint with `--batch-workers` server processes: closed loop, each of
    `--batch-clients` connections sends the next batch of `--batch-size` shipments as
-   soon as its answer arrives; prints shipments valued per second.
+   soon as its answer arrives; prints shipments valued per second, and the CPU seconds
+   each server process spent meanwhile (Linux), which shows how the connections were
+   shared: a worker that got none spent none.
 
 The load average of the machine (1 minute) is printed before and after each phase:
-these figures are only comparable on a machine that was otherwise idle.
+these figures are only comparable on a machine that was otherwise idle. Before the batch
+phase, as many busy processes as server workers spin for a second and the CPU they got is
+printed ("cores free"): on a shared machine (or a virtual one whose neighbours are busy)
+the load average can look idle while 2 workers get one core between them.
 """
 
 from __future__ import annotations
@@ -153,6 +158,46 @@ def single_phase(args: argparse.Namespace, folder: Path) -> None:
         stop(server)
 
 
+_SPIN = "import time\nend = time.monotonic() + 1\nwhile time.monotonic() < end: pass\n"
+
+
+def cores_free(processes: int) -> float:
+    """The cores `processes` busy processes got over a second (at most `processes`)."""
+    before = os.times()
+    spinners = [subprocess.Popen([sys.executable, "-c", _SPIN]) for _ in range(processes)]
+    for spinner in spinners:
+        spinner.wait()
+    after = os.times()
+    return (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process (Linux /proc; empty elsewhere)."""
+    seconds = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return seconds
+
+
+def server_processes(server: subprocess.Popen[bytes]) -> list[int]:
+    """The server's process and its workers (its children), from /proc."""
+    pids = [server.pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == server.pid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
 def batch_phase(args: argparse.Namespace, folder: Path) -> None:
     body = folder / "batch.json"
     body.write_text(json.dumps(list(shipments(args.batch_size, seed=11))))
@@ -161,8 +206,13 @@ def batch_phase(args: argparse.Namespace, folder: Path) -> None:
     url = f"http://{HOST}:{port}/v1/valuations/batch?policy=standard"
     try:
         run_hey(url, body, duration=3, connections=args.batch_workers, rate=0)  # warm up
+        free = cores_free(args.batch_workers)
         before = load()
+        processes = server_processes(server)
+        cpu_before = cpu_seconds(processes)
         run = run_hey(url, body, duration=args.duration, connections=args.batch_clients, rate=0)
+        cpu_after = cpu_seconds(processes)
+        spent = [cpu_after[pid] - cpu_before[pid] for pid in cpu_after if pid in cpu_before]
         ok = run.statuses.get(200, 0)
         bad = sum(run.statuses.values()) - ok + run.errors
         print(
@@ -173,7 +223,8 @@ def batch_phase(args: argparse.Namespace, folder: Path) -> None:
             f"p50 {run.percentiles.get(50, 0) * 1000:.0f} ms, "
             f"p95 {run.percentiles.get(95, 0) * 1000:.0f} ms, slowest {run.slowest * 1000:.0f} "
             f"ms; {ok:,} ok, {bad} not; "
-            f"before: {before}; after: {load()}"
+            f"CPU s per server process: {', '.join(f'{cpu:.1f}' for cpu in spent) or '?'}; "
+            f"before: {free:.2f} cores free, {before}; after: {load()}"
         )
     finally:
         stop(server)

@@ -59,6 +59,32 @@ def test_bad_text_is_one_problem_with_its_place(
     assert "\n" not in problem.message
 
 
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "a:b", ":"]), st.sampled_from(["x", "1:2", "::", ""])),
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_parse_marked_finds_every_repeated_key_whatever_the_colons(
+    pairs: list[tuple[str, str]], nested: bool
+) -> None:
+    # parse_marked reads objects without looking at their pairs when the ':' of the text
+    # account for every key read (and the ':' in strings): a repeated key must still be
+    # marked, however many ':' the strings hold.
+    inner = "{" + ", ".join(f'"{key}" : "{value}"' for key, value in pairs) + "}"
+    text = f'[{{"n": {inner}}}]' if nested else inner
+    data, marked = jsontext.parse_marked(text)
+    read = data[0]["n"] if nested else data
+    first: dict[str, str] = {}
+    for key, value in pairs:
+        first.setdefault(key, value)
+    assert read == first and list(read) == list(first)  # the first value of each key
+    repeats = len(pairs) - len(first)  # each repeat is a problem of its own
+    found = [p for p in jsontext.problems(data) if p.code == "facts.duplicate_key"]
+    assert len(found) == repeats and marked == (repeats > 0)
+
+
 def test_atomic_write_replaces_whole_or_leaves_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "out.txt"
     write_atomic(target, "first\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -282,6 +283,53 @@ def test_batch_each_shipment_its_own_result_or_error(keyed: Server) -> None:
     # margin = (2000.00 + 100.05) x 0.10 = 210.005; TIV = 2310.055 -> 2310.06
     assert third["valuation"]["total_insured_value"] == "2310.06"
     assert first["valuation"]["trace"] == []  # batches leave traces out unless asked
+
+
+@pytest.mark.parametrize("trace", ["false", "true"])
+def test_a_batch_answers_each_shipment_as_the_single_endpoint_does(
+    open_server: Client, trace: str
+) -> None:
+    # The batch endpoint reads the whole body at once and values through `value_many`; the
+    # single one reads each body itself. Byte for byte, a batch's body must be the single
+    # answers wrapped in {"index", "valuation"} (errors: their own error body).
+    from engine.compliance.corpus import generate
+
+    facts: list[Any] = list(generate(12, 3))
+    facts[0]["id"] = "café: ünï 中文"  # a ':' in a string: the reader counts ':' for keys
+    facts[1]["goods"][0]["description"] = 'quote " back \\ slash\ttab'
+    facts[2]["invoice"] = {"amount": "-1"}  # an error among valuations
+    body = json.dumps(facts).encode()
+    params = {"policy": "standard", "trace": trace}
+    before = scrape(open_server, key=None)
+    batch = open_server.request("POST", "/v1/valuations/batch", params=params, content=body)
+    assert batch.status_code == 200, batch.text
+    singles = [
+        open_server.request("POST", "/v1/valuations", params=params, content=json.dumps(f).encode())
+        for f in facts
+    ]
+    assert [r.status_code for r in singles] == [200, 200, 422] + [200] * 9
+    errors = json.loads(batch.content)["results"][2]["error"]
+    assert errors["problems"][0]["path"] == "invoice.amount"
+    results = [
+        b'{"index":%d,"valuation":%s}' % (i, r.content)
+        if r.status_code == 200
+        else b'{"index":2,"error":%s}' % json.dumps(errors, separators=(",", ":")).encode()
+        for i, r in enumerate(singles)
+    ]
+    rules_id = batch.headers["Tiv-Rules-Id"].encode()
+    expected = b'{"rules_id":"%s","count":12,"failed":1,"results":[%s]}' % (
+        rules_id,
+        b",".join(results),
+    )
+    assert batch.content == expected
+    # Counted per shipment, as the single answers were (each of those once more).
+    after = scrape(open_server, key=None)
+
+    def total(samples: list[tuple[str, dict[str, str], float]], name: str) -> float:
+        return sum(v for n, _, v in samples if n == name)
+
+    assert total(after, "tiv_valuations_total") - total(before, "tiv_valuations_total") == 22
+    assert total(after, "tiv_errors_total") - total(before, "tiv_errors_total") == 2
 
 
 def test_settle_a_claim(keyed: Server) -> None:
@@ -861,8 +909,48 @@ def test_several_worker_processes(tmp_path: Path) -> None:
             valued = [v for n, _, v in scrape(server, key=None) if n == "tiv_valuations_total"]
             assert sum(valued) == 21 + 24
             assert len(started(server)) == 2
+        # Kept-alive connections opened together are shared by the workers: asyncio's own
+        # accept gave all 4 to one worker in a third of the tries (the other sat idle).
+        for _ in range(3):
+            held = held_connections(server, 4)
+            assert len(held) == 2 and min(held.values()) >= 1, held
     finally:
         server.stop()
+
+
+def held_connections(server: Server, count: int) -> dict[int, int]:
+    """Open `count` connections to `server` at once, each answered once and left open:
+    how many of them each worker process holds (Linux: read from /proc)."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: tiv\r\n\r\n"
+    connections = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(count)]
+    try:
+        for connection in connections:
+            connection.sendall(request)
+        for connection in connections:
+            assert connection.recv(4096).startswith(b"HTTP/1.1 200")
+        # /proc/net/tcp: local address:port (hex), state 01 = established, socket inode.
+        established = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].split(":")[1], 16) == server.port and fields[3] == "01":
+                established.add(fields[9])
+        held: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != server.proc.pid:
+                    continue  # not a worker of this server
+                pid = int(stat.parent.name)
+                inodes = {
+                    os.readlink(fd).removeprefix("socket:[").removesuffix("]")
+                    for fd in (stat.parent / "fd").iterdir()
+                }
+                if inodes & established:
+                    held[pid] = len(inodes & established)
+        assert sum(held.values()) == count, held
+        return held
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 def test_results_written_by_pydantic_core_are_the_bytes_jsonresponse_wrote() -> None:
@@ -886,3 +974,36 @@ def test_results_written_by_pydantic_core_are_the_bytes_jsonresponse_wrote() -> 
             assert isinstance(result, Valuation)
             wrote = JSONResponse(result.model_dump(mode="json")).body
             assert result.model_dump_json().encode("utf-8") == wrote
+
+
+def test_a_reload_lets_the_replaced_rules_be_collected_then_freezes_again() -> None:
+    # `tiv serve` freezes what is loaded (engine.service.heap): frozen objects are never
+    # collected, so a reload must unfreeze for the old rules to go, and freeze again later.
+    import gc
+    import weakref
+
+    from engine.service.heap import FrozenHeap
+
+    class Rules:
+        pass
+
+    old = Rules()
+    old.cycle = old  # type: ignore[attr-defined]  # only the cycle collector frees it
+    gone = weakref.ref(old)
+    heap = FrozenHeap(grace_s=0.05)
+    try:
+        heap.freeze()
+        assert gc.get_freeze_count() > 0
+        del old
+        gc.collect()
+        assert gone() is not None  # frozen: kept
+        heap.replaced()
+        assert gc.get_freeze_count() == 0
+        deadline = time.monotonic() + 5
+        while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gone() is None  # collected by the refreeze's collection
+        assert gc.get_freeze_count() > 0  # and the rest frozen again
+    finally:
+        heap.stop()
+        gc.unfreeze()

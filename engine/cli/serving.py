@@ -103,6 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 watch_s=watch,
                 body_timeout_s=args.body_timeout,
                 body_min_rate=args.body_min_rate,
+                freeze_heap=True,  # this process serves and nothing else
             )
         )
     except SettingsError as error:

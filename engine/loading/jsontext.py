@@ -108,13 +108,12 @@ def parse_marked(text: str) -> tuple[Any, bool]:
     a caller with much data (a batch of shipments) need not walk it to find out."""
     # A \u escape may be a lone surrogate, which only the walk finds: walk then.
     marked = "\\u" in text
+    keys = 0
 
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        nonlocal marked
-        result = _object(items)
-        if type(result) is not dict:
-            marked = True
-        return result
+    def counted(read: dict[str, Any]) -> dict[str, Any]:
+        nonlocal keys
+        keys += len(read)
+        return read
 
     def constant(name: str) -> NonFinite:
         nonlocal marked
@@ -133,10 +132,56 @@ def parse_marked(text: str) -> tuple[Any, bool]:
         marked = marked or isinstance(value, Unbounded)
         return value
 
+    if not marked:
+        # Objects built by the C scanner, only counted here: a third faster than pairs
+        # handed to Python. Repeated keys are ruled out by counting ':' (see
+        # `_no_repeated_key`); when that cannot tell, the text is read again below.
+        counting = json.JSONDecoder(
+            parse_float=number, parse_int=integer, parse_constant=constant, object_hook=counted
+        )
+        data = counting.decode(text)
+        if _no_repeated_key(text, data, keys):
+            return data, marked
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal marked
+        result = _object(items)
+        if type(result) is not dict:
+            marked = True
+        return result
+
     decoder = json.JSONDecoder(
         parse_float=number, parse_int=integer, parse_constant=constant, object_pairs_hook=pairs
     )
     return decoder.decode(text), marked
+
+
+def _no_repeated_key(text: str, data: Any, keys: int) -> bool:
+    """Whether `data`, read from `text` (which has no \\u escape) into `keys` keys, kept
+    every key written: True only when sure.
+
+    Outside strings, JSON text has one ':' per key written, so the text's ':' are the keys
+    written plus the ':' inside its strings, which are the ':' in the strings read (without
+    \\u escapes, no escape makes or hides one). Keys read = keys written exactly when no
+    key was repeated (a repeated key is read once).
+    """
+    colons = text.count(":")
+    if colons == keys:
+        return True  # no ':' left for any string, nor for a repeated key
+    try:
+        return colons == keys + _colons_in_strings(data)
+    except RecursionError:  # nested deeper than this walk goes: the pairs will tell
+        return False
+
+
+def _colons_in_strings(value: Any) -> int:
+    if type(value) is str:
+        return value.count(":")
+    if type(value) is dict:
+        return sum(key.count(":") + _colons_in_strings(item) for key, item in value.items())
+    if type(value) is list:
+        return sum(_colons_in_strings(item) for item in value)
+    return 0
 
 
 def syntax_problem(error: Exception, file: str = "", path: str = "") -> Problem:

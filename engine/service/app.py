@@ -126,6 +126,8 @@ def create_app(settings: Settings, state: RulesState | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.limiter = anyio.CapacityLimiter(settings.threads)
+        if service.heap is not None:
+            service.heap.freeze()  # the rules and the app are loaded: what lives on
         async with anyio.create_task_group() as tasks:
             if settings.watch_s > 0:
                 tasks.start_soon(watch, service)
@@ -135,6 +137,8 @@ def create_app(settings: Settings, state: RulesState | None = None) -> FastAPI:
             finally:
                 service.ready = False
                 tasks.cancel_scope.cancel()
+                if service.heap is not None:
+                    service.heap.stop()
 
     app = FastAPI(
         title="tiv valuation service",

@@ -28,9 +28,10 @@ from engine.errors import (
 from engine.ruleset import RuleSet
 from engine.service.auth import Authenticator
 from engine.service.errors import ApiError
+from engine.service.heap import FrozenHeap
 from engine.service.metrics import Metrics
 from engine.service.settings import Settings
-from engine.service.state import RulesState
+from engine.service.state import ReloadOutcome, RulesState
 
 log = logging.getLogger("uvicorn.error")  # uvicorn configures it: our lines join its log
 
@@ -48,6 +49,17 @@ class Service:
         self.audit = open_audit(settings)
         self.limiter: anyio.CapacityLimiter | None = None  # made in the event loop
         self.ready = False
+        grace = settings.time_budget_s + settings.valuation_budget_s
+        self.heap = FrozenHeap(grace) if settings.freeze_heap else None
+
+    def reload(self) -> ReloadOutcome:
+        """`state.reload`, letting the collector see the replaced rules (engine.service.heap).
+
+        Raises RulesError as `state.reload` does."""
+        outcome = self.state.reload()
+        if self.heap is not None:
+            self.heap.replaced()
+        return outcome
 
     async def in_thread(self, func: Callable[[], T], deadline: float) -> T:
         """Run `func` in the valuation pool; 503 if the request's budget runs out first."""
@@ -118,7 +130,7 @@ async def watch(service: Service) -> None:
         if not service.state.changed_on_disk():
             continue
         try:
-            outcome = await anyio.to_thread.run_sync(service.state.reload)
+            outcome = await anyio.to_thread.run_sync(service.reload)
         except RulesError as error:
             service.metrics.reload("refused")
             log.warning(

@@ -92,14 +92,17 @@ class Metrics:
         )
         started.set(time.time())
 
-    def valuation(self, pack: str, version: str, decision: str) -> None:
-        self._valuations.labels(pack, version, decision).inc()
+    def valuation(self, pack: str, version: str, decision: str, count: int = 1) -> None:
+        """`count` valuations of one pack version with one decision (a batch counts its
+        shipments once per kind: in multiprocess mode each increment takes a lock and
+        writes to a file, ~1.7 us, which is 2% of a batch request's time)."""
+        self._valuations.labels(pack, version, decision).inc(count)
 
     def claim(self, pack: str, version: str) -> None:
         self._claims.labels(pack, version).inc()
 
-    def error(self, kind: str) -> None:
-        self._errors.labels(kind).inc()
+    def error(self, kind: str, count: int = 1) -> None:
+        self._errors.labels(kind).inc(count)
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         self._requests.labels(route, method, str(status)).inc()

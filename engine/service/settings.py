@@ -79,6 +79,10 @@ class Settings:
     # else 408 and the connection is closed (slow senders and short bodies hold no worker).
     body_timeout_s: float = 5.0
     body_min_rate: int = 10_000
+    # Freeze the long-lived objects once loaded (engine.service.heap): set by `tiv serve`,
+    # whose process serves and nothing else; an app built in a test or embedded leaves
+    # its process's collector alone.
+    freeze_heap: bool = False
 
     @property
     def open(self) -> bool:

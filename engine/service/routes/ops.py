@@ -39,7 +39,7 @@ def install(app: FastAPI, service: Service) -> None:
     async def post_reload(key: Key) -> Any:
         require_role(key, "admin")
         try:
-            outcome = await anyio.to_thread.run_sync(service.state.reload)
+            outcome = await anyio.to_thread.run_sync(service.reload)
         except RulesError as error:
             service.metrics.reload("refused")
             log.warning("tiv: reload refused: %s", error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -211,22 +212,30 @@ def install(app: FastAPI, service: Service) -> None:
         def work() -> tuple[list[str], int]:
             """Each result as the JSON text `respond` would write, and how many failed."""
             results: list[str] = []
-            failed = 0
+            valued: Counter[tuple[str, str, str]] = Counter()
+            failures: Counter[str] = Counter()
             stream = outcomes()
-            for index in range(len(items)):
-                if time.monotonic() > deadline:
-                    break  # the answer is a 503 already; stop spending the CPU
-                outcome = next(stream)
-                if isinstance(outcome, Valuation):
-                    policy_ref = outcome.policy
-                    service.metrics.valuation(policy_ref.id, policy_ref.version, outcome.decision)
-                    results.append(f'{{"index":{index},"valuation":{outcome.model_dump_json()}}}')
-                else:
-                    failed += 1
-                    service.metrics.error(outcome.kind)
-                    _, payload = tiv_error(outcome, snapshot, policy)
-                    results.append(_COMPACT({"index": index, "error": payload}))
-            return results, failed
+            try:
+                for index in range(len(items)):
+                    if time.monotonic() > deadline:
+                        break  # the answer is a 503 already; stop spending the CPU
+                    outcome = next(stream)
+                    if isinstance(outcome, Valuation):
+                        ref = outcome.policy
+                        valued[ref.id, ref.version, outcome.decision] += 1
+                        results.append(
+                            f'{{"index":{index},"valuation":{outcome.model_dump_json()}}}'
+                        )
+                    else:
+                        failures[outcome.kind] += 1
+                        _, payload = tiv_error(outcome, snapshot, policy)
+                        results.append(_COMPACT({"index": index, "error": payload}))
+            finally:  # counted once per kind: each count is a locked file write
+                for (pack, version, decision), count in valued.items():
+                    service.metrics.valuation(pack, version, decision, count)
+                for kind, count in failures.items():
+                    service.metrics.error(kind, count)
+            return results, failures.total()
 
         results, failed = await service.in_thread(work, deadline)
         if len(results) < len(items):

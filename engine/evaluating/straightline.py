@@ -7,7 +7,10 @@ the generator does not handle (then every valuation takes the interpreted path).
 
 The function reads the `Shipment` directly (no environment dicts), keeps every name in a
 local, sums charges into a list specialised to the pack's charge types and groups, runs
-the formulas in their (checked) dependency order and the rule conditions inline. Its
+the formulas in their (checked) dependency order and the rule conditions inline. A
+second function, `plain_line`, is generated from the same nodes to read the plain dicts
+`facts.read_plain` gives (`PLAIN`: how each name is read from them), for `value()`'s
+plain road; its values come in the same slots. Its
 source is made from our own nodes only: every name becomes an identifier minted here
 (`n0`, `n1`, ...) and every literal a constant bound into the function's globals
 (`k0`, `k1`, ...), so no text of a rule file ever reaches `compile()` as code.

@@ -11,6 +11,11 @@ rate becomes a gap, reported as null) -> match decision rules on the shipment, e
 charge and each goods line -> strongest decision wins (decline > refer > accept).
 `settle` continues from the valuation's names with the pack's claims formulas.
 Everything runs under the engine's Decimal context.
+
+Three ways to the same result: the interpreted path (`_evaluate`, which alone decides
+unusual cases and every error), the pack's straight line over a `Shipment`
+(`_evaluate_straight`), and its plain line over `facts.read_plain`'s dicts
+(`evaluate_plain`, engine.api's plain road); the last two give way to the first.
 """
 
 from __future__ import annotations

@@ -10,10 +10,10 @@ local, sums charges into a list specialised to the pack's charge types and group
 the formulas in their (checked) dependency order and the rule conditions inline. A
 second function, `plain_line`, is generated from the same nodes to read the plain dicts
 `facts.read_plain` gives (`PLAIN`: how each name is read from them), for `value()`'s
-plain road; its values come in the same slots. Its
-source is made from our own nodes only: every name becomes an identifier minted here
-(`n0`, `n1`, ...) and every literal a constant bound into the function's globals
-(`k0`, `k1`, ...), so no text of a rule file ever reaches `compile()` as code.
+plain road; its values come in the same slots. Each function's source is made from our
+own nodes only: every name becomes an identifier minted here (`n0`, `n1`, ...) and every
+literal a constant bound into the function's globals (`k0`, `k1`, ...), so no text of a
+rule file ever reaches `compile()` as code.
 
 It decides no error and no unusual case. Whatever is not the common case (an amount in
 another currency, an absent fact a formula reads, a table with no row, a rejected
@@ -150,8 +150,8 @@ _GOODS_READS: dict[str, tuple[str, bool]] = {
 @dataclass(frozen=True)
 class _Access:
     """How the generated function reads the facts: from a `Shipment`'s attributes, or
-    from the plain dicts `facts.read_plain` validates (`PLAIN`), where every field is
-    present (defaults filled in) and every amount is in the valuation currency."""
+    from the plain dicts `facts.read_plain` validates (`PLAIN`), where an optional field
+    may be absent and every amount is in the valuation currency."""
 
     shipment: Mapping[str, tuple[str, bool]]
     charge: Mapping[str, tuple[str, bool]]

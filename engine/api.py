@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from engine import firstuse
 from engine.compiling.formulas import Function
 from engine.compiling.pack import CompiledPack
 from engine.errors import EvaluationError, FactsError, Location, Problem, TivError
@@ -180,6 +181,7 @@ def value(
     Raises FactsError, SelectionError or EvaluationError (`valuation.time_budget` when
     over the budget).
     """
+    since = firstuse.spent_ns  # making what later valuations reuse is not this one's work
     deadline = deadline_of(budget) if deadline is None else _earlier(deadline_of(budget), deadline)
     if (
         audit is None
@@ -188,10 +190,13 @@ def value(
     ):
         # The common case's road: facts read into plain dicts and valued by the pack's
         # plain straight line, no model built (see `_value_plain`).
-        valued = _value_plain(rules, facts, policy, as_of, allow_draft, matcher, trace, deadline)
+        valued = _value_plain(
+            rules, facts, policy, as_of, allow_draft, matcher, trace, deadline, since
+        )
         if valued is not None:
             return valued
     shipment, pack, day = _prepare(rules, facts, policy, as_of, allow_draft)
+    deadline = firstuse.credited(deadline, since)
     tracer = RecordingTracer() if trace or audit is not None else _NO_TRACE
     result = evaluate(
         rules,
@@ -272,10 +277,12 @@ def claim(
     "gross_damaged_value": ...}. Raises FactsError for a bad loss, as for bad facts.
     `budget` and `deadline` bound the time as in `value`.
     """
+    since = firstuse.spent_ns
     deadline = _earlier(deadline_of(budget), deadline)
     if not isinstance(loss, Loss):
         loss = _read_loss(loss)
     shipment, pack, day = _prepare(rules, facts, policy, as_of, allow_draft)
+    deadline = firstuse.credited(deadline, since)
     tracer = RecordingTracer() if trace or audit is not None else NullTracer()
     result = settle(
         rules,
@@ -362,10 +369,11 @@ def _value_plain(
     matcher: Matcher | None,
     trace: bool,
     deadline: int | None,
+    since: int,
 ) -> Valuation | None:
     """`value`'s result by the plain road (facts.read_plain, evaluating.evaluate_plain),
     or None for anything that is not its common case: `value` then reads a `Shipment`
-    and values it, deciding every error."""
+    and values it, deciding every error. `since`: `firstuse.spent_ns` as `value` began."""
     road: _PlainRoad | Literal[False] | None = rules.plain_roads.get(policy)
     if road is None:
         road = rules.plain_roads[policy] = _PlainRoad.of(rules, policy)
@@ -386,7 +394,8 @@ def _value_plain(
         return None
     valued = evaluate_plain(rules, pack, line, plain, reference, day, matcher or _COMPILED, trace)
     if valued is not None and deadline is not None and time.monotonic_ns() > deadline:
-        in_time(deadline, "valued the shipment", pack)  # one call: checked after it
+        # One call: checked after it, less what was made on first use meanwhile.
+        in_time(firstuse.credited(deadline, since), "valued the shipment", pack)
     return valued
 
 
@@ -458,12 +467,14 @@ def value_versions(
             for policy in policies
         ]
     seconds = default_time_budget() if budget is None else budget
+    since = firstuse.spent_ns
     started = deadline_of(seconds)
     reference = rules.pack_facts_reference(pack_ids.pop())
     try:
         shipment = _read(facts, reference)
     except TivError as error:
         return [error] * len(policies)
+    started = firstuse.credited(started, since)
     results: list[Valuation | TivError] = []
     for index, policy in enumerate(policies):
         try:

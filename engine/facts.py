@@ -29,6 +29,7 @@ import operator
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -52,6 +53,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, SchemaValidator, core_schema
 
+from engine import firstuse
 from engine.errors import FactsError, Location, Problem, json_path
 from engine.loading import jsontext
 from engine.loading.yamlfile import (
@@ -686,7 +688,9 @@ def _compiled_for(
         or not _CURRENCY_FORM(valuation)
     ):
         return None
+    started = time.monotonic_ns()
     made = table[valuation] = _compile(reference, valuation, python=python)
+    firstuse.made(started)
     return made
 
 
@@ -784,7 +788,9 @@ def read_plain(data: Any, reference: FactsReference) -> dict[str, Any] | None:
     if validator is None:
         if valuation in table or _compiled_for(reference, valuation, python=True) is None:
             return None  # the reference is new, or the currency has no validator of its own
+        started = time.monotonic_ns()
         validator = table[valuation] = _compile(reference, valuation, python=True, plain=True)
+        firstuse.made(started)
         if validator is None:
             return None
     try:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from engine import load_rules
+from engine import firstuse, load_rules
 from engine.api import claim, deadline_of, default_time_budget, value, value_many
 from engine.errors import EvaluationError
 from engine.result import Valuation
@@ -250,3 +250,16 @@ def test_the_service_answers_503_over_budget_and_serves_the_next_request(budgete
     assert results[0]["valuation"]["total_insured_value"] == "1210.17"
     assert results[2]["valuation"]["shipment_id"] == "L-2"
     assert httpx.get(budgeted.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_time_spent_making_first_use_state_is_given_back_to_the_budget() -> None:
+    # A deadline moves later by exactly the first-use making done since `since`: a builder
+    # that took 5 ms gives a valuation running meanwhile 5 ms more. (The service test above
+    # is the end-to-end case: its first batch reads facts plain for the first time, making
+    # a validator and lines, within a 20 ms budget.)
+    since = firstuse.spent_ns
+    firstuse.made(time.monotonic_ns() - 5_000_000)
+    spent = firstuse.spent_ns - since
+    assert 5_000_000 <= spent < 5_000_000 + 10**9
+    assert firstuse.credited(10**12, since) == 10**12 + spent
+    assert firstuse.credited(None, since) is None

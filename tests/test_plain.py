@@ -53,7 +53,7 @@ def _single_currency(facts: dict[str, Any]) -> dict[str, Any]:
 def roads(rules: RuleSet, facts: dict[str, Any], policy: str, trace: bool) -> tuple[Any, Any]:
     """(the plain road's valuation, or None when it declined; the Shipment road's, from the
     facts as JSON text, or its error's problems), each as JSON data."""
-    got = _value_plain(rules, copy.deepcopy(facts), policy, None, True, None, trace, None)
+    got = _value_plain(rules, copy.deepcopy(facts), policy, None, True, None, trace, None, 0)
     plain = None if got is None else got.model_dump(mode="json")
     try:
         text = json.dumps(facts)
@@ -168,7 +168,7 @@ def test_value_takes_the_plain_road_and_its_result_keeps_the_facts_it_was_given(
             {"type": "demurrage", "amount": "75.00"},
         ],
     )
-    assert _value_plain(SHIPPED, facts, "cif-premium-inclusive", None, False, None, True, None)
+    assert _value_plain(SHIPPED, facts, "cif-premium-inclusive", None, False, None, True, None, 0)
     expected = value(SHIPPED, json.dumps(facts), policy="cif-premium-inclusive")
     result = value(SHIPPED, facts, policy="cif-premium-inclusive")
     facts["charges"][0]["amount"] = "999999.00"

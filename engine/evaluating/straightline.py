@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import datetime
 import operator
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from engine import firstuse
 from engine.compiling.expressions import (
     Binary,
     Bool,
@@ -384,7 +386,9 @@ def _holder(pack: CompiledPack) -> _Holder:
     if holder is None:
         holder = _Holder()
         try:
+            started = time.monotonic_ns()
             holder.line = _Generator(pack).build()
+            firstuse.made(started)
         except _Unsupported:
             holder.line = None
         object.__setattr__(pack, _KEY, holder)
@@ -408,7 +412,9 @@ def plain_line(pack: CompiledPack) -> StraightLine | None:
         line = None
         if holder.line is not None:
             try:
+                started = time.monotonic_ns()
                 line = _Generator(pack, PLAIN).build()
+                firstuse.made(started)
             except _Unsupported:
                 line = None
             if line is not None and line.slots != holder.line.slots:

@@ -28,6 +28,7 @@ from decimal import Decimal, getcontext, setcontext
 from functools import partial
 from typing import Any
 
+from engine import firstuse
 from engine._version import __version__
 from engine.compiling.formulas import (
     CURRENCY_PLACES,
@@ -110,6 +111,7 @@ def evaluate(
     # The compiled matcher's common case runs the pack's generated function; anything it
     # does not handle, and every error, is valued again on the interpreted path below,
     # which alone decides results of unusual cases and every error's message.
+    since = firstuse.spent_ns  # generating the line on first use is not this one's work
     if type(matcher) is CompiledMatcher and type(tracer) in _FAST_TRACERS:
         line = straight_line(pack)
         if line is not None:
@@ -119,10 +121,16 @@ def evaluate(
                 pass
             else:
                 # One call with no phase boundary inside: the budget is checked after it.
-                in_time(deadline, "valued the shipment", pack)
+                in_time(firstuse.credited(deadline, since), "valued the shipment", pack)
                 return valued
     return _evaluate(
-        rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=tracer, deadline=deadline
+        rules,
+        pack,
+        shipment,
+        as_of=as_of,
+        matcher=matcher,
+        tracer=tracer,
+        deadline=firstuse.credited(deadline, since),
     )[0]
 
 
@@ -630,8 +638,10 @@ class _Plan:
 def _plan(pack: CompiledPack) -> _Plan:
     plan: _Plan | None = pack.__dict__.get("_evaluation_plan")
     if plan is None:
+        started = time.monotonic_ns()
         plan = _Plan(pack)
         object.__setattr__(pack, "_evaluation_plan", plan)
+        firstuse.made(started)
     return plan
 
 
@@ -646,7 +656,9 @@ def _evaluate(
     deadline: int | None = None,
 ) -> tuple[Valuation, dict[str, Any]]:
     """The valuation, and the environment it ended with (claims formulas continue from it)."""
+    since = firstuse.spent_ns
     plan = _plan(pack)
+    deadline = firstuse.credited(deadline, since)  # the plan, made on first use
     in_time(deadline, "read the facts", pack)
     with exact():
         places = rules.currencies[shipment.currency]
@@ -746,6 +758,7 @@ def settle(
                 pack.where,
             )
         )
+    since = firstuse.spent_ns
     valuation, values = _evaluate(
         rules, pack, shipment, as_of=as_of, matcher=matcher, tracer=NullTracer(), deadline=deadline
     )
@@ -760,7 +773,7 @@ def settle(
             }
         )
         gaps = _run_formulas(claims.formulas, "claim", values, pack, tracer)
-        in_time(deadline, "run the claims formulas", pack)
+        in_time(firstuse.credited(deadline, since), "run the claims formulas", pack)
         names = [claims.result.indemnity, *claims.result.components]
         _written_in_full(names, values, places, pack)
         if gaps or any(values[name] is GAP for name in names):

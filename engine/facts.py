@@ -23,6 +23,7 @@ against the reference and that every foreign currency has an fx rate.
 
 from __future__ import annotations
 
+import decimal
 import difflib
 import functools
 import operator
@@ -466,6 +467,14 @@ _SOMETHING = r"[^\s\x1c-\x1f]"
 _ISO_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 
 
+# The context amounts are read in: more digits than any number within its bound has
+# (money.AMOUNT and FX_RATE), so nothing is ever rounded; its flags are never read.
+_READING = decimal.Context(
+    prec=max(AMOUNT.digits + AMOUNT.places, FX_RATE.digits + FX_RATE.places) + 1,
+    traps=[decimal.InvalidOperation],
+)
+
+
 def _exact_number(*, python: bool, positive: bool) -> core_schema.CoreSchema:
     """Plain decimal text or an int (not bool), and from Python a Decimal; never a
     float. Text becomes Decimal(text), an int Decimal(int); a Decimal is kept.
@@ -478,9 +487,10 @@ def _exact_number(*, python: bool, positive: bool) -> core_schema.CoreSchema:
     """
     zero = Decimal(0)
     bound = FX_RATE if positive else AMOUNT
-    # Decimal itself (a C type, no Python code) turns checked text or an int into the
-    # number: a little faster than pydantic-core's decimal validator calling it for us.
-    exact = core_schema.no_info_plain_validator_function(Decimal)
+    # A context's create_decimal (C, no Python code) turns checked text or an int into the
+    # number: faster than calling the Decimal type, or pydantic-core's decimal validator
+    # calling it for us. Exact: its precision is above any bounded number's digits.
+    exact = core_schema.no_info_plain_validator_function(_READING.create_decimal)
     branches: list[core_schema.CoreSchema] = [
         core_schema.chain_schema(
             [

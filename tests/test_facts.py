@@ -1114,3 +1114,22 @@ def test_a_reference_keeps_validators_for_a_few_currencies_only() -> None:
             assert {c.currency for c in shipment.charges} == {code}
             assert_same(shipment, by_models_with(data, many))
     assert len(many.compiled.python) == facts._OWN_MAX < len(codes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    whole=st.text("0123456789", min_size=1, max_size=AMOUNT.digits),
+    fraction=st.text("0123456789", max_size=AMOUNT.places),
+    number=st.integers(min_value=0, max_value=10**FX_RATE.digits * 10**8),
+)
+def test_the_fast_roads_read_numbers_exactly_as_decimal_does(
+    whole: str, fraction: str, number: int
+) -> None:
+    # The compiled validators turn text and ints into numbers with a context's
+    # create_decimal (faster than the Decimal type): the same digits and exponent, never
+    # rounded, for anything within the widest bound (12 + 20 digits of an fx rate).
+    text = whole + ("." + fraction if fraction else "")
+    for given_ in (text, number):
+        read, expected = facts._READING.create_decimal(given_), Decimal(given_)
+        assert read.as_tuple() == expected.as_tuple(), given_
+    assert facts._READING.prec > max(AMOUNT.digits + AMOUNT.places, FX_RATE.digits + FX_RATE.places)

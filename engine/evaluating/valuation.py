@@ -50,6 +50,7 @@ from engine.evaluating.environment import (
     _GOODS_PATHS,
     Environment,
     build_environment,
+    convert_step,
 )
 from engine.evaluating.straightline import StraightLine, plain_context, straight_line
 from engine.evaluating.straightline import context as straight_context
@@ -176,7 +177,8 @@ def _evaluate_straight(
             line,
             rules,
             pack,
-            shipment,
+            (shipment, None),
+            (shipment.id, shipment.currency, shipment.duties is not None),
             output,
             places,
             as_of,
@@ -212,55 +214,20 @@ def evaluate_plain(
             made = partial(read_facts, facts, reference)
             duties = DutyEstimator(made, country, union, duty_trace)
         ctx = plain_context(facts, duties) if line.needs_ctx else None
-        excluded, values, matched, mark = line.function(
-            facts, places, country is not None, rules.incoterms, duties, ctx
-        )
-        # `_straight_valuation`'s valuation, written out for this road's facts: the
-        # hottest path of all, where a call and a few tests are a twentieth of the time.
-        # tests/test_plain.py compares every field with the Shipment road's.
-        fired: list[tuple[CompiledRule, list[str]]]
-        reasons: list[Reason]
-        flags: list[Flag]
-        if matched.count(None) == len(matched):  # most valuations: no rule fired
-            fired, reasons, flags = [], [], []
-        else:
-            fired, reasons, flags = _rules_fired(line, values, matched)
-        if duties is not None and duties.flags:
-            flags = flags + duties.flags
-        premium = None if line.premium is None else values[line.premium]
-        deferred = partial(
-            _straight_rest,
+        output = line.function(facts, places, country is not None, rules.incoterms, duties, ctx)
+        return _straight_valuation(
+            line,
+            rules,
             pack,
             (facts, reference),
+            (facts["id"], facts["currency"], facts.get("duties") is not None),
+            output,
             places,
-            rules.incoterms,
-            excluded,
-            values,
-            mark,
-            duty_trace if trace else None,
-            fired,
-            reasons,
+            as_of,
+            matcher,
             trace,
-        )
-        return deferred_valuation(
-            deferred,
-            {
-                "shipment_id": facts["id"],
-                "currency": facts["currency"],
-                "currency_minor_units": places,
-                "total_insured_value": money_text(values[line.total], places),
-                "premium": None if premium is None else money_text(premium, places),
-                "decision": _strongest(reasons) if reasons else "accept",
-                "reasons": reasons,
-                "flags": flags,
-                "policy": pack.policy,
-                "as_of": as_of,
-                "engine_version": __version__,
-                "matcher": matcher.name,
-                "duties_basis": _duties_basis(facts.get("duties") is not None, duties),
-                "duty_estimate": None if duties is None else duties.result,
-                "audit_id": None,
-            },
+            duties,
+            duty_trace if trace else None,
         )
     except Exception:  # the interpreted path decides
         return None
@@ -276,15 +243,14 @@ def _rules_fired(
     reasons: list[Reason] = []
     flags: list[Flag] = []
     fired: list[tuple[CompiledRule, list[str]]] = []
-    if matched.count(None) != len(matched):  # most valuations: no rule fired
-        for rule, paths in zip(line.decision_rules, matched, strict=True):
-            if paths is not None:
-                fired.append((rule, paths))
-                text = rule.reason
-                if rule.template is not None:  # it names formulas: write this valuation's in
-                    named = {name: values[slot] for name, slot in line.slots.items()}
-                    text = rule.template.render(named)
-                _fired(rule, paths, text, reasons, flags)
+    for rule, paths in zip(line.decision_rules, matched, strict=True):
+        if paths is not None:
+            fired.append((rule, paths))
+            text = rule.reason
+            if rule.template is not None:  # it names formulas: write this valuation's in
+                named = {name: values[slot] for name, slot in line.slots.items()}
+                text = rule.template.render(named)
+            _fired(rule, paths, text, reasons, flags)
     return fired, reasons, flags
 
 
@@ -292,7 +258,8 @@ def _straight_valuation(
     line: StraightLine,
     rules: RuleSet,
     pack: CompiledPack,
-    shipment: Shipment,
+    facts: tuple[Shipment | dict[str, Any], FactsReference | None],
+    shown: tuple[str, str, bool],
     output: tuple[Any, ...],
     places: int,
     as_of: datetime.date,
@@ -301,21 +268,31 @@ def _straight_valuation(
     duties: DutyEstimator | None,
     duty_trace: Tracer | None,
 ) -> Valuation:
-    """The valuation a straight line's `output` for `shipment` makes, its other fields
-    deferred (`evaluate_plain` writes the same out for plain facts)."""
+    """The valuation a straight line's `output` makes, its other fields deferred.
+
+    `facts`: the `Shipment` valued, or the plain facts and the reference they were read
+    against (a `Shipment` is made of them only if a deferred field is read); `shown`: the
+    shipment's id, its currency and whether it declares duties."""
     excluded, values, matched, mark = output
-    fired, reasons, flags = _rules_fired(line, values, matched)
+    fired: list[tuple[CompiledRule, list[str]]]
+    reasons: list[Reason]
+    flags: list[Flag]
+    if matched.count(None) == len(matched):  # most valuations: no rule fired
+        fired, reasons, flags = [], [], []
+    else:
+        fired, reasons, flags = _rules_fired(line, values, matched)
     if duties is not None and duties.flags:
         flags = flags + duties.flags
     # The premium is made now too: impact and bordereaux read it from every result, and
     # reading a deferred field would render all the others (the trace included).
     premium = None if line.premium is None else values[line.premium]
+    shipment_id, currency, declared = shown
     # The rest is made when first read, from values that no longer change: `values`
     # is a tuple, `excluded` is this valuation's own.
     deferred = partial(
         _straight_rest,
         pack,
-        (shipment, None),
+        facts,
         places,
         rules.incoterms,
         excluded,
@@ -329,8 +306,8 @@ def _straight_valuation(
     return deferred_valuation(
         deferred,
         {
-            "shipment_id": shipment.id,
-            "currency": shipment.currency,
+            "shipment_id": shipment_id,
+            "currency": currency,
             "currency_minor_units": places,
             "total_insured_value": money_text(values[line.total], places),
             "premium": None if premium is None else money_text(premium, places),
@@ -341,7 +318,7 @@ def _straight_valuation(
             "as_of": as_of,
             "engine_version": __version__,
             "matcher": matcher.name,
-            "duties_basis": _duties_basis(shipment.duties is not None, duties),
+            "duties_basis": _duties_basis(declared, duties),
             "duty_estimate": None if duties is None else duties.result,
             "audit_id": None,
         },
@@ -481,14 +458,7 @@ def _convert_step(path: str, amount: Decimal, currency: str, fx: Mapping[str, De
     rate = fx[currency]
     with exact():
         value = amount * rate
-    return (
-        "convert",
-        path,
-        f"{path} × fx.{currency}",
-        {path: amount, f"fx.{currency}": rate},
-        value,
-        "facts",
-    )
+    return convert_step(path, amount, currency, rate, value)
 
 
 def _named_values(

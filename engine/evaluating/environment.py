@@ -48,15 +48,23 @@ def convert(
         )
     value = amount * rate
     if tracer.enabled:
-        tracer.step(
-            "convert",
-            path,
-            f"{path} × fx.{currency}",
-            {path: amount, f"fx.{currency}": rate},
-            value,
-            "facts",
-        )
+        tracer.step(*convert_step(path, amount, currency, rate, value))
     return value
+
+
+def convert_step(
+    path: str, amount: Decimal, currency: str, rate: Decimal, value: Decimal
+) -> tuple[str, str, str, dict[str, Any], Decimal, str]:
+    """The trace step of a conversion (kind, name, expression, inputs, value, source), as
+    `convert` records it and the straight line's renderer writes it afterwards."""
+    return (
+        "convert",
+        path,
+        f"{path} × fx.{currency}",
+        {path: amount, f"fx.{currency}": rate},
+        value,
+        "facts",
+    )
 
 
 def build_environment(

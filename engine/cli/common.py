@@ -92,12 +92,23 @@ def emit_result(result: Valuation | Claim, text: str, form: str, output: str | N
     emit(text, output)
 
 
-class _MaxInput(argparse.Action):
-    """`--max-input BYTES` is $TIV_MAX_INPUT_BYTES for this process and what it starts."""
+class _Exported(argparse.Action):
+    """An option that is also an environment variable (`variable`) for this process and
+    what it starts: the batch workers, and the library, read it there."""
+
+    variable: str
 
     def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-        os.environ["TIV_MAX_INPUT_BYTES"] = str(values)
+        os.environ[self.variable] = repr(values)  # an int or a float: its repr is its text
         setattr(namespace, self.dest, values)
+
+
+class _MaxInput(_Exported):
+    variable = "TIV_MAX_INPUT_BYTES"
+
+
+class _TimeBudget(_Exported):
+    variable = "TIV_TIME_BUDGET"  # each valuation's (engine.api.default_time_budget)
 
 
 def add_max_input_option(parser: argparse.ArgumentParser) -> None:
@@ -109,15 +120,6 @@ def add_max_input_option(parser: argparse.ArgumentParser) -> None:
         help="refuse a rule file or facts document over this size, before parsing it "
         "(default 2097152, 2 MiB; also $TIV_MAX_INPUT_BYTES)",
     )
-
-
-class _TimeBudget(argparse.Action):
-    """`--time-budget SECONDS` is $TIV_TIME_BUDGET for this process and the batch workers
-    it starts: each valuation's budget (engine.api.default_time_budget)."""
-
-    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
-        os.environ["TIV_TIME_BUDGET"] = repr(values)
-        setattr(namespace, self.dest, values)
 
 
 def add_time_budget_option(parser: argparse.ArgumentParser) -> None:

@@ -368,28 +368,27 @@ def _walk(tree: Expr) -> Iterator[Expr]:
                 stack.extend(item for item in value if isinstance(item, Expr))
 
 
-def _literals(node: Expr) -> Iterator[Text]:
-    """The text literals that are the value of `node`: itself, list items, if/else branches."""
-    if isinstance(node, Text):
-        yield node
-    elif isinstance(node, ListOf):
+def _values(node: Expr) -> Iterator[Expr]:
+    """The expressions whose value is a value of `node`: itself, or its list items and
+    if/else branches, all the way down."""
+    if isinstance(node, ListOf):
         for item in node.items:
-            yield from _literals(item)
+            yield from _values(item)
     elif isinstance(node, IfElse):
-        yield from _literals(node.then)
-        yield from _literals(node.otherwise)
+        yield from _values(node.then)
+        yield from _values(node.otherwise)
+    else:
+        yield node
+
+
+def _literals(node: Expr) -> Iterator[Text]:
+    """The text literals that are a value of `node`."""
+    return (value for value in _values(node) if isinstance(value, Text))
 
 
 def _names_listed(node: Expr) -> Iterator[str]:
-    """Names whose value is the value of `node` (a name, list items, if/else branches)."""
-    if isinstance(node, Name):
-        yield node.dotted
-    elif isinstance(node, ListOf):
-        for item in node.items:
-            yield from _names_listed(item)
-    elif isinstance(node, IfElse):
-        yield from _names_listed(node.then)
-        yield from _names_listed(node.otherwise)
+    """The names whose value is a value of `node`."""
+    return (value.dotted for value in _values(node) if isinstance(value, Name))
 
 
 def _described(node: Expr) -> str:

@@ -8,8 +8,9 @@ import pickle
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
+from engine.atomic import write_atomic
 from engine.batch.spark.columns import FACTS
 from engine.batch.spark.errors import SparkJobError
 
@@ -151,7 +152,7 @@ def local_master(spark: Any) -> bool:
 def _join(parts: Path, target: Path) -> int:
     """The part files' lines into `target`, parts in the order of their first row (a
     folder's files become partitions in size order, so part names are not input order);
-    returns the lines. Written under a temporary name, fsynced, then renamed."""
+    returns the lines. Written whole or not at all (engine.atomic)."""
     keyed = []
     for part in parts.glob("part-*"):
         with part.open("rb") as handle:
@@ -159,35 +160,30 @@ def _join(parts: Path, target: Path) -> int:
         if first:  # `{"row": N, ...`: every line of tiv batch's output starts so
             keyed.append((int(first[8 : first.index(b",")]), part))
     keyed.sort()
-    partial = target.with_name(target.name + ".partial")
     count = 0
-    try:
-        with partial.open("wb") as out:
-            for _, part in keyed:
-                with part.open("rb") as handle:
-                    while chunk := handle.read(1 << 20):
-                        out.write(chunk)
-                        count += chunk.count(b"\n")
-            out.flush()
-            os.fsync(out.fileno())
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    def copy(handle: TextIO) -> None:
+        nonlocal count
+        out = handle.buffer  # the parts are UTF-8 already: copied as bytes
+        for _, part in keyed:
+            with part.open("rb") as read:
+                while chunk := read.read(1 << 20):
+                    out.write(chunk)
+                    count += chunk.count(b"\n")
+
+    write_atomic(target, copy)
     return count
 
 
 def _stream(result: DataFrame, target: Path) -> int:
-    partial = target.with_name(target.name + ".partial")
     count = 0
-    try:
-        with partial.open("w", encoding="utf-8") as handle:
-            # In row order, a partition at a time: the driver holds one at most.
-            for row in result.select("row", "result").orderBy("row").toLocalIterator():
-                handle.write(row[1] + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    def write(handle: TextIO) -> None:
+        nonlocal count
+        # In row order, a partition at a time: the driver holds one at most.
+        for row in result.select("row", "result").orderBy("row").toLocalIterator():
+            handle.write(row[1] + "\n")
+            count += 1
+
+    write_atomic(target, write)
     return count
